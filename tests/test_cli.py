@@ -1,0 +1,91 @@
+"""The `workbench` CLI as a user runs it: a real process on the embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.config import Settings
+from workbench.engine import Engine
+from workbench.engine.registry import EMBEDDED_IDS
+
+
+@pytest.fixture(scope="module")
+def env(settings: Settings, engine: Engine) -> dict[str, str]:
+    engine.load(EMBEDDED_IDS["f32"])  # converted once in the shared models dir
+    return {**os.environ, "WORKBENCH_MODELS_DIR": str(settings.models_dir), "PYTHONUNBUFFERED": "1"}
+
+
+def run(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_models_lists_embedded_variants(env: dict[str, str]) -> None:
+    out = run(env, "models")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["ID", "SOURCE", "VARIANT", "BITS", "SIZE", "LOADED"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows[EMBEDDED_IDS["4bit"]][1:4] == ["embedded", "4bit", "4"]
+    assert "(default)" in rows[EMBEDDED_IDS["f32"]]
+    assert all(r[-1] == "no" for r in rows.values())
+    as_json = json.loads(run(env, "models", "--json").stdout)
+    assert {m["id"] for m in as_json} >= set(EMBEDDED_IDS.values())
+
+
+def test_one_shot_chat_streams_answer_and_stats(env: dict[str, str]) -> None:
+    out = run(env, "chat", "What is the capital of France?")
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout
+    assert "TTFT" in out.stderr and "tok/s" in out.stderr and "peak" in out.stderr
+
+
+def test_interactive_chat_keeps_history_and_resets(env: dict[str, str]) -> None:
+    out = run(
+        env,
+        "chat",
+        "--max-tokens",
+        "12",
+        "--no-stats",
+        stdin="My name is Ada.\n/reset\nWhat is the capital of France?\n",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "[history cleared]" in out.stderr
+    assert "Paris" in out.stdout
+
+
+def test_bad_flags_give_clear_errors(env: dict[str, str]) -> None:
+    out = run(env, "chat", "--temperature", "-1", "hi")
+    assert out.returncode == 2
+    assert "temperature" in out.stderr and "Traceback" not in out.stderr
+    out = run(env, "chat", "--model", "no-such-model", "hi")
+    assert out.returncode == 2 and "unknown model 'no-such-model'" in out.stderr
+
+
+def test_help_texts(env: dict[str, str]) -> None:
+    out = run(env, "--help")
+    assert out.returncode == 0 and "chat" in out.stdout and "models" in out.stdout
+    assert "stats line" in run(env, "chat", "--help").stdout
+
+
+def test_settings_reject_bad_environment(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="WORKBENCH_MEMORY_BUDGET_GB"):
+        Settings.from_env({"WORKBENCH_MEMORY_BUDGET_GB": "lots"})
+    with pytest.raises(ValueError, match="WORKBENCH_ALLOW_DOWNLOAD"):
+        Settings.from_env({"WORKBENCH_ALLOW_DOWNLOAD": "maybe"})
+    s = Settings.from_env(
+        {"WORKBENCH_ALLOW_DOWNLOAD": "1", "HF_HUB_OFFLINE": "1", "WORKBENCH_MODELS_DIR": str(tmp_path)}
+    )
+    assert s.allow_download is False and s.models_dir == tmp_path

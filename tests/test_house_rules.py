@@ -1,0 +1,44 @@
+"""House rules from ARCHITECTURE.md that a machine can check: ruff clean, mlx only
+inside workbench/engine, imports point down, and `import workbench` stays light."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MLX_IMPORT = re.compile(r"^\s*(import|from)\s+mlx(_lm)?(\.|\s|$)", re.MULTILINE)
+API_IMPORT = re.compile(r"^\s*(import|from)\s+api(\.|\s|$)", re.MULTILINE)
+
+
+def _python_files(*parts: str) -> list[Path]:
+    return [p for part in parts for p in (ROOT / part).rglob("*.py")] if parts else []
+
+
+def test_ruff_lint_and_format_are_clean() -> None:
+    ruff = [sys.executable, "-m", "ruff"]
+    check = subprocess.run([*ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    fmt = subprocess.run([*ruff, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_only_the_engine_imports_mlx() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in _python_files("workbench", "api", "notebooks")
+        if MLX_IMPORT.search(p.read_text()) and "workbench/engine/" not in p.as_posix()
+    ]
+    assert offenders == []
+
+
+def test_workbench_never_imports_api() -> None:
+    assert [p for p in _python_files("workbench") if API_IMPORT.search(p.read_text())] == []
+
+
+def test_importing_workbench_does_not_import_mlx() -> None:
+    code = "import sys, workbench; print(any(m.split('.')[0] in ('mlx', 'mlx_lm') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,154 @@
+"""Engine overhead: the same greedy generation through `Engine.stream` (timed by the
+consuming thread) and through raw `mlx_lm.stream_generate` (on the engine thread).
+
+Trials alternate the order of the two paths, run under `engine.exclusive()`,
+after one untimed warm-up of each. Rows go to a CSV with provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from workbench.bench.provenance import capture
+from workbench.engine import Engine, GenerationRequest
+
+# Natural text, repeated and cut to an exact token count.
+_FILLER = (
+    "The history of computing is a story of abstraction. Engineers built machines that "
+    "followed instructions, then languages that wrote instructions, then systems that "
+    "learned their own. Each layer hid the one below and made the next one possible. "
+)
+FIELDS = [
+    "run_id",
+    "timestamp",
+    "git_sha",
+    "git_dirty",
+    "python_version",
+    "mlx_version",
+    "mlx_lm_version",
+    "workbench_version",
+    "platform",
+    "cpu_count",
+    "device",
+    "blas",
+    "model",
+    "path",
+    "trial",
+    "prompt_tokens",
+    "generation_tokens",
+    "ttft_s",
+    "prompt_tps",
+    "generation_tps",
+    "peak_memory_gb",
+]
+
+
+def exact_prompt(engine: Engine, model: str, n_tokens: int) -> list[int]:
+    ids: list[int] = []
+    text = _FILLER
+    while len(ids) < n_tokens:
+        ids = engine.tokenize(text, model)
+        text += _FILLER
+    return ids[:n_tokens]
+
+
+def _engine_run(engine: Engine, model: str, ids: list[int], max_tokens: int) -> dict[str, Any]:
+    request = GenerationRequest(prompt_ids=tuple(ids), model=model, max_tokens=max_tokens, ignore_eos=True)
+    start = time.perf_counter()
+    first = last = start
+    count = 0
+    stats = None
+    for chunk in engine.stream(request):
+        if chunk.token_id is not None:
+            last = time.perf_counter()
+            if count == 0:
+                first = last
+            count += 1
+        stats = chunk.stats or stats
+    assert stats is not None and stats.generation_tokens == count
+    return {
+        "prompt_tokens": len(ids),
+        "generation_tokens": count,
+        "ttft_s": first - start,
+        "prompt_tps": len(ids) / (first - start),
+        "generation_tps": (count - 1) / (last - first) if count > 1 and last > first else 0.0,
+        "peak_memory_gb": stats.peak_memory_gb,
+    }
+
+
+def measure_overhead(
+    engine: Engine, models: Sequence[str], prompt_tokens: int, gen_tokens: int, trials: int
+) -> list[dict[str, Any]]:
+    base = capture(engine)
+    rows: list[dict[str, Any]] = []
+    with engine.exclusive():
+        for model in models:
+            engine.load(model)
+            ids = exact_prompt(engine, model, prompt_tokens)
+            engine.reference_generate(ids, gen_tokens, model)  # warm-up, not recorded
+            _engine_run(engine, model, ids, gen_tokens)
+            for trial in range(trials):
+                order = ("raw", "engine") if trial % 2 == 0 else ("engine", "raw")
+                for path in order:
+                    if path == "raw":
+                        result = engine.reference_generate(ids, gen_tokens, model)
+                    else:
+                        result = _engine_run(engine, model, ids, gen_tokens)
+                    rows.append(
+                        {
+                            **base,
+                            "model": model,
+                            "path": path,
+                            "trial": trial,
+                            **{k: result[k] for k in FIELDS if k in result},
+                        }
+                    )
+    return rows
+
+
+def append_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows (header on a new file); refuses a file with another header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != FIELDS:
+            raise ValueError(f"{path}: existing CSV has different columns; use another --out")
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median tok/s per model and path, and the Engine's overhead versus raw mlx-lm."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        med = {}
+        for path in ("raw", "engine"):
+            sel = [r for r in rows if r["model"] == model and r["path"] == path]
+            med[path] = {k: statistics.median(r[k] for r in sel) for k in ("prompt_tps", "generation_tps")}
+        out.append(
+            {
+                "model": model,
+                "blas": rows[0]["blas"],
+                "raw_prompt_tps": med["raw"]["prompt_tps"],
+                "engine_prompt_tps": med["engine"]["prompt_tps"],
+                "prefill_overhead_pct": 100 * (1 - med["engine"]["prompt_tps"] / med["raw"]["prompt_tps"]),
+                "raw_generation_tps": med["raw"]["generation_tps"],
+                "engine_generation_tps": med["engine"]["generation_tps"],
+                "decode_overhead_pct": 100
+                * (1 - med["engine"]["generation_tps"] / med["raw"]["generation_tps"]),
+            }
+        )
+    return out

@@ -1,0 +1,264 @@
+"""Thin argparse CLI: `workbench models` and `workbench chat`.
+
+Parses flags into Settings and a request, then calls the Engine; all behaviour
+lives below. Generated text goes to stdout, stats and notices to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from workbench import __version__
+from workbench.config import Settings
+from workbench.engine import (
+    Chunk,
+    Engine,
+    EngineError,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+)
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="MLX Workbench: local language models on one MLX engine.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models-dir", help="converted models and user model folders (WORKBENCH_MODELS_DIR)")
+    common.add_argument(
+        "--model-path",
+        action="append",
+        dest="model_paths",
+        metavar="PATH",
+        help="register an MLX model folder or a .gguf file (repeatable)",
+    )
+    common.add_argument("--blas", help="'auto' (default), 'off', or a BLAS library path (WORKBENCH_BLAS)")
+    common.add_argument(
+        "--memory-budget-gb", type=float, help="memory budget for loaded models (default: 60%% of system RAM)"
+    )
+    common.add_argument(
+        "--allow-download",
+        action="store_true",
+        default=None,
+        help="fetch hub ids that are not in the local cache",
+    )
+    common.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser(
+        "models",
+        parents=[common],
+        help="list registered models",
+        description="List every registered model id: source, variant, bits, size, loaded.",
+    )
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    chat = sub.add_parser(
+        "chat",
+        parents=[common],
+        help="chat in the terminal (one-shot with PROMPT)",
+        description="Stream a reply to PROMPT and exit, or chat interactively without one "
+        "(/reset clears the history, /exit or Ctrl-D quits, Ctrl-C stops a reply). "
+        "Text goes to stdout; a stats line (TTFT, tok/s, peak memory) to stderr.",
+    )
+    chat.add_argument("prompt", nargs="?", help="one-shot prompt ('-' reads stdin)")
+    chat.add_argument(
+        "-m", "--model", help="model id, folder, .gguf file or hub id (default: the embedded model)"
+    )
+    chat.add_argument("-s", "--system", help="system prompt")
+    chat.add_argument("--raw", action="store_true", help="send PROMPT as raw text, without the chat template")
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--top-p", type=float, default=1.0)
+    chat.add_argument("--top-k", type=int, default=0)
+    chat.add_argument("--min-p", type=float, default=0.0)
+    chat.add_argument("--repetition-penalty", type=float, default=1.0)
+    chat.add_argument("--seed", type=int)
+    chat.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    chat.add_argument("--no-stats", action="store_true", help="do not print the stats line")
+
+    overhead = sub.add_parser(
+        "overhead",
+        parents=[common],
+        help="measure Engine overhead against raw mlx_lm.stream_generate",
+        description="Greedy generations of an exact-length prompt through Engine.stream and through "
+        "raw mlx_lm.stream_generate, alternating, in one process; appends one CSV row per trial "
+        "and prints median tok/s and the overhead. Run once with --blas off to compare BLAS.",
+    )
+    overhead.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        dest="models",
+        help="model id (repeatable; default: both embedded variants)",
+    )
+    overhead.add_argument("--prompt-tokens", type=int, default=128)
+    overhead.add_argument("--gen-tokens", type=int, default=64)
+    overhead.add_argument("--trials", type=int, default=5)
+    overhead.add_argument("--out", default="results/engine_overhead.csv", help="CSV to append to")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        models_dir=args.models_dir,
+        model_paths=tuple(args.model_paths) if args.model_paths else None,
+        blas=args.blas,
+        memory_budget_gb=args.memory_budget_gb,
+        allow_download=args.allow_download,
+    )
+
+
+def cmd_models(args: argparse.Namespace, engine: Engine) -> int:
+    infos = engine.models()
+    if args.json:
+        print(json.dumps([asdict(i) for i in infos], indent=2))
+        return 0
+    default = engine.default_model
+    rows = [("ID", "SOURCE", "VARIANT", "BITS", "SIZE", "LOADED")]
+    for i in infos:
+        mark = " (default)" if i.id == default else ""
+        rows.append(
+            (
+                i.id + mark,
+                i.source,
+                i.variant,
+                str(i.bits or "-"),
+                _human_bytes(i.size_bytes),
+                "yes" if i.loaded else "no",
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _stream_reply(engine: Engine, request: GenerationRequest, show_stats: bool) -> str:
+    """Print chunks as they arrive; Ctrl-C cancels the reply. Returns the text."""
+    parts: list[str] = []
+    stream = engine.stream(request)
+    last: Chunk | None = None
+    try:
+        for chunk in stream:
+            parts.append(chunk.text)
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            last = chunk
+    except KeyboardInterrupt:
+        stream.close()  # closing the stream cancels generation on the engine thread
+        print("\n[cancelled]", file=sys.stderr)
+        return "".join(parts)
+    sys.stdout.write("\n")
+    if show_stats and last is not None and last.stats is not None:
+        print(f"[{last.stats.summary()}]", file=sys.stderr)
+    return "".join(parts)
+
+
+def cmd_chat(args: argparse.Namespace, engine: Engine) -> int:
+    sampling = SamplingParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    model = args.model or engine.default_model
+    info = engine.model_info(model)
+    if not info.loaded:
+        print(f"[loading {info.id} ...]", file=sys.stderr)
+        engine.load(model)
+
+    def request(history: list[Message] | None, prompt: str | None = None) -> GenerationRequest:
+        return GenerationRequest(
+            messages=tuple(history) if history is not None else None,
+            prompt=prompt,
+            model=model,
+            sampling=sampling,
+            max_tokens=args.max_tokens,
+            stop=tuple(args.stop),
+        )
+
+    system = [Message("system", args.system)] if args.system else []
+    if args.prompt is not None:
+        text = sys.stdin.read() if args.prompt == "-" else args.prompt
+        req = request(None, text) if args.raw else request([*system, Message("user", text)])
+        _stream_reply(engine, req, not args.no_stats)
+        return 0
+
+    history = list(system)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"[chatting with {info.id}; /reset clears, /exit or Ctrl-D quits]", file=sys.stderr)
+    while True:
+        try:
+            line = input(">>> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if not line.strip():
+            continue
+        if line.strip() in ("/exit", "/quit"):
+            return 0
+        if line.strip() == "/reset":
+            history = list(system)
+            print("[history cleared]", file=sys.stderr)
+            continue
+        history.append(Message("user", line))
+        reply = _stream_reply(engine, request(history), not args.no_stats)
+        history.append(Message("assistant", reply))
+
+
+def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
+    from pathlib import Path
+
+    from workbench.bench.overhead import append_csv, measure_overhead, summarize
+    from workbench.engine.registry import EMBEDDED_IDS
+
+    for name in ("prompt_tokens", "gen_tokens", "trials"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    models = args.models or [EMBEDDED_IDS["4bit"], EMBEDDED_IDS["f32"]]
+    rows = measure_overhead(engine, models, args.prompt_tokens, args.gen_tokens, args.trials)
+    append_csv(Path(args.out), rows)
+    print(f"{len(rows)} rows appended to {args.out} (run {rows[0]['run_id']}, blas {engine.blas})")
+    for s in summarize(rows):
+        print(
+            f"{s['model']:<30} prefill raw {s['raw_prompt_tps']:8.1f} "
+            f"engine {s['engine_prompt_tps']:8.1f} tok/s "
+            f"({s['prefill_overhead_pct']:+.1f}%) | decode raw {s['raw_generation_tps']:6.2f} "
+            f"engine {s['engine_generation_tps']:6.2f} tok/s ({s['decode_overhead_pct']:+.1f}%)"
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args)
+        with Engine(settings) as engine:
+            commands = {"models": cmd_models, "chat": cmd_chat, "overhead": cmd_overhead}
+            return commands[args.command](args, engine)
+    except (EngineError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,110 @@
+"""Settings: built once from the environment (and CLI flags), then passed down.
+
+Nothing reads os.environ after this; there is no global settings object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL_ALIAS = "default"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def _default_models_dir(env: Mapping[str, str]) -> Path:
+    cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "mlx-workbench" / "models"
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _parse_budget(name: str, raw: str) -> float | None:
+    if raw.strip().lower() in {"", "auto"}:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a number of GB or 'auto'") from None
+    if not value > 0:
+        raise ValueError(f"{name}={raw!r}: must be > 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with the environment variable that sets it.
+
+    models_dir      WORKBENCH_MODELS_DIR      converted models and user model folders
+    default_model   WORKBENCH_DEFAULT_MODEL   id used when a request names no model
+    model_paths     WORKBENCH_MODEL_PATHS     extra MLX folders / GGUF files (os.pathsep list)
+    allow_download  WORKBENCH_ALLOW_DOWNLOAD  fetch hub ids (off by default; HF_HUB_OFFLINE=1 forces off)
+    memory_budget_gb WORKBENCH_MEMORY_BUDGET_GB loaded-model budget; 'auto' = 60% of system RAM
+    blas            WORKBENCH_BLAS            'auto' (optimized BLAS if found), 'off', or a library path
+    results_dir     WORKBENCH_RESULTS_DIR     CSV reports
+    host, port      WORKBENCH_HOST/PORT       where `workbench serve` listens
+    """
+
+    models_dir: Path = field(default_factory=lambda: _default_models_dir(os.environ))
+    default_model: str = DEFAULT_MODEL_ALIAS
+    model_paths: tuple[str, ...] = ()
+    allow_download: bool = False
+    memory_budget_gb: float | None = None
+    blas: str = "auto"
+    results_dir: Path = Path("results")
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models_dir", Path(self.models_dir).expanduser())
+        object.__setattr__(self, "results_dir", Path(self.results_dir).expanduser())
+        if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
+            raise ValueError(f"memory_budget_gb must be > 0, got {self.memory_budget_gb}")
+        if not (0 < self.port < 65536):
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read WORKBENCH_* variables; keyword overrides (CLI flags) win when not None."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {"models_dir": _default_models_dir(env)}
+        if raw := env.get("WORKBENCH_MODELS_DIR"):
+            values["models_dir"] = Path(raw)
+        if raw := env.get("WORKBENCH_DEFAULT_MODEL"):
+            values["default_model"] = raw.strip()
+        if raw := env.get("WORKBENCH_MODEL_PATHS"):
+            values["model_paths"] = tuple(p for p in raw.split(os.pathsep) if p.strip())
+        if (raw := env.get("WORKBENCH_ALLOW_DOWNLOAD")) is not None:
+            values["allow_download"] = _parse_bool("WORKBENCH_ALLOW_DOWNLOAD", raw)
+        if _parse_bool("HF_HUB_OFFLINE", env.get("HF_HUB_OFFLINE", "0")):
+            values["allow_download"] = False
+        if (raw := env.get("WORKBENCH_MEMORY_BUDGET_GB")) is not None:
+            values["memory_budget_gb"] = _parse_budget("WORKBENCH_MEMORY_BUDGET_GB", raw)
+        if raw := env.get("WORKBENCH_BLAS"):
+            values["blas"] = raw.strip()
+        if raw := env.get("WORKBENCH_RESULTS_DIR"):
+            values["results_dir"] = Path(raw)
+        if raw := env.get("WORKBENCH_HOST"):
+            values["host"] = raw.strip()
+        if raw := env.get("WORKBENCH_PORT"):
+            try:
+                values["port"] = int(raw)
+            except ValueError:
+                raise ValueError(f"WORKBENCH_PORT={raw!r}: expected an integer") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (settings stay immutable)."""
+        return replace(self, **changes)

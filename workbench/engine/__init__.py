@@ -1,0 +1,54 @@
+"""The MLX engine: one thread owns every MLX call; everything else talks to `Engine`.
+
+Importing this package does not import mlx (the engine thread does, after
+loading an optimized BLAS).
+"""
+
+from workbench.engine.engine import Engine, collect
+from workbench.engine.errors import (
+    ContextLengthError,
+    EngineError,
+    EngineStoppedError,
+    InvalidRequestError,
+    MemoryBudgetError,
+    ModelBusyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedModelError,
+)
+from workbench.engine.types import (
+    Chunk,
+    Completion,
+    GenerationRequest,
+    GenerationStats,
+    MemoryInfo,
+    Message,
+    ModelInfo,
+    SamplingParams,
+    TokenLogprob,
+)
+from workbench.engine.worker import CancelToken
+
+__all__ = [
+    "CancelToken",
+    "Chunk",
+    "Completion",
+    "ContextLengthError",
+    "Engine",
+    "EngineError",
+    "EngineStoppedError",
+    "GenerationRequest",
+    "GenerationStats",
+    "InvalidRequestError",
+    "MemoryBudgetError",
+    "MemoryInfo",
+    "Message",
+    "ModelBusyError",
+    "ModelInfo",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "SamplingParams",
+    "TokenLogprob",
+    "UnsupportedModelError",
+    "collect",
+]

@@ -1,0 +1,240 @@
+"""Engine: the facade every consumer uses (API, UI, benchmarks, notebooks, CLI).
+
+Owns one EngineWorker; every method hands its MLX work to that thread. mlx is
+imported on the thread itself, after the optimized BLAS is loaded, so importing
+this module is cheap and side-effect free. Knows no HTTP, Gradio or pandas.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import platform
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from workbench.config import Settings
+from workbench.engine.errors import EngineStoppedError
+from workbench.engine.types import (
+    Chunk,
+    Completion,
+    GenerationRequest,
+    MemoryInfo,
+    Message,
+    ModelInfo,
+    SamplingParams,
+    TokenLogprob,
+)
+from workbench.engine.worker import CancelToken, EngineWorker, StreamState
+
+if TYPE_CHECKING:
+    from workbench.engine.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """One MLX engine per process. `Engine(settings)` starts its thread at once
+    (pass start=False to defer); use it as a context manager or call stop()."""
+
+    def __init__(self, settings: Settings | None = None, *, start: bool = True) -> None:
+        self.settings = settings or Settings.from_env()
+        self._worker = EngineWorker(on_start=self._start_runtime, on_stop=self._stop_runtime)
+        self._registry: ModelRegistry | None = None
+        self.device = "unknown"
+        self.blas = "unknown"
+        self.versions: dict[str, str] = {}
+        if start:
+            self.start()
+
+    # ---- lifecycle -------------------------------------------------------
+    def _start_runtime(self) -> None:
+        """Runs first on the engine thread: BLAS, then mlx, then the registry."""
+        from workbench.engine import blas
+
+        blas.preload(self.settings.blas)
+        import mlx.core as mx
+        import mlx_lm
+        from mlx_lm.utils import maybe_set_recommended_wired_limit
+
+        from workbench.engine.registry import ModelRegistry
+
+        self.device = "cpu" if mx.default_device() == mx.cpu else "gpu"
+        self.blas = blas.describe_blas() if self.device == "cpu" else "gpu"
+        self.versions = {
+            "python": platform.python_version(),
+            "mlx": mx.__version__,
+            "mlx_lm": mlx_lm.__version__,
+        }
+        maybe_set_recommended_wired_limit()  # Metal only; keeps weights resident
+        self._registry = ModelRegistry(self.settings, float32=self.device == "cpu")
+        log.info("engine started: device=%s blas=%s", self.device, self.blas)
+
+    def _stop_runtime(self) -> None:
+        """Runs last on the engine thread, after running streams were cancelled."""
+        import mlx.core as mx
+
+        if self._registry is not None:
+            self._registry.unload_all()
+        # MLX streams made on this thread must be destroyed on it before it exits;
+        # left to thread-exit destructors they abort the process at interpreter exit.
+        mx.synchronize()
+        mx.clear_streams()
+
+    def start(self) -> None:
+        self._worker.start()
+        # A script that never calls stop() must still shut the thread down cleanly.
+        ref = weakref.ref(self)
+        self._atexit = lambda: (engine := ref()) is not None and engine.stop()
+        atexit.register(self._atexit)
+
+    def stop(self) -> None:
+        """Cancel running generations, unload every model, stop the thread. Idempotent."""
+        self._worker.stop()
+        if getattr(self, "_atexit", None) is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._worker.running
+
+    @property
+    def active_streams(self) -> int:
+        """Generations currently running on the engine thread (0 = idle)."""
+        return self._worker.active_streams
+
+    @property
+    def registry(self) -> ModelRegistry:
+        if self._registry is None:
+            raise EngineStoppedError("the engine has not started")
+        return self._registry
+
+    # ---- models ----------------------------------------------------------
+    @property
+    def default_model(self) -> str:
+        return self._worker.call(lambda: self.registry.default_id())
+
+    def models(self) -> list[ModelInfo]:
+        """Every registered id (loaded or not), with variant, size and state."""
+        return self._worker.call(lambda: self.registry.infos())
+
+    def model_info(self, model_id: str | None = None) -> ModelInfo:
+        return self._worker.call(lambda: self.registry.info(self.registry.resolve(model_id)))
+
+    def load(self, model_id: str | None = None) -> ModelInfo:
+        """Load a model (converting a GGUF on first use); no-op if already loaded."""
+
+        def work() -> ModelInfo:
+            lm, _ = self.registry.load(model_id)
+            return self.registry.info(lm.entry)
+
+        return self._worker.call(work)
+
+    def unload(self, model_id: str) -> bool:
+        """Unload a model and free MLX's cache; False if it was not loaded."""
+        return self._worker.call(lambda: self.registry.unload(model_id))
+
+    def tokenize(self, text: str, model_id: str | None = None) -> list[int]:
+        return self._worker.call(lambda: list(self.registry.load(model_id)[0].tokenizer.encode(text)))
+
+    def detokenize(self, ids: Sequence[int], model_id: str | None = None) -> str:
+        return self._worker.call(lambda: self.registry.load(model_id)[0].tokenizer.decode(list(ids)))
+
+    def memory(self) -> MemoryInfo:
+        from workbench.engine import memory
+
+        return self._worker.call(
+            lambda: memory.snapshot(self.registry.budget_bytes, self.registry.loaded_bytes())
+        )
+
+    def reference_generate(
+        self, prompt_ids: Sequence[int], max_tokens: int, model_id: str | None = None
+    ) -> dict[str, Any]:
+        """Raw mlx_lm.stream_generate on the engine thread (greedy, EOS ignored): the
+        baseline the Engine's own overhead is measured against."""
+        from workbench.engine.baseline import reference_stream_generate
+
+        def work() -> dict[str, Any]:
+            lm, _ = self.registry.load(model_id)
+            return reference_stream_generate(lm, list(prompt_ids), max_tokens)
+
+        return self._worker.call(work)
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Sole use of the engine for this thread/task (benchmarks): waits for running
+        generations to end and holds back everyone else's until the block exits."""
+        return self._worker.exclusive()
+
+    # ---- generation ------------------------------------------------------
+    def _generation(self, request: GenerationRequest, state: StreamState) -> Iterator[Chunk]:
+        """Runs on the engine thread, stepped one chunk at a time by the worker."""
+        from workbench.engine.generation import stream_chunks
+
+        lm, load_s = self.registry.load(request.model)
+        lm.busy += 1
+        try:
+            yield from stream_chunks(lm, request, state, load_s=load_s)
+        finally:
+            lm.busy -= 1
+            lm.last_used = time.monotonic()
+
+    def stream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Iterator[Chunk]:
+        """Chunks as they are generated; the last one carries stats. Closing the
+        iterator early, or cancelling `cancel`, stops generation within a token."""
+        return self._worker.stream(partial(self._generation, request), cancel or CancelToken())
+
+    def astream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> AsyncIterator[Chunk]:
+        """Async version of stream(); task cancellation (a dropped client) cancels."""
+        return self._worker.astream(partial(self._generation, request), cancel or CancelToken())
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Completion:
+        """The whole completion at once."""
+        return collect(self.stream(request, cancel))
+
+    def chat(
+        self,
+        messages: str | Sequence[Message | Mapping[str, Any]],
+        model: str | None = None,
+        *,
+        max_tokens: int = 256,
+        stop: Sequence[str] = (),
+        **sampling: Any,
+    ) -> Completion:
+        """Notebook convenience: chat("Hi") or chat([{"role": "user", ...}], temperature=0.7)."""
+        if isinstance(messages, str):
+            messages = [Message("user", messages)]
+        request = GenerationRequest(
+            messages=tuple(Message.coerce(m) for m in messages),
+            model=model,
+            sampling=SamplingParams(**sampling),
+            max_tokens=max_tokens,
+            stop=tuple(stop),
+        )
+        return self.generate(request)
+
+
+def collect(chunks: Iterator[Chunk]) -> Completion:
+    """Fold a chunk stream into a Completion."""
+    texts: list[str] = []
+    ids: list[int] = []
+    logprobs: list[TokenLogprob] = []
+    for chunk in chunks:
+        texts.append(chunk.text)
+        if chunk.token_id is not None:
+            ids.append(chunk.token_id)
+        if chunk.logprob is not None:
+            logprobs.append(chunk.logprob)
+        if chunk.stats is not None:
+            return Completion("".join(texts), tuple(ids), chunk.stats, tuple(logprobs))
+    raise EngineStoppedError("the stream ended without stats (engine stopped?)")

@@ -1,0 +1,51 @@
+"""Engine exceptions: one small hierarchy every consumer maps to its own surface.
+
+The HTTP layer turns these into status codes, the CLI into messages; the engine
+knows neither.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class for every error the engine raises on purpose."""
+
+
+class InvalidRequestError(EngineError, ValueError):
+    """A request parameter is out of range or inconsistent; `param` names it."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt (plus max_tokens) does not fit the model's context window."""
+
+
+class ModelNotFoundError(EngineError, LookupError):
+    """No registered model, local folder, GGUF file or allowed hub id matches."""
+
+    def __init__(self, message: str, model_id: str | None = None) -> None:
+        super().__init__(message)
+        self.model_id = model_id
+
+
+class ModelLoadError(EngineError):
+    """A model was found but could not be converted or loaded."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The model uses an architecture, tensor type or tokenizer we cannot import."""
+
+
+class MemoryBudgetError(EngineError):
+    """Loading would exceed the memory budget even after evicting idle models."""
+
+
+class EngineStoppedError(EngineError, RuntimeError):
+    """The engine thread is not running (never started, or shut down)."""
+
+
+class ModelBusyError(EngineError):
+    """The model is generating right now, so it cannot be unloaded."""

@@ -1,0 +1,212 @@
+"""One generation on the engine thread: prompt rendering, mlx-lm sampling, stop
+strings, cancellation and measured stats.
+
+The only caller of mlx-lm's generate_step, make_sampler and
+make_logits_processors. Yields Chunk objects; knows nothing of queues or HTTP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import mlx.core as mx
+from jinja2 import TemplateError
+from mlx_lm.generate import generate_step
+from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+from workbench.engine import memory
+from workbench.engine.errors import ContextLengthError, InvalidRequestError
+from workbench.engine.registry import LoadedModel
+from workbench.engine.stops import StopBuffer
+from workbench.engine.types import (
+    Chunk,
+    FinishReason,
+    GenerationRequest,
+    GenerationStats,
+    SamplingParams,
+    TokenLogprob,
+)
+from workbench.engine.worker import StreamState
+
+GB = 1e9
+_GOLDEN = 0x9E3779B97F4A7C15  # spreads (seed, step) pairs over the 64-bit seed space
+
+
+def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """Token ids for the request: chat messages through the model's template, a raw
+    prompt through the tokenizer, or the given ids."""
+    if request.prompt_ids is not None:
+        return list(request.prompt_ids)
+    if request.prompt is not None:
+        return list(tokenizer.encode(request.prompt))
+    assert request.messages is not None
+    if not getattr(tokenizer, "has_chat_template", False):
+        raise InvalidRequestError(
+            "this model has no chat template; send a raw prompt instead of messages",
+            param="messages",
+        )
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    try:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    except TemplateError as exc:
+        raise InvalidRequestError(
+            f"the chat template rejected the messages: {exc}", param="messages"
+        ) from exc
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def _seeded(sampler: Callable[[mx.array], mx.array], seed: int) -> Callable[[mx.array], mx.array]:
+    """Re-seed MLX's RNG from (seed, step) before each draw, so a seeded request
+    reproduces even when other streams draw random numbers in between."""
+    steps = itertools.count()
+
+    def sample(logprobs: mx.array) -> mx.array:
+        mx.random.seed((seed * _GOLDEN + next(steps)) % 2**64)
+        return sampler(logprobs)
+
+    return sample
+
+
+def build_sampling(
+    params: SamplingParams, vocab_size: int
+) -> tuple[Callable[[mx.array], mx.array], list[Any], int | None]:
+    """mlx-lm sampler + logits processors for `params`; returns the seed actually used."""
+    for token, _ in params.logit_bias:
+        if token >= vocab_size:
+            raise InvalidRequestError(
+                f"logit_bias: token id {token} is outside the vocabulary (size {vocab_size})",
+                param="logit_bias",
+            )
+    processors = make_logits_processors(
+        logit_bias=dict(params.logit_bias) or None,
+        repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
+        repetition_context_size=params.repetition_context_size,
+        presence_penalty=params.presence_penalty or None,
+        presence_context_size=params.repetition_context_size,
+        frequency_penalty=params.frequency_penalty or None,
+        frequency_context_size=params.repetition_context_size,
+    )
+    sampler = make_sampler(
+        temp=params.temperature,
+        top_p=params.top_p if params.top_p < 1.0 else 0.0,
+        min_p=params.min_p,
+        top_k=params.top_k,
+    )
+    if params.greedy:
+        return sampler, processors, None
+    seed = params.seed if params.seed is not None else secrets.randbits(63)
+    return _seeded(sampler, seed), processors, seed
+
+
+def _token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) -> TokenLogprob:
+    top: tuple[tuple[int, str, float], ...] = ()
+    if top_n > 0:
+        idx = mx.argpartition(-logprobs, kth=top_n - 1)[:top_n]
+        pairs = sorted(zip(idx.tolist(), logprobs[idx].tolist(), strict=True), key=lambda p: -p[1])
+        top = tuple((i, tokenizer.decode([i]), float(v)) for i, v in pairs)
+    return TokenLogprob(token, tokenizer.decode([token]), float(logprobs[token].item()), top)
+
+
+def stream_chunks(
+    lm: LoadedModel,
+    request: GenerationRequest,
+    state: StreamState,
+    *,
+    load_s: float | None = None,
+) -> Iterator[Chunk]:
+    """Generate for `request` on the loaded model; the last chunk carries the stats."""
+    start = time.perf_counter()
+    tokenizer = lm.tokenizer
+    prompt = render_prompt(tokenizer, request)
+    context = lm.context_length
+    if not prompt:
+        raise InvalidRequestError("the prompt encodes to no tokens", param="prompt")
+    if len(prompt) >= context:
+        raise ContextLengthError(
+            f"the prompt is {len(prompt)} tokens but {lm.entry.id!r} has a context of {context} tokens",
+            param=next(n for n in ("messages", "prompt", "prompt_ids") if getattr(request, n) is not None),
+        )
+    max_tokens = min(request.max_tokens, context - len(prompt))
+    vocab_size = int(lm.config.get("vocab_size") or len(tokenizer))
+    if max(prompt) >= vocab_size:
+        raise InvalidRequestError(
+            f"prompt_ids: token id {max(prompt)} is outside the vocabulary (size {vocab_size})",
+            param="prompt_ids",
+        )
+    sampler, processors, seed = build_sampling(request.sampling, vocab_size)
+    eos = set() if request.ignore_eos else set(tokenizer.eos_token_ids)
+    detokenizer = tokenizer.detokenizer
+    stops = StopBuffer(request.stop)
+    if state.started_idle:
+        memory.reset_peak()
+
+    finish: FinishReason = "length"
+    count = 0
+    stop_hit = False
+    first_at = last_at = start
+    if state.cancel.cancelled:
+        finish = "cancelled"
+    else:
+        steps = generate_step(
+            mx.array(prompt), lm.model, max_tokens=max_tokens, sampler=sampler, logits_processors=processors
+        )
+        try:
+            for token, logprobs in steps:
+                last_at = time.perf_counter()
+                if count == 0:
+                    first_at = last_at
+                count += 1
+                if token in eos:
+                    finish = "stop"
+                    break
+                detokenizer.add_token(token)
+                text, stop_hit = stops.push(detokenizer.last_segment)
+                logprob = (
+                    _token_logprob(tokenizer, token, logprobs, request.logprobs)
+                    if request.logprobs is not None
+                    else None
+                )
+                yield Chunk(text=text, token_id=token, logprob=logprob)
+                if stop_hit:
+                    finish = "stop"
+                    break
+                if state.cancel.cancelled:
+                    finish = "cancelled"
+                    break
+        finally:
+            steps.close()
+
+    tail = ""
+    if not stop_hit:
+        # Text the detokenizer or the stop buffer still holds belongs to the reply.
+        detokenizer.finalize()
+        tail, stop_hit = stops.push(detokenizer.last_segment)
+        if stop_hit:
+            finish = "stop"
+        else:
+            tail += stops.flush()
+    ttft = first_at - start if count else time.perf_counter() - start
+    decode_s = last_at - first_at
+    end = time.perf_counter()
+    stats = GenerationStats(
+        model=lm.entry.id,
+        prompt_tokens=len(prompt),
+        generation_tokens=count,
+        ttft_s=ttft,
+        prompt_tps=len(prompt) / ttft if count and ttft > 0 else 0.0,
+        generation_tps=(count - 1) / decode_s if count > 1 and decode_s > 0 else 0.0,
+        peak_memory_gb=memory.peak_bytes() / GB,
+        finish_reason=finish,
+        total_s=end - state.queued_at,
+        queue_s=state.started_at - state.queued_at,
+        load_s=load_s,
+        seed=seed,
+        concurrent_streams=state.max_concurrency,
+    )
+    yield Chunk(text=tail, stats=stats)

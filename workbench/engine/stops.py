@@ -1,0 +1,45 @@
+"""Stop strings matched on text, so a stop that spans several tokens is still caught.
+
+Text that might be the start of a stop string is held back until it is known
+not to be; the stop string itself is never emitted. Pure Python, no mlx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class StopBuffer:
+    """Feed decoded text in; get back what is safe to emit and whether a stop hit."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self._pending = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """Add text; return (text safe to emit now, stopped)."""
+        if not self.stops:
+            return text, False
+        pending = self._pending + text
+        hits = [i for i in (pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self._pending = ""
+            return pending[: min(hits)], True
+        hold = self._held_suffix(pending)
+        self._pending = pending[len(pending) - hold :]
+        return pending[: len(pending) - hold], False
+
+    def flush(self) -> str:
+        """The held-back text, once generation ended without a stop."""
+        text, self._pending = self._pending, ""
+        return text
+
+    def _held_suffix(self, text: str) -> int:
+        """Length of the longest suffix of `text` that is a proper prefix of a stop."""
+        best = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:k]):
+                    best = k
+                    break
+        return best

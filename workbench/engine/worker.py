@@ -1,0 +1,460 @@
+"""EngineWorker: the one thread that runs every MLX call, and the bridges to it.
+
+Jobs (plain calls) and streams (iterators stepped one item at a time) arrive on
+a queue. Active streams are stepped round-robin, so concurrent requests all make
+progress on this single thread; batching (scheduler.py, later) replaces the
+stepping without changing this interface. `exclusive()` gives one caller sole
+use of the thread (benchmarks). Knows nothing of models or mlx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from workbench.engine.errors import EngineStoppedError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The exclusive lease held by the current context (thread or asyncio task), if any.
+_current_lease: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "workbench_engine_lease", default=None
+)
+
+
+class CancelToken:
+    """Set once to stop a stream; the generation checks it between tokens."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class StreamState:
+    """What the worker tells a running stream about its situation."""
+
+    cancel: CancelToken
+    queued_at: float
+    started_at: float = 0.0
+    # Most streams that were active at once while this one ran (itself included).
+    max_concurrency: int = 1
+    # True when the engine was idle as this stream started (per-request peaks are clean).
+    started_idle: bool = True
+
+
+class _Sink(Generic[T]):
+    """Where a stream's items go; implementations bridge to sync or async consumers."""
+
+    def put(self, item: T) -> None:
+        raise NotImplementedError
+
+    def error(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+_DONE = object()
+
+
+class _QueueSink(_Sink[T]):
+    """Sync bridge: a consumer thread blocks on a queue."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+    def put(self, item: T) -> None:
+        self.queue.put(("item", item))
+
+    def error(self, exc: BaseException) -> None:
+        self.queue.put(("error", exc))
+
+    def close(self) -> None:
+        self.queue.put(("done", _DONE))
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            kind, value = self.queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+
+class _LoopSink(_Sink[T]):
+    """Async bridge: items are handed to an event loop thread-safely."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def _send(self, kind: str, value: Any) -> None:
+        # A closed loop means the consumer is gone: there is nothing to deliver.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+
+    def put(self, item: T) -> None:
+        self._send("item", item)
+
+    def error(self, exc: BaseException) -> None:
+        self._send("error", exc)
+
+    def close(self) -> None:
+        self._send("done", _DONE)
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        while True:
+            kind, value = await self.queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+
+@dataclass(eq=False)
+class _Job:
+    owner: object | None
+    fn: Callable[[], Any] | None = None
+    future: Future[Any] | None = None
+    # Stream jobs:
+    factory: Callable[[StreamState], Iterator[Any]] | None = None
+    sink: _Sink[Any] | None = None
+    state: StreamState | None = None
+    # Control jobs (lease acquire / release) bypass the exclusive gate:
+    control: str | None = None
+
+
+@dataclass(eq=False)
+class _Stream:
+    job: _Job
+    iterator: Iterator[Any]
+
+
+@dataclass
+class _Gate:
+    """The exclusive lease: who holds it, who waits, what is deferred meanwhile."""
+
+    owner: object | None = None
+    granted: bool = False
+    pending_future: Future[None] | None = None
+    waiters: deque[tuple[object, Future[None]]] = field(default_factory=deque)
+    deferred: deque[_Job] = field(default_factory=deque)
+
+
+class EngineWorker:
+    """A single daemon thread that owns MLX. Start it once; stop it once."""
+
+    def __init__(
+        self,
+        name: str = "mlx-engine",
+        on_start: Callable[[], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self._name = name
+        self._on_start = on_start
+        self._on_stop = on_stop
+        self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._active: list[_Stream] = []
+        self._gate = _Gate()
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stopping = False
+        self._lock = threading.Lock()
+
+    # ---- lifecycle -------------------------------------------------------
+    def start(self, timeout: float | None = None) -> None:
+        """Start the thread and wait for `on_start` (run on it) to finish."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._started.wait(timeout)
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel running streams, fail queued work, and join the thread."""
+        with self._lock:
+            thread = self._thread
+            if thread is None or self._stopping:
+                return
+            self._stopping = True
+        self._inbox.put(None)
+        thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    def on_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._active)
+
+    # ---- submitting work -------------------------------------------------
+    def _put(self, job: _Job) -> None:
+        if not self.running:
+            raise EngineStoppedError("the engine thread is not running")
+        self._inbox.put(job)
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        """Run fn(*args, **kwargs) on the engine thread; returns a Future."""
+        future: Future[T] = Future()
+        self._put(_Job(owner=_current_lease.get(), fn=lambda: fn(*args, **kwargs), future=future))
+        return future
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn on the engine thread and wait for its result (inline if already there)."""
+        if self.on_thread():
+            return fn(*args, **kwargs)
+        return self.submit(fn, *args, **kwargs).result()
+
+    def open_stream(
+        self,
+        factory: Callable[[StreamState], Iterator[T]],
+        cancel: CancelToken,
+        sink: _Sink[T],
+    ) -> None:
+        """Start `factory(state)` on the engine thread and step it, item by item, into `sink`."""
+        state = StreamState(cancel=cancel, queued_at=time.perf_counter())
+        self._put(_Job(owner=_current_lease.get(), factory=factory, sink=sink, state=state))
+
+    def stream(self, factory: Callable[[StreamState], Iterator[T]], cancel: CancelToken) -> Iterator[T]:
+        """Sync bridge: iterate a stream from any thread. Leaving early cancels it."""
+        sink: _QueueSink[T] = _QueueSink()
+        self.open_stream(factory, cancel, sink)
+        try:
+            yield from sink
+        finally:
+            cancel.cancel()
+
+    async def astream(
+        self, factory: Callable[[StreamState], Iterator[T]], cancel: CancelToken
+    ) -> AsyncIterator[T]:
+        """Async bridge: iterate a stream from an event loop. Leaving early (or task
+        cancellation, e.g. a dropped client) cancels it."""
+        sink: _LoopSink[T] = _LoopSink(asyncio.get_running_loop())
+        self.open_stream(factory, cancel, sink)
+        try:
+            async for item in sink:
+                yield item
+        finally:
+            cancel.cancel()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Sole use of the engine thread for this context (thread or task).
+
+        Waits for running streams to finish; work from other contexts is held
+        back (queued, not failed) until the block exits. Re-entrant.
+        """
+        if _current_lease.get() is not None:
+            yield
+            return
+        token = object()
+        acquired: Future[None] = Future()
+        self._put(_Job(owner=token, control="acquire", future=acquired))
+        acquired.result()
+        reset = _current_lease.set(token)
+        try:
+            yield
+        finally:
+            _current_lease.reset(reset)
+            released: Future[None] = Future()
+            self._put(_Job(owner=token, control="release", future=released))
+            released.result()
+
+    # ---- the thread ------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            if self._on_start is not None:
+                self._on_start()
+        except BaseException as exc:  # reported to start()'s caller
+            self._start_error = exc
+            self._thread = None
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+            if self._on_stop is not None:
+                try:
+                    self._on_stop()
+                except Exception:
+                    log.warning("engine on_stop hook failed", exc_info=True)
+
+    def _loop(self) -> None:
+        while True:
+            # Block only when there is nothing to step; otherwise take what has arrived.
+            jobs: list[_Job | None] = []
+            if not self._active:
+                jobs.append(self._inbox.get())
+            while True:
+                try:
+                    jobs.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            for job in jobs:
+                if job is None:
+                    return
+                self._dispatch(job)
+            self._step_all()
+            self._maybe_grant()
+
+    def _dispatch(self, job: _Job) -> None:
+        if self._stopping:
+            self._fail(job, EngineStoppedError("the engine stopped before this work ran"))
+            return
+        gate = self._gate
+        if job.control == "acquire":
+            assert job.future is not None
+            if gate.owner is None:
+                gate.owner, gate.pending_future = job.owner, job.future
+            else:
+                gate.waiters.append((job.owner, job.future))
+            return
+        if job.control == "release":
+            self._release(job)
+            return
+        if gate.owner is not None and job.owner is not gate.owner:
+            gate.deferred.append(job)
+            return
+        self._execute(job)
+
+    def _execute(self, job: _Job) -> None:
+        if job.fn is not None:
+            assert job.future is not None
+            if not job.future.set_running_or_notify_cancel():
+                return
+            try:
+                job.future.set_result(job.fn())
+            except BaseException as exc:
+                job.future.set_exception(exc)
+            return
+        assert job.factory is not None and job.sink is not None and job.state is not None
+        state = job.state
+        state.started_at = time.perf_counter()
+        state.started_idle = not self._active
+        try:
+            iterator = job.factory(state)
+        except Exception as exc:
+            job.sink.error(exc)
+            return
+        self._active.append(_Stream(job=job, iterator=iterator))
+        count = len(self._active)
+        for stream in self._active:
+            assert stream.job.state is not None
+            stream.job.state.max_concurrency = max(stream.job.state.max_concurrency, count)
+
+    def _step_all(self) -> None:
+        for stream in list(self._active):
+            sink = stream.job.sink
+            assert sink is not None
+            try:
+                item = next(stream.iterator)
+            except StopIteration:
+                self._active.remove(stream)
+                sink.close()
+                continue
+            except Exception as exc:
+                log.debug("stream failed", exc_info=True)
+                self._active.remove(stream)
+                sink.error(exc)
+                continue
+            sink.put(item)
+
+    def _maybe_grant(self) -> None:
+        gate = self._gate
+        if gate.owner is None or gate.granted:
+            return
+        # The lease starts once streams begun before it have drained.
+        if any(s.job.owner is not gate.owner for s in self._active):
+            return
+        gate.granted = True
+        assert gate.pending_future is not None
+        gate.pending_future.set_result(None)
+
+    def _release(self, job: _Job) -> None:
+        gate = self._gate
+        assert job.future is not None
+        if gate.owner is job.owner:
+            gate.owner, gate.granted, gate.pending_future = None, False, None
+            deferred, gate.deferred = gate.deferred, deque()
+            if gate.waiters:
+                gate.owner, gate.pending_future = gate.waiters.popleft()
+            for held in deferred:
+                self._dispatch(held)
+        job.future.set_result(None)
+
+    def _shutdown(self) -> None:
+        for stream in self._active:
+            assert stream.job.state is not None and stream.job.sink is not None
+            stream.job.state.cancel.cancel()
+            # Let each stream see its cancel token and end cleanly (bounded).
+            try:
+                for _ in range(4):
+                    stream.job.sink.put(next(stream.iterator))
+            except StopIteration:
+                pass
+            except Exception as exc:
+                stream.job.sink.error(exc)
+                continue
+            finally:
+                close = getattr(stream.iterator, "close", None)
+                if close is not None:
+                    close()
+            stream.job.sink.close()
+        self._active.clear()
+        pending = list(self._gate.deferred)
+        while True:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                pending.append(job)
+        stopped = EngineStoppedError("the engine stopped before this work ran")
+        for _, fut in self._gate.waiters:
+            fut.set_exception(stopped)
+        for job in pending:
+            self._fail(job, stopped)
+        if self._gate.pending_future is not None and not self._gate.pending_future.done():
+            self._gate.pending_future.set_exception(stopped)
+
+    @staticmethod
+    def _fail(job: _Job, exc: BaseException) -> None:
+        if job.future is not None and not job.future.done():
+            job.future.set_exception(exc)
+        if job.sink is not None:
+            job.sink.error(exc)
