@@ -325,3 +325,22 @@ def test_engine_uses_optimized_blas_when_installed(engine: Engine) -> None:
     if find_optimized_blas() is None:
         pytest.skip("no optimized BLAS on this machine")
     assert engine.device != "cpu" or engine.blas == "openblas"
+
+
+def test_request_cancelled_while_queued_loads_nothing(engine: Engine) -> None:
+    engine.unload(Q4)
+    token = CancelToken()
+    finals: list[object] = []
+
+    def queued() -> None:
+        for chunk in engine.stream(GenerationRequest(prompt="hi", model=Q4, max_tokens=5), token):
+            finals.append(chunk)
+
+    with engine.exclusive():
+        t = threading.Thread(target=queued)
+        t.start()
+        assert wait_until(lambda: engine._worker._gate.deferred, 2.0)
+        token.cancel()
+    t.join(10)
+    assert len(finals) == 1 and finals[0].finish_reason == "cancelled"  # type: ignore[attr-defined]
+    assert not engine.model_info(Q4).loaded

@@ -179,8 +179,11 @@ class Engine:
     # ---- generation ------------------------------------------------------
     def _generation(self, request: GenerationRequest, state: StreamState) -> Iterator[Chunk]:
         """Runs on the engine thread, stepped one chunk at a time by the worker."""
-        from workbench.engine.generation import stream_chunks
+        from workbench.engine.generation import cancelled_before_start, stream_chunks
 
+        if state.cancel.cancelled:  # cancelled while queued: do not load a model for it
+            yield cancelled_before_start(request.model or self.registry.default_id(), state)
+            return
         lm, load_s = self.registry.load(request.model)
         lm.busy += 1
         try:

@@ -113,6 +113,25 @@ def _token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) -
     return TokenLogprob(token, tokenizer.decode([token]), float(logprobs[token].item()), top)
 
 
+def cancelled_before_start(model_id: str, state: StreamState) -> Chunk:
+    """The final chunk of a request cancelled before any work was done for it."""
+    now = time.perf_counter()
+    stats = GenerationStats(
+        model=model_id,
+        prompt_tokens=0,
+        generation_tokens=0,
+        ttft_s=0.0,
+        prompt_tps=0.0,
+        generation_tps=0.0,
+        peak_memory_gb=memory.peak_bytes() / GB,
+        finish_reason="cancelled",
+        total_s=now - state.queued_at,
+        queue_s=state.started_at - state.queued_at,
+        concurrent_streams=state.max_concurrency,
+    )
+    return Chunk(text="", stats=stats)
+
+
 def stream_chunks(
     lm: LoadedModel,
     request: GenerationRequest,

@@ -224,6 +224,9 @@ class EngineWorker:
     def _put(self, job: _Job) -> None:
         if not self.running:
             raise EngineStoppedError("the engine thread is not running")
+        if job.sink is not None and self.on_thread():
+            # The engine thread would wait on itself for the stream's items.
+            raise RuntimeError("a stream cannot be opened from the engine thread itself")
         self._inbox.put(job)
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
