@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import wait_until
 from workbench.engine.errors import EngineStoppedError
-from workbench.engine.worker import CancelToken, EngineWorker, StreamState
+from workbench.engine.worker import CancelToken, EngineWorker, StreamState, _QueueSink
 
 
 @pytest.fixture
@@ -55,22 +55,14 @@ def test_streams_are_interleaved_round_robin(worker: EngineWorker) -> None:
     log: list[tuple[str, int]] = []
     gate = threading.Event()
     worker.submit(gate.wait)  # hold the thread so both streams are admitted together
-    results: dict[str, list[int]] = {}
-
-    def consume(name: str) -> None:
-        results[name] = list(worker.stream(counting(5, log, name), CancelToken()))
-
-    threads = [threading.Thread(target=consume, args=(n,)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
-    assert wait_until(lambda: worker._inbox.qsize() >= 2)
+    sinks: dict[str, _QueueSink[int]] = {"a": _QueueSink(), "b": _QueueSink()}
+    for name, sink in sinks.items():
+        worker.open_stream(counting(5, log, name), CancelToken(), sink)
     gate.set()
-    for t in threads:
-        t.join(5)
-    assert results == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2, 3, 4]}
+    assert {name: list(sink) for name, sink in sinks.items()} == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2, 3, 4]}
     names = [n for n, _ in log]
     # Alternating, not one stream after the other.
-    assert names[:4] in (["a", "b", "a", "b"], ["b", "a", "b", "a"])
+    assert names[:4] == ["a", "b", "a", "b"]
 
 
 def test_stream_error_reaches_consumer_and_others_continue(worker: EngineWorker) -> None:
@@ -94,7 +86,7 @@ def test_leaving_a_stream_early_cancels_it(worker: EngineWorker) -> None:
     stream.close()
     assert token.cancelled
     assert wait_until(lambda: worker.active_streams == 0, 2.0)
-    assert len(log) < 20
+    assert len(log) < 200  # of 1000: it stopped soon after the consumer left
 
 
 def test_async_bridge_and_task_cancellation(worker: EngineWorker) -> None:
