@@ -12,7 +12,7 @@ import pytest
 
 from workbench.config import Settings
 from workbench.engine import Engine
-from workbench.engine.registry import EMBEDDED_IDS
+from workbench.engine.embedded import EMBEDDED_IDS
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from mlx_lm.gguf import permute_weights
 
 from workbench.engine import Engine, GenerationRequest, UnsupportedModelError, gguf
-from workbench.engine.registry import EMBEDDED_IDS, embedded_gguf_path
+from workbench.engine.embedded import EMBEDDED_IDS, embedded_gguf_path
 
 
 @pytest.fixture(scope="module")

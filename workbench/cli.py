@@ -232,7 +232,7 @@ def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
     from pathlib import Path
 
     from workbench.bench.overhead import append_csv, measure_overhead, summarize
-    from workbench.engine.registry import EMBEDDED_IDS
+    from workbench.engine.embedded import EMBEDDED_IDS
 
     for name in ("prompt_tokens", "gen_tokens", "trials"):
         if getattr(args, name) < 1:
@@ -242,11 +242,15 @@ def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
     append_csv(Path(args.out), rows)
     print(f"{len(rows)} rows appended to {args.out} (run {rows[0]['run_id']}, blas {engine.blas})")
     for s in summarize(rows):
+        lo_p, hi_p = s["prefill_overhead_range"]
+        lo_d, hi_d = s["decode_overhead_range"]
         print(
-            f"{s['model']:<30} prefill raw {s['raw_prompt_tps']:8.1f} "
-            f"engine {s['engine_prompt_tps']:8.1f} tok/s "
-            f"({s['prefill_overhead_pct']:+.1f}%) | decode raw {s['raw_generation_tps']:6.2f} "
-            f"engine {s['engine_generation_tps']:6.2f} tok/s ({s['decode_overhead_pct']:+.1f}%)"
+            f"{s['model']}: prefill raw {s['raw_prompt_tps']:.1f} / "
+            f"engine {s['engine_prompt_tps']:.1f} tok/s, "
+            f"overhead {s['prefill_overhead_pct']:+.1f}% [{lo_p:+.1f}..{hi_p:+.1f}]; "
+            f"decode raw {s['raw_generation_tps']:.2f} / engine {s['engine_generation_tps']:.2f} tok/s, "
+            f"overhead {s['decode_overhead_pct']:+.1f}% [{lo_d:+.1f}..{hi_d:+.1f}] "
+            f"(median of {s['trials']} paired trials)"
         )
     return 0
 

@@ -131,24 +131,22 @@ def append_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median tok/s per model and path, and the Engine's overhead versus raw mlx-lm."""
+    """Per model: median tok/s of each path, and the Engine's overhead as the median of
+    per-trial paired ratios (adjacent runs share the machine's drift), with its range."""
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        med = {}
-        for path in ("raw", "engine"):
-            sel = [r for r in rows if r["model"] == model and r["path"] == path]
-            med[path] = {k: statistics.median(r[k] for r in sel) for k in ("prompt_tps", "generation_tps")}
-        out.append(
-            {
-                "model": model,
-                "blas": rows[0]["blas"],
-                "raw_prompt_tps": med["raw"]["prompt_tps"],
-                "engine_prompt_tps": med["engine"]["prompt_tps"],
-                "prefill_overhead_pct": 100 * (1 - med["engine"]["prompt_tps"] / med["raw"]["prompt_tps"]),
-                "raw_generation_tps": med["raw"]["generation_tps"],
-                "engine_generation_tps": med["engine"]["generation_tps"],
-                "decode_overhead_pct": 100
-                * (1 - med["engine"]["generation_tps"] / med["raw"]["generation_tps"]),
-            }
-        )
+        by_path = {
+            path: {r["trial"]: r for r in rows if r["model"] == model and r["path"] == path}
+            for path in ("raw", "engine")
+        }
+        summary: dict[str, Any] = {"model": model, "blas": rows[0]["blas"], "trials": len(by_path["raw"])}
+        for metric, name in (("prompt_tps", "prefill"), ("generation_tps", "decode")):
+            for path in ("raw", "engine"):
+                summary[f"{path}_{metric}"] = statistics.median(r[metric] for r in by_path[path].values())
+            overheads = [
+                100 * (1 - by_path["engine"][t][metric] / by_path["raw"][t][metric]) for t in by_path["raw"]
+            ]
+            summary[f"{name}_overhead_pct"] = statistics.median(overheads)
+            summary[f"{name}_overhead_range"] = (min(overheads), max(overheads))
+        out.append(summary)
     return out

