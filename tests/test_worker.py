@@ -12,7 +12,8 @@ import pytest
 
 from tests.helpers import wait_until
 from workbench.engine.errors import EngineStoppedError
-from workbench.engine.worker import CancelToken, EngineWorker, StreamState, _QueueSink
+from workbench.engine.streams import CancelToken, QueueSink, StreamState
+from workbench.engine.worker import EngineWorker
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_streams_are_interleaved_round_robin(worker: EngineWorker) -> None:
     log: list[tuple[str, int]] = []
     gate = threading.Event()
     worker.submit(gate.wait)  # hold the thread so both streams are admitted together
-    sinks: dict[str, _QueueSink[int]] = {"a": _QueueSink(), "b": _QueueSink()}
+    sinks: dict[str, QueueSink[int]] = {"a": QueueSink(), "b": QueueSink()}
     for name, sink in sinks.items():
         worker.open_stream(counting(5, log, name), CancelToken(), sink)
     gate.set()

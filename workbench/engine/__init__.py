@@ -16,6 +16,7 @@ from workbench.engine.errors import (
     ModelNotFoundError,
     UnsupportedModelError,
 )
+from workbench.engine.streams import CancelToken
 from workbench.engine.types import (
     Chunk,
     Completion,
@@ -27,7 +28,6 @@ from workbench.engine.types import (
     SamplingParams,
     TokenLogprob,
 )
-from workbench.engine.worker import CancelToken
 
 __all__ = [
     "CancelToken",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.config import Settings
 from workbench.engine.errors import EngineStoppedError
+from workbench.engine.streams import CancelToken, StreamState
 from workbench.engine.types import (
     Chunk,
     Completion,
@@ -29,7 +30,7 @@ from workbench.engine.types import (
     SamplingParams,
     TokenLogprob,
 )
-from workbench.engine.worker import CancelToken, EngineWorker, StreamState
+from workbench.engine.worker import EngineWorker
 
 if TYPE_CHECKING:
     from workbench.engine.registry import ModelRegistry

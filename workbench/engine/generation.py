@@ -22,6 +22,7 @@ from workbench.engine import memory
 from workbench.engine.errors import ContextLengthError, InvalidRequestError
 from workbench.engine.registry import LoadedModel
 from workbench.engine.stops import StopBuffer
+from workbench.engine.streams import StreamState
 from workbench.engine.types import (
     Chunk,
     FinishReason,
@@ -30,7 +31,6 @@ from workbench.engine.types import (
     SamplingParams,
     TokenLogprob,
 )
-from workbench.engine.worker import StreamState
 
 GB = 1e9
 _GOLDEN = 0x9E3779B97F4A7C15  # spreads (seed, step) pairs over the 64-bit seed space

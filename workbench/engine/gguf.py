@@ -4,7 +4,7 @@
 quantized (group size 32) or dense arrays; this module checks the tensor types
 first, maps llama.cpp names to Hugging Face llama names, undoes llama.cpp's
 Q/K row permutation, writes config.json (with a per-tensor quantization block)
-and builds tokenizer.json from the GGUF vocab with `tokenizers`. It knows
+and builds the tokenizer (gguf_tokenizer.py). It knows
 nothing of registries or requests.
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 import mlx.core as mx
 
 from workbench.engine.errors import UnsupportedModelError
+from workbench.engine.gguf_tokenizer import metadata_scalar, write_tokenizer
 
 # Bump when the output layout changes, so cached conversions are redone.
 CONVERTER_VERSION = 1
@@ -34,12 +35,6 @@ GROUP_SIZE = 32  # every block format mx.load maps to MLX (Q4_0, Q4_1, Q8_0) use
 _NATIVE_TYPES = {0: ("F32", 32), 1: ("F16", 16), 2: ("Q4_0", 4), 3: ("Q4_1", 4), 8: ("Q8_0", 8)}
 SUPPORTED_TENSOR_TYPES = tuple(name for name, _ in _NATIVE_TYPES.values())
 SUPPORTED_ARCHITECTURES = ("llama",)
-
-# llama.cpp pre-tokenizer names -> our pre-tokenizer family.
-_DIGITS_THEN_GPT2 = {"smollm", "starcoder", "refact", "codeshell"}
-_GPT2 = {"gpt-2", "gpt2", "default", "mpt", "olmo", "jais"}
-# Control tokens llama.cpp also treats as end-of-generation, by their text.
-_END_OF_GENERATION_TEXTS = {"<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"}
 
 _LAYER_PARTS = {
     "attn_q": "self_attn.q_proj",
@@ -184,7 +179,7 @@ def convert_gguf(src: Path, dst: Path, *, dequantize: bool, float32: bool) -> Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
         mx.save_safetensors(str(tmp / "model.safetensors"), tensors, metadata={"format": "mlx"})
-        _write_tokenizer(meta, tmp, config)
+        write_tokenizer(meta, tmp, config["max_position_embeddings"])
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "workbench_source.json").write_text(
             json.dumps(
@@ -207,16 +202,9 @@ def convert_gguf(src: Path, dst: Path, *, dequantize: bool, float32: bool) -> Pa
     return dst
 
 
-def _scalar(meta: dict[str, Any], key: str, default: Any = None) -> Any:
-    value = meta.get(key, default)
-    if isinstance(value, mx.array):
-        return value.item()
-    return value
-
-
 def _config_from_metadata(meta: dict[str, Any], arch: str, tied: bool) -> dict[str, Any]:
     def need(key: str) -> Any:
-        value = _scalar(meta, f"{arch}.{key}")
+        value = metadata_scalar(meta, f"{arch}.{key}")
         if value is None:
             raise UnsupportedModelError(f"GGUF metadata lacks {arch}.{key}")
         return value
@@ -230,15 +218,15 @@ def _config_from_metadata(meta: dict[str, Any], arch: str, tied: bool) -> dict[s
         "intermediate_size": int(need("feed_forward_length")),
         "num_hidden_layers": int(need("block_count")),
         "num_attention_heads": heads,
-        "num_key_value_heads": int(_scalar(meta, f"{arch}.attention.head_count_kv", heads)),
+        "num_key_value_heads": int(metadata_scalar(meta, f"{arch}.attention.head_count_kv", heads)),
         "rms_norm_eps": float(need("attention.layer_norm_rms_epsilon")),
-        "rope_theta": float(_scalar(meta, f"{arch}.rope.freq_base", 10000.0)),
-        "max_position_embeddings": int(_scalar(meta, f"{arch}.context_length", 2048)),
+        "rope_theta": float(metadata_scalar(meta, f"{arch}.rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(metadata_scalar(meta, f"{arch}.context_length", 2048)),
         "head_dim": int(
-            _scalar(
+            metadata_scalar(
                 meta,
                 f"{arch}.attention.key_length",
-                _scalar(meta, f"{arch}.rope.dimension_count", hidden // heads),
+                metadata_scalar(meta, f"{arch}.rope.dimension_count", hidden // heads),
             )
         ),
         "tie_word_embeddings": tied,
@@ -246,17 +234,17 @@ def _config_from_metadata(meta: dict[str, Any], arch: str, tied: bool) -> dict[s
         "mlp_bias": False,
     }
     vocab = meta.get("tokenizer.ggml.tokens")
-    config["vocab_size"] = int(_scalar(meta, f"{arch}.vocab_size", len(vocab) if vocab else 0))
-    scaling = _scalar(meta, f"{arch}.rope.scaling.type")
+    config["vocab_size"] = int(metadata_scalar(meta, f"{arch}.vocab_size", len(vocab) if vocab else 0))
+    scaling = metadata_scalar(meta, f"{arch}.rope.scaling.type")
     if scaling not in (None, "none"):
         if scaling != "linear":
             raise UnsupportedModelError(f"GGUF rope scaling {scaling!r} is not supported")
         config["rope_scaling"] = {
             "type": "linear",
-            "factor": float(_scalar(meta, f"{arch}.rope.scaling.factor")),
+            "factor": float(metadata_scalar(meta, f"{arch}.rope.scaling.factor")),
         }
     for name in ("bos", "eos"):
-        token = _scalar(meta, f"tokenizer.ggml.{name}_token_id")
+        token = metadata_scalar(meta, f"tokenizer.ggml.{name}_token_id")
         if token is not None:
             config[f"{name}_token_id"] = int(token)
     return config
@@ -326,79 +314,3 @@ def _finish_tensors(
         if bits != default_bits:
             quantization[module] = {"group_size": GROUP_SIZE, "bits": bits}
     return out, quantization
-
-
-def _write_tokenizer(meta: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
-    """tokenizer.json (built with `tokenizers`), tokenizer_config.json, generation_config.json."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-
-    kind = meta.get("tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise UnsupportedModelError(
-            f"GGUF tokenizer model {kind!r} is not supported (supported: 'gpt2' byte-level BPE)"
-        )
-    pre = str(meta.get("tokenizer.ggml.pre", "default"))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if pre in _DIGITS_THEN_GPT2:
-        # llama.cpp splits every digit first ("\p{N}"), then applies the GPT-2 regex.
-        pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    elif pre in _GPT2:
-        pre_tokenizer = byte_level
-    else:
-        raise UnsupportedModelError(
-            f"GGUF pre-tokenizer {pre!r} is not supported "
-            f"(supported: {', '.join(sorted(_DIGITS_THEN_GPT2 | _GPT2))})"
-        )
-    tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
-    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    token_types = meta.get("tokenizer.ggml.token_type")
-    token_types = token_types.tolist() if token_types is not None else [1] * len(tokens)
-    tokenizer = Tokenizer(
-        models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False)
-    )
-    tokenizer.pre_tokenizer = pre_tokenizer
-    tokenizer.decoder = decoders.ByteLevel()
-    # ggml token types: 3 = control (special), 4 = user-defined (added, not special).
-    tokenizer.add_special_tokens(
-        [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(token_types) if t == 3]
-    )
-    tokenizer.add_tokens(
-        [AddedToken(tokens[i], normalized=False) for i, t in enumerate(token_types) if t == 4]
-    )
-
-    def token_text(key: str) -> str | None:
-        idx = _scalar(meta, f"tokenizer.ggml.{key}_token_id")
-        return tokens[int(idx)] if idx is not None and 0 <= int(idx) < len(tokens) else None
-
-    bos, eos = token_text("bos"), token_text("eos")
-    add_bos = bool(_scalar(meta, "tokenizer.ggml.add_bos_token", False))
-    if add_bos and bos is not None:
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokens.index(bos))]
-        )
-    else:
-        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    tokenizer.save(str(out / "tokenizer.json"))
-
-    tokenizer_config: dict[str, Any] = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": bos,
-        "eos_token": eos,
-        "unk_token": token_text("unknown"),
-        "pad_token": token_text("padding") or eos,
-        "add_bos_token": add_bos,
-        "add_eos_token": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": config["max_position_embeddings"],
-    }
-    if template := meta.get("tokenizer.chat_template"):
-        tokenizer_config["chat_template"] = str(template)
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-
-    declared = (_scalar(meta, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom"))
-    end_ids = {int(i) for i in declared if i is not None}
-    end_ids |= {i for i, t in enumerate(token_types) if t == 3 and tokens[i] in _END_OF_GENERATION_TEXTS}
-    generation_config = {"eos_token_id": sorted(end_ids)}
-    if "bos_token_id" in config:
-        generation_config["bos_token_id"] = config["bos_token_id"]
-    (out / "generation_config.json").write_text(json.dumps(generation_config, indent=2))

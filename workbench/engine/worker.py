@@ -1,4 +1,5 @@
-"""EngineWorker: the one thread that runs every MLX call, and the bridges to it.
+"""EngineWorker: the one thread that runs every MLX call, and the sync / async
+bridges to it (on the sinks of streams.py).
 
 Jobs (plain calls) and streams (iterators stepped one item at a time) arrive on
 a queue. Active streams are stepped round-robin, so concurrent requests all make
@@ -10,7 +11,6 @@ use of the thread (benchmarks). Knows nothing of models or mlx.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import queue
@@ -21,9 +21,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from workbench.engine.errors import EngineStoppedError
+from workbench.engine.streams import CancelToken, LoopSink, QueueSink, Sink, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -35,107 +36,6 @@ _current_lease: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 )
 
 
-class CancelToken:
-    """Set once to stop a stream; the generation checks it between tokens."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-@dataclass
-class StreamState:
-    """What the worker tells a running stream about its situation."""
-
-    cancel: CancelToken
-    queued_at: float
-    started_at: float = 0.0
-    # Most streams that were active at once while this one ran (itself included).
-    max_concurrency: int = 1
-    # True when the engine was idle as this stream started (per-request peaks are clean).
-    started_idle: bool = True
-
-
-class _Sink(Generic[T]):
-    """Where a stream's items go; implementations bridge to sync or async consumers."""
-
-    def put(self, item: T) -> None:
-        raise NotImplementedError
-
-    def error(self, exc: BaseException) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-_DONE = object()
-
-
-class _QueueSink(_Sink[T]):
-    """Sync bridge: a consumer thread blocks on a queue."""
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-
-    def put(self, item: T) -> None:
-        self.queue.put(("item", item))
-
-    def error(self, exc: BaseException) -> None:
-        self.queue.put(("error", exc))
-
-    def close(self) -> None:
-        self.queue.put(("done", _DONE))
-
-    def __iter__(self) -> Iterator[T]:
-        while True:
-            kind, value = self.queue.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-
-
-class _LoopSink(_Sink[T]):
-    """Async bridge: items are handed to an event loop thread-safely."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    def _send(self, kind: str, value: Any) -> None:
-        # A closed loop means the consumer is gone: there is nothing to deliver.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
-
-    def put(self, item: T) -> None:
-        self._send("item", item)
-
-    def error(self, exc: BaseException) -> None:
-        self._send("error", exc)
-
-    def close(self) -> None:
-        self._send("done", _DONE)
-
-    async def __aiter__(self) -> AsyncIterator[T]:
-        while True:
-            kind, value = await self.queue.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-
-
 @dataclass(eq=False)
 class _Job:
     owner: object | None
@@ -143,7 +43,7 @@ class _Job:
     future: Future[Any] | None = None
     # Stream jobs:
     factory: Callable[[StreamState], Iterator[Any]] | None = None
-    sink: _Sink[Any] | None = None
+    sink: Sink[Any] | None = None
     state: StreamState | None = None
     # Control jobs (lease acquire / release) bypass the exclusive gate:
     control: str | None = None
@@ -245,7 +145,7 @@ class EngineWorker:
         self,
         factory: Callable[[StreamState], Iterator[T]],
         cancel: CancelToken,
-        sink: _Sink[T],
+        sink: Sink[T],
     ) -> None:
         """Start `factory(state)` on the engine thread and step it, item by item, into `sink`."""
         state = StreamState(cancel=cancel, queued_at=time.perf_counter())
@@ -253,7 +153,7 @@ class EngineWorker:
 
     def stream(self, factory: Callable[[StreamState], Iterator[T]], cancel: CancelToken) -> Iterator[T]:
         """Sync bridge: iterate a stream from any thread. Leaving early cancels it."""
-        sink: _QueueSink[T] = _QueueSink()
+        sink: QueueSink[T] = QueueSink()
         self.open_stream(factory, cancel, sink)
         try:
             yield from sink
@@ -265,7 +165,7 @@ class EngineWorker:
     ) -> AsyncIterator[T]:
         """Async bridge: iterate a stream from an event loop. Leaving early (or task
         cancellation, e.g. a dropped client) cancels it."""
-        sink: _LoopSink[T] = _LoopSink(asyncio.get_running_loop())
+        sink: LoopSink[T] = LoopSink(asyncio.get_running_loop())
         self.open_stream(factory, cancel, sink)
         try:
             async for item in sink:

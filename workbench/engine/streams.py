@@ -1,0 +1,118 @@
+"""Stream plumbing shared by the engine thread and its consumers: cancel tokens,
+per-stream state, and the sinks that bridge items to sync or asyncio consumers.
+
+Pure threading/asyncio; knows nothing of models or mlx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class CancelToken:
+    """Set once to stop a stream; the generation checks it between tokens."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class StreamState:
+    """What the worker tells a running stream about its situation."""
+
+    cancel: CancelToken
+    queued_at: float
+    started_at: float = 0.0
+    # Most streams that were active at once while this one ran (itself included).
+    max_concurrency: int = 1
+    # True when the engine was idle as this stream started (per-request peaks are clean).
+    started_idle: bool = True
+
+
+class Sink(Generic[T]):
+    """Where a stream's items go; implementations bridge to sync or async consumers."""
+
+    def put(self, item: T) -> None:
+        raise NotImplementedError
+
+    def error(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+_DONE = object()
+
+
+class QueueSink(Sink[T]):
+    """Sync bridge: a consumer thread blocks on a queue."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+    def put(self, item: T) -> None:
+        self.queue.put(("item", item))
+
+    def error(self, exc: BaseException) -> None:
+        self.queue.put(("error", exc))
+
+    def close(self) -> None:
+        self.queue.put(("done", _DONE))
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            kind, value = self.queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+
+class LoopSink(Sink[T]):
+    """Async bridge: items are handed to an event loop thread-safely."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def _send(self, kind: str, value: Any) -> None:
+        # A closed loop means the consumer is gone: there is nothing to deliver.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+
+    def put(self, item: T) -> None:
+        self._send("item", item)
+
+    def error(self, exc: BaseException) -> None:
+        self._send("error", exc)
+
+    def close(self) -> None:
+        self._send("done", _DONE)
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        while True:
+            kind, value = await self.queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
