@@ -167,19 +167,19 @@ def convert_gguf(src: Path, dst: Path, *, dequantize: bool, float32: bool) -> Pa
             f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
         )
     config = _config_from_metadata(meta, arch, tied="output.weight" not in weights)
-    dense_dtype = mx.float32 if float32 else mx.float16
-    tensors = _map_llama_tensors(src, weights, config)
-    tensors, quantization = _finish_tensors(tensors, dequantize=dequantize, dtype=dense_dtype)
-    if quantization:
-        config["quantization"] = quantization
-        config["quantization_config"] = quantization
-    config["torch_dtype"] = "float32" if float32 else "float16"
-
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
-        mx.save_safetensors(str(tmp / "model.safetensors"), tensors, metadata={"format": "mlx"})
+        # The tokenizer first: it is cheap and may refuse the file before the tensor work.
         write_tokenizer(meta, tmp, config["max_position_embeddings"])
+        tensors = _map_llama_tensors(src, weights, config)
+        dense_dtype = mx.float32 if float32 else mx.float16
+        tensors, quantization = _finish_tensors(tensors, dequantize=dequantize, dtype=dense_dtype)
+        if quantization:
+            config["quantization"] = quantization
+            config["quantization_config"] = quantization
+        config["torch_dtype"] = "float32" if float32 else "float16"
+        mx.save_safetensors(str(tmp / "model.safetensors"), tensors, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "workbench_source.json").write_text(
             json.dumps(

@@ -104,6 +104,8 @@ class ModelRegistry:
         self._entries: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
         self._loaded: dict[str, LoadedModel] = {}
+        # GGUF facts per (path, size, mtime): listings and loads would otherwise re-read them.
+        self._gguf_facts: dict[tuple[str, int, int], tuple[str, list[gguf.GGUFTensorInfo]]] = {}
         budget_gb = settings.memory_budget_gb
         self.budget_bytes = (
             int(budget_gb * 1e9) if budget_gb else int(memory.system_total_bytes() * DEFAULT_BUDGET_FRACTION)
@@ -223,11 +225,19 @@ class ModelRegistry:
         raise ModelNotFoundError(f"unknown model {wanted!r} (registered: {known})", model_id=wanted)
 
     # ---- loading ---------------------------------------------------------
+    def _gguf(self, src: Path) -> tuple[str, list[gguf.GGUFTensorInfo]]:
+        """(content fingerprint, tensor infos) of a GGUF file, cached per file version."""
+        st = src.stat()
+        key = (str(src), st.st_size, st.st_mtime_ns)
+        if key not in self._gguf_facts:
+            self._gguf_facts[key] = (gguf.fingerprint(src), gguf.read_tensor_infos(src))
+        return self._gguf_facts[key]
+
     def converted_dir(self, entry: ModelEntry) -> Path:
         """Where a GGUF entry's MLX folder is cached (keyed by content and variant)."""
         src = Path(entry.location)
         variant = "f32" if entry.dequantize else ("q-f32" if self.float32 else "q-f16")
-        return self.settings.models_dir / CONVERTED_DIR / f"{src.stem}-{gguf.fingerprint(src)}" / variant
+        return self.settings.models_dir / CONVERTED_DIR / f"{src.stem}-{self._gguf(src)[0]}" / variant
 
     def _folder_for(self, entry: ModelEntry) -> Path:
         """The MLX folder to load, converting or fetching it first when needed."""
@@ -264,7 +274,7 @@ class ModelRegistry:
         if entry.source in ("embedded", "gguf"):
             src = Path(entry.location)
             if entry.dequantize:
-                infos = gguf.read_tensor_infos(src)
+                infos = self._gguf(src)[1]
                 return sum(4 * _product(i.shape) for i in infos)
             return int(src.stat().st_size * (1.25 if self.float32 else 1.0))
         folder = Path(entry.location)
@@ -359,7 +369,7 @@ class ModelRegistry:
                     bits = 32
                     size = self._estimate_bytes(entry)
                 else:
-                    bits, group = gguf.weight_bits(gguf.read_tensor_infos(src)), gguf.GROUP_SIZE
+                    bits, group = gguf.weight_bits(self._gguf(src)[1]), gguf.GROUP_SIZE
                     size = src.stat().st_size
                 converted = self.converted_dir(entry)
                 if (converted / "config.json").exists():

@@ -60,6 +60,13 @@ class Sink(Generic[T]):
 _DONE = object()
 
 
+def _unpack(kind: str, value: Any) -> Any:
+    """An item's value, or _DONE at the end; an error message is raised here."""
+    if kind == "error":
+        raise value
+    return value if kind == "item" else _DONE
+
+
 class QueueSink(Sink[T]):
     """Sync bridge: a consumer thread blocks on a queue."""
 
@@ -76,14 +83,8 @@ class QueueSink(Sink[T]):
         self.queue.put(("done", _DONE))
 
     def __iter__(self) -> Iterator[T]:
-        while True:
-            kind, value = self.queue.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
+        while (value := _unpack(*self.queue.get())) is not _DONE:
+            yield value
 
 
 class LoopSink(Sink[T]):
@@ -108,11 +109,5 @@ class LoopSink(Sink[T]):
         self._send("done", _DONE)
 
     async def __aiter__(self) -> AsyncIterator[T]:
-        while True:
-            kind, value = await self.queue.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
+        while (value := _unpack(*await self.queue.get())) is not _DONE:
+            yield value

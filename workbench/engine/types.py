@@ -226,8 +226,9 @@ class GenerationStats:
     first token; queue_s is the wait before that. prompt_tps = prompt_tokens /
     ttft_s; generation_tps counts the tokens after the first over the time after
     the first; generation_tokens counts the end-of-sequence token when one ended
-    the reply (it is not emitted as text). peak_memory_gb is MLX's peak (1 GB = 1e9 bytes) since the engine
-    last went busy, so it is per-request only when concurrent_streams == 1.
+    the reply (it is not emitted as text). peak_memory_gb is MLX's peak (1 GB =
+    1e9 bytes) since the engine last went busy, so it is per-request only when
+    concurrent_streams == 1.
     concurrent_streams is the most generations that shared the engine thread
     during this one (1 = measured alone; above 1, tok/s are not comparable).
     """
