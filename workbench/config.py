@@ -54,6 +54,7 @@ class Settings:
     blas            WORKBENCH_BLAS            'auto' (optimized BLAS if found), 'off', or a library path
     results_dir     WORKBENCH_RESULTS_DIR     CSV reports
     host, port      WORKBENCH_HOST/PORT       where `workbench serve` listens
+    api_key         WORKBENCH_API_KEY         when set, every /v1 route needs `Authorization: Bearer <key>`
     """
 
     models_dir: Path = field(default_factory=lambda: _default_models_dir(os.environ))
@@ -65,12 +66,15 @@ class Settings:
     results_dir: Path = Path("results")
     host: str = "127.0.0.1"
     port: int = 8080
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models_dir", Path(self.models_dir).expanduser())
         object.__setattr__(self, "results_dir", Path(self.results_dir).expanduser())
         if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
             raise ValueError(f"memory_budget_gb must be > 0, got {self.memory_budget_gb}")
+        if self.api_key is not None and not self.api_key.strip():
+            object.__setattr__(self, "api_key", None)  # an empty key means "no key"
         if not (0 < self.port < 65536):
             raise ValueError(f"port must be in 1..65535, got {self.port}")
 
@@ -102,6 +106,8 @@ class Settings:
                 values["port"] = int(raw)
             except ValueError:
                 raise ValueError(f"WORKBENCH_PORT={raw!r}: expected an integer") from None
+        if raw := env.get("WORKBENCH_API_KEY"):
+            values["api_key"] = raw.strip()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

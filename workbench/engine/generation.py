@@ -151,7 +151,8 @@ def stream_chunks(
             f"the prompt is {len(prompt)} tokens but {lm.entry.id!r} has a context of {context} tokens",
             param=next(n for n in ("messages", "prompt", "prompt_ids") if getattr(request, n) is not None),
         )
-    max_tokens = min(request.max_tokens, context - len(prompt))
+    room = context - len(prompt)
+    max_tokens = room if request.max_tokens is None else min(request.max_tokens, room)
     vocab_size = int(lm.config.get("vocab_size") or len(tokenizer))
     if max(prompt) >= vocab_size:
         raise InvalidRequestError(

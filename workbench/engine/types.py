@@ -147,7 +147,8 @@ class GenerationRequest:
     template), a raw text `prompt`, or `prompt_ids` (token ids, for exact-length
     benchmark prompts).
 
-    `model=None` means the engine's default model. `stop` strings may span tokens
+    `model=None` means the engine's default model; `max_tokens=None` generates until
+    the end-of-sequence token or the end of the context window. `stop` strings may span tokens
     and are never emitted. `logprobs=N` returns the chosen token's logprob and the
     top N alternatives per token (0..20). `ignore_eos` keeps generating past the
     end-of-sequence token (benchmarks use it to reach an exact length).
@@ -158,7 +159,7 @@ class GenerationRequest:
     prompt_ids: tuple[int, ...] | None = None
     model: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    max_tokens: int = 256
+    max_tokens: int | None = 256
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
     ignore_eos: bool = False
@@ -191,8 +192,9 @@ class GenerationRequest:
                 "must be a non-empty string",
             )
         _check(isinstance(self.sampling, SamplingParams), "sampling", "must be SamplingParams")
-        n = _integer(self.max_tokens, "max_tokens")
-        _check(n >= 1, "max_tokens", f"must be >= 1, got {n}")
+        if self.max_tokens is not None:
+            n = _integer(self.max_tokens, "max_tokens")
+            _check(n >= 1, "max_tokens", f"must be >= 1, got {n}")
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         _check(len(stop) <= MAX_STOP_STRINGS, "stop", f"at most {MAX_STOP_STRINGS} strings")
         for s in stop:
