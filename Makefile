@@ -19,7 +19,7 @@ STAMP := $(VENV)/.setup-$(BACKEND)
 
 .PHONY: setup run test lint format clean help
 help:
-	@echo "make run   - set up, then chat with the embedded default model in the terminal"
+	@echo "make run   - set up, then serve the API on http://127.0.0.1:8080/v1 (embedded default model)"
 	@echo "make test  - set up, then run the whole test suite"
 	@echo "make lint  - ruff check + format check;  make clean - remove .venv"
 
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml Makefile scripts/setup_system.sh
 	@touch $@
 
 run: setup
-	$(BIN)/workbench chat
+	$(BIN)/workbench serve
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
 
+from tests.helpers import free_port, wait_until
 from workbench.config import Settings
 from workbench.engine import Engine
 from workbench.engine.embedded import EMBEDDED_IDS
@@ -78,6 +82,42 @@ def test_help_texts(env: dict[str, str]) -> None:
     out = run(env, "--help")
     assert out.returncode == 0 and "chat" in out.stdout and "models" in out.stdout
     assert "stats line" in run(env, "chat", "--help").stdout
+    assert "--port" in run(env, "serve", "--help").stdout
+
+
+def test_serve_answers_openai_clients_and_stops_cleanly(env: dict[str, str]) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "serve", "--port", str(port), "--api-key", "k"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).json()["loaded_models"] != []
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    try:
+        assert wait_until(healthy, timeout_s=120, interval_s=0.2) and proc.poll() is None
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=60)
+        reply = client.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=16,
+            temperature=0,
+        )
+        assert "Paris" in reply.choices[0].message.content
+        assert reply.model == EMBEDDED_IDS["f32"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"http://127.0.0.1:{port}/v1" in err and "Application shutdown complete" in err
 
 
 def test_settings_reject_bad_environment(tmp_path: Path) -> None:

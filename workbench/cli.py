@@ -1,4 +1,4 @@
-"""Thin argparse CLI: `workbench models` and `workbench chat`.
+"""Thin argparse CLI: `workbench serve`, `models`, `chat` and `overhead`.
 
 Parses flags into Settings and a request, then calls the Engine; all behaviour
 lives below. Generated text goes to stdout, stats and notices to stderr.
@@ -60,8 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fetch hub ids that are not in the local cache",
     )
-    common.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    common.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR (default: INFO for serve, WARNING otherwise)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the OpenAI-compatible API (http://127.0.0.1:8080/v1)",
+        description="Serve the OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions, "
+        "/v1/completions) and /health from one process on one MLX engine. Point an OpenAI "
+        "client at http://HOST:PORT/v1. Ctrl-C stops it.",
+    )
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; WORKBENCH_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080; WORKBENCH_PORT)")
+    serve.add_argument(
+        "--default-model", help="id used when a request says 'default' (WORKBENCH_DEFAULT_MODEL)"
+    )
+    serve.add_argument(
+        "--api-key",
+        help="require 'Authorization: Bearer KEY' on /v1 routes (prefer WORKBENCH_API_KEY: "
+        "command lines are visible to other users)",
+    )
 
     models = sub.add_parser(
         "models",
@@ -98,10 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     overhead = sub.add_parser(
         "overhead",
         parents=[common],
-        help="measure Engine overhead against raw mlx_lm.stream_generate",
+        help="measure Engine overhead against raw mlx_lm (or the HTTP API against Engine)",
         description="Greedy generations of an exact-length prompt through Engine.stream and through "
         "raw mlx_lm.stream_generate, alternating, in one process; appends one CSV row per trial "
-        "and prints median tok/s and the overhead. Run once with --blas off to compare BLAS.",
+        "and prints median tok/s and the overhead. Run once with --blas off to compare BLAS. "
+        "With --api: a streaming openai-SDK client of a `workbench serve` subprocess against "
+        "in-process Engine.stream instead.",
+    )
+    overhead.add_argument(
+        "--api",
+        action="store_true",
+        help="compare an openai-SDK streaming client of `workbench serve` with in-process Engine.stream",
     )
     overhead.add_argument(
         "-m",
@@ -113,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     overhead.add_argument("--prompt-tokens", type=int, default=128)
     overhead.add_argument("--gen-tokens", type=int, default=64)
     overhead.add_argument("--trials", type=int, default=5)
-    overhead.add_argument("--out", default="results/engine_overhead.csv", help="CSV to append to")
+    overhead.add_argument(
+        "--out",
+        help="CSV to append to (default results/engine_overhead.csv, with --api results/api_overhead.csv)",
+    )
     return parser
 
 
@@ -125,6 +156,45 @@ def _settings(args: argparse.Namespace) -> Settings:
         memory_budget_gb=args.memory_budget_gb,
         allow_download=args.allow_download,
     )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run uvicorn on the app factory. The factory reads its settings from the
+    environment, so flags are handed over as WORKBENCH_* variables (the CLI never
+    imports the api package)."""
+    import os
+
+    import uvicorn
+
+    flags = {
+        "WORKBENCH_MODELS_DIR": args.models_dir,
+        "WORKBENCH_MODEL_PATHS": os.pathsep.join(args.model_paths) if args.model_paths else None,
+        "WORKBENCH_BLAS": args.blas,
+        "WORKBENCH_MEMORY_BUDGET_GB": None if args.memory_budget_gb is None else str(args.memory_budget_gb),
+        "WORKBENCH_ALLOW_DOWNLOAD": "1" if args.allow_download else None,
+        "WORKBENCH_HOST": args.host,
+        "WORKBENCH_PORT": None if args.port is None else str(args.port),
+        "WORKBENCH_DEFAULT_MODEL": args.default_model,
+        "WORKBENCH_API_KEY": args.api_key,
+    }
+    os.environ.update({k: v for k, v in flags.items() if v is not None})
+    settings = Settings.from_env()  # fail here, with a plain message, on bad values
+    key = " (API key required)" if settings.api_key else ""
+    print(
+        f"MLX Workbench API on http://{settings.host}:{settings.port}/v1{key}; "
+        f"health at /health, docs at /docs. Ctrl-C stops.",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level.lower(),
+        # Streams still running at Ctrl-C are cut after this long; the engine then stops.
+        timeout_graceful_shutdown=5,
+    )
+    return 0
 
 
 def cmd_models(args: argparse.Namespace, engine: Engine) -> int:
@@ -237,19 +307,32 @@ def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
     for name in ("prompt_tokens", "gen_tokens", "trials"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    models = args.models or [EMBEDDED_IDS["4bit"], EMBEDDED_IDS["f32"]]
-    rows = measure_overhead(engine, models, args.prompt_tokens, args.gen_tokens, args.trials)
-    append_csv(Path(args.out), rows)
-    print(f"{len(rows)} rows appended to {args.out} (run {rows[0]['run_id']}, blas {engine.blas})")
-    for s in summarize(rows):
+    if args.api:
+        from workbench.bench.client_overhead import measure_client_overhead, serve_subprocess
+
+        models = args.models or [EMBEDDED_IDS["f32"]]
+        out = args.out or "results/api_overhead.csv"
+        base, other = "engine", "openai_sdk"
+        with serve_subprocess(engine.settings) as url:
+            rows = measure_client_overhead(
+                engine, url, models, args.prompt_tokens, args.gen_tokens, args.trials
+            )
+    else:
+        models = args.models or [EMBEDDED_IDS["4bit"], EMBEDDED_IDS["f32"]]
+        out = args.out or "results/engine_overhead.csv"
+        base, other = "raw", "engine"
+        rows = measure_overhead(engine, models, args.prompt_tokens, args.gen_tokens, args.trials)
+    append_csv(Path(out), rows)
+    print(f"{len(rows)} rows appended to {out} (run {rows[0]['run_id']}, blas {engine.blas})")
+    for s in summarize(rows, base, other):
         lo_p, hi_p = s["prefill_overhead_range"]
         lo_d, hi_d = s["decode_overhead_range"]
         print(
-            f"{s['model']}: prefill raw {s['raw_prompt_tps']:.1f} / "
-            f"engine {s['engine_prompt_tps']:.1f} tok/s, "
+            f"{s['model']}: prefill {base} {s[f'{base}_prompt_tps']:.1f} / "
+            f"{other} {s[f'{other}_prompt_tps']:.1f} tok/s, "
             f"overhead {s['prefill_overhead_pct']:+.1f}% [{lo_p:+.1f}..{hi_p:+.1f}]; "
-            f"decode raw {s['raw_generation_tps']:.2f} / engine {s['engine_generation_tps']:.2f} tok/s, "
-            f"overhead {s['decode_overhead_pct']:+.1f}% [{lo_d:+.1f}..{hi_d:+.1f}] "
+            f"decode {base} {s[f'{base}_generation_tps']:.2f} / {other} {s[f'{other}_generation_tps']:.2f} "
+            f"tok/s, overhead {s['decode_overhead_pct']:+.1f}% [{lo_d:+.1f}..{hi_d:+.1f}] "
             f"(median of {s['trials']} paired trials)"
         )
     return 0
@@ -257,8 +340,11 @@ def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    args.log_level = (args.log_level or ("INFO" if args.command == "serve" else "WARNING")).upper()
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "serve":
+            return cmd_serve(args)
         settings = _settings(args)
         with Engine(settings) as engine:
             commands = {"models": cmd_models, "chat": cmd_chat, "overhead": cmd_overhead}

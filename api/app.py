@@ -1,0 +1,74 @@
+"""create_app: the composition root of the HTTP server. Builds the FastAPI app on
+one Engine, whose thread starts and stops with the app's lifespan.
+
+`workbench serve` runs it through uvicorn's factory string `api.app:create_app`,
+so settings come from the environment the CLI prepared.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api import routes_chat, routes_completions, routes_health, routes_models
+from api.auth import require_api_key
+from api.errors import install_error_handlers
+from workbench import __version__
+from workbench.config import Settings
+from workbench.engine import Engine, EngineError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, engine: Engine | None = None, *, with_ui: bool = False
+) -> FastAPI:
+    """The ASGI app: `/v1` (OpenAI-compatible) and `/health` on `engine`.
+
+    Without `engine`, the app makes its own and owns it: started at lifespan startup
+    (the default model is loaded then), stopped at shutdown. A given engine is started
+    if needed and left running (its creator owns it). `with_ui` mounts the Gradio
+    workbench; the UI is not part of this build yet, so asking for it fails loudly
+    rather than serving a stub.
+    """
+    settings = settings or Settings.from_env()
+    owns_engine = engine is None
+    eng = engine if engine is not None else Engine(settings, start=False)
+    if with_ui:
+        raise RuntimeError("the workbench UI is not part of this build yet (create_app(with_ui=False))")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not eng.running:
+            eng.start()
+        try:
+            # Load the default model now, so the first request does not pay for it.
+            await run_in_threadpool(eng.load)
+        except EngineError as exc:
+            log.error("the default model could not be loaded (the server runs on): %s", exc)
+        log.info("serving on engine: device=%s blas=%s default=%s", eng.device, eng.blas, eng.default_model)
+        try:
+            yield
+        finally:
+            if owns_engine:
+                eng.stop()
+
+    app = FastAPI(
+        title="MLX Workbench API",
+        version=__version__,
+        description="OpenAI-compatible API on one MLX engine. Responses carry a `timings` "
+        "extension next to `usage` (TTFT, prompt and generation tok/s, peak memory).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = eng
+    install_error_handlers(app)
+    protected = [Depends(require_api_key)]
+    for router in (routes_models.router, routes_chat.router, routes_completions.router):
+        app.include_router(router, dependencies=protected)
+    app.include_router(routes_health.router)
+    return app

@@ -1,0 +1,137 @@
+"""OpenAI-shaped error bodies, and the one mapping from engine exceptions and
+request-validation failures to HTTP status codes. Knows no routes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from workbench.engine.errors import (
+    ContextLengthError,
+    EngineError,
+    EngineStoppedError,
+    InvalidRequestError,
+    MemoryBudgetError,
+    ModelBusyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedModelError,
+)
+
+log = logging.getLogger(__name__)
+
+# Most specific first: (exception class, HTTP status, OpenAI error type, code).
+_ENGINE_ERRORS: tuple[tuple[type[EngineError], int, str, str | None], ...] = (
+    (ContextLengthError, 400, "invalid_request_error", "context_length_exceeded"),
+    (InvalidRequestError, 400, "invalid_request_error", "invalid_value"),
+    (ModelNotFoundError, 404, "invalid_request_error", "model_not_found"),
+    (UnsupportedModelError, 400, "invalid_request_error", "unsupported_model"),
+    (ModelLoadError, 500, "server_error", "model_load_failed"),
+    (MemoryBudgetError, 503, "server_error", "memory_budget_exceeded"),
+    (ModelBusyError, 409, "invalid_request_error", "model_busy"),
+    (EngineStoppedError, 503, "server_error", "engine_stopped"),
+    (EngineError, 500, "server_error", None),
+)
+
+
+class ApiError(Exception):
+    """An error response decided at the HTTP edge (bad parameter, auth, ...)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away before the response was ready; nothing can be sent."""
+
+
+def unsupported(param: str, detail: str) -> ApiError:
+    """A known OpenAI parameter we do not honour: a 400 that names it."""
+    return ApiError(400, f"{param}: {detail}", param=param, code="unsupported_parameter")
+
+
+def from_exception(exc: BaseException) -> ApiError:
+    """The ApiError for any exception (engine errors mapped, the rest a 500)."""
+    if isinstance(exc, ApiError):
+        return exc
+    for cls, status, kind, code in _ENGINE_ERRORS:
+        if isinstance(exc, cls):
+            param = getattr(exc, "param", None)
+            if isinstance(exc, ModelNotFoundError):
+                param = "model"
+            return ApiError(status, str(exc), type=kind, param=param, code=code)
+    log.error("unexpected error", exc_info=exc)
+    return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = list(exc.errors())
+    parts = []
+    first_param: str | None = None
+    code = "invalid_value"
+    for err in errors[:3]:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        first_param = first_param or param
+        if err.get("type") == "json_invalid":
+            code = "invalid_json"
+            parts.append(f"the body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}")
+            continue
+        if err.get("type") == "missing":
+            code = "missing_required_parameter"
+        parts.append(f"{param or 'request body'}: {err.get('msg')}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return ApiError(400, "; ".join(parts) + more, param=first_param, code=code)
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in the OpenAI shape; validation failures are 400, not 422."""
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(_validation_error(exc))
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error_response(ApiError(exc.status_code, message, type=kind, headers=exc.headers))
+
+    async def on_error(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ClientDisconnectedError):
+            return JSONResponse({}, status_code=499)  # nobody is listening
+        return error_response(from_exception(exc))
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    for cls in (ApiError, EngineError, ClientDisconnectedError, Exception):
+        app.add_exception_handler(cls, on_error)

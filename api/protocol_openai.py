@@ -1,0 +1,253 @@
+"""OpenAI wire models for /v1/chat/completions and /v1/completions: pydantic with
+explicit bounds, and the one conversion into engine GenerationRequests.
+
+A parameter we honour is converted; one we cannot honour is rejected with a 400
+that names it; one that only describes the caller (user, metadata, store) is
+accepted; unknown fields are accepted and logged. Knows no HTTP or engine thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.errors import ApiError, unsupported
+from workbench.engine import GenerationRequest, Message, SamplingParams
+from workbench.engine.types import MAX_SEED, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
+
+log = logging.getLogger(__name__)
+
+OPENAI_DEFAULT_TEMPERATURE = 1.0  # OpenAI's documented default; send 0 for greedy
+MAX_CHOICES = 16  # n x prompts per request
+Bias = Annotated[float, Field(ge=-100, le=100)]
+
+
+class WireModel(BaseModel):
+    """Accepts unknown fields (clients send vendor extras) so they can be logged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def log_unknown(self, where: str) -> None:
+        if self.model_extra:
+            log.info("%s: ignoring unknown fields %s", where, sorted(self.model_extra))
+
+
+class StreamOptions(WireModel):
+    include_usage: bool = False
+
+
+class ResponseFormat(WireModel):
+    type: str = "text"
+
+
+class ContentPart(WireModel):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(WireModel):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[Any] | None = None
+
+    def to_engine(self, index: int) -> Message:
+        where = f"messages.{index}"
+        if self.role in ("tool", "function"):
+            raise unsupported(
+                f"{where}.role", f"role {self.role!r} needs tool calling, which is not supported"
+            )
+        if self.tool_calls:
+            raise unsupported(f"{where}.tool_calls", "tool calling is not supported")
+        if self.content is None:
+            raise ApiError(400, f"{where}.content: required", param=f"{where}.content")
+        if isinstance(self.content, str):
+            text = self.content
+        else:
+            texts = []
+            for j, part in enumerate(self.content):
+                if part.type != "text" or part.text is None:
+                    raise unsupported(
+                        f"{where}.content.{j}",
+                        f"content part type {part.type!r}: only text parts are supported",
+                    )
+                texts.append(part.text)
+            text = "".join(texts)
+        # "developer" is OpenAI's newer name for the system role; chat templates know "system".
+        return Message("system" if self.role == "developer" else self.role, text)
+
+
+class SamplingFields(WireModel):
+    """Fields shared by chat and text completions."""
+
+    model: str = Field(min_length=1, max_length=1024)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=100_000, description="extension (llama.cpp, mlx-lm)")
+    min_p: float | None = Field(None, ge=0, le=1, description="extension")
+    repetition_penalty: float | None = Field(None, gt=0, le=10, description="extension")
+    repetition_context_size: int | None = Field(None, ge=1, le=65536, description="extension")
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Bias] | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = Field(False, description="extension: generate past end-of-sequence (benchmarks)")
+    # Describe the caller only: accepted, no effect on generation.
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+
+    def check_common(self) -> None:
+        if self.stream_options is not None and not self.stream:
+            raise ApiError(400, "stream_options: only allowed when stream is true", param="stream_options")
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_STRINGS:
+            raise ApiError(400, f"stop: at most {MAX_STOP_STRINGS} strings", param="stop")
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def sampling(self, choice: int) -> SamplingParams:
+        """Engine sampling for choice `choice`: seeded requests give choice i seed + i,
+        so n choices differ from each other yet the whole response reproduces."""
+        temperature = OPENAI_DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
+        top_p = 1.0 if self.top_p is None else self.top_p
+        if top_p == 0.0:  # only the most likely token survives: that is greedy decoding
+            temperature, top_p = 0.0, 1.0
+        seed = None if self.seed is None else (self.seed + choice) % (MAX_SEED + 1)
+        extras = {
+            k: v
+            for k, v in {
+                "top_k": self.top_k,
+                "min_p": self.min_p,
+                "repetition_penalty": self.repetition_penalty,
+                "repetition_context_size": self.repetition_context_size,
+                "presence_penalty": self.presence_penalty,
+                "frequency_penalty": self.frequency_penalty,
+            }.items()
+            if v is not None
+        }
+        return SamplingParams(
+            temperature=temperature, top_p=top_p, seed=seed, logit_bias=self.logit_bias or {}, **extras
+        )
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=4096)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    # Known OpenAI parameters we cannot honour yet: rejected when they ask for something.
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[Any] | None = None
+    function_call: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+
+    def check(self) -> None:
+        self.check_common()
+        if self.response_format is not None and self.response_format.type != "text":
+            raise unsupported(
+                "response_format", f"type {self.response_format.type!r} is not supported (only 'text')"
+            )
+        if self.tools or self.functions:
+            raise unsupported("tools" if self.tools else "functions", "tool calling is not supported")
+        for name in ("tool_choice", "function_call"):
+            if getattr(self, name) not in (None, "none", "auto"):
+                raise unsupported(name, "tool calling is not supported")
+        if self.modalities is not None and self.modalities != ["text"]:
+            raise unsupported("modalities", "only ['text'] is supported")
+        for name in ("audio", "prediction", "web_search_options", "reasoning_effort"):
+            if getattr(self, name) is not None:
+                raise unsupported(name, "not supported by this server")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "top_logprobs: requires logprobs to be true", param="top_logprobs")
+
+    def to_engine_requests(self, model_id: str) -> list[GenerationRequest]:
+        """One engine request per choice (n)."""
+        self.check()
+        messages = tuple(m.to_engine(i) for i, m in enumerate(self.messages))
+        limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        return [
+            GenerationRequest(
+                messages=messages,
+                model=model_id,
+                sampling=self.sampling(i),
+                max_tokens=limit,
+                stop=self.stops(),
+                logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+                ignore_eos=self.ignore_eos,
+            )
+            for i in range(self.n)
+        ]
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[int] | list[str] | list[list[int]]
+    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for text completions
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
+
+    def prompts(self) -> list[str | list[int]]:
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if not p:
+            raise ApiError(400, "prompt: must not be empty", param="prompt")
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]  # type: ignore[arg-type]
+        return list(p)  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        self.check_common()
+        if self.suffix:
+            raise unsupported("suffix", "insertion (fill-in-the-middle) is not supported")
+        if self.best_of is not None and self.best_of != self.n:
+            raise unsupported("best_of", "best_of other than n is not supported")
+        if self.echo and self.logprobs is not None:
+            raise unsupported("echo", "echo with logprobs needs prompt logprobs, which are not supported")
+        if len(self.prompts()) * self.n > MAX_CHOICES:
+            raise ApiError(
+                400, f"prompt: at most {MAX_CHOICES} choices (prompts x n) per request", param="prompt"
+            )
+
+    def to_engine_requests(self, model_id: str) -> list[GenerationRequest]:
+        """One engine request per (prompt, choice), prompt-major as OpenAI indexes choices."""
+        self.check()
+        out = []
+        for p in self.prompts():
+            for i in range(self.n):
+                out.append(
+                    GenerationRequest(
+                        prompt=p if isinstance(p, str) else None,
+                        prompt_ids=tuple(p) if not isinstance(p, str) else None,
+                        model=model_id,
+                        sampling=self.sampling(i),
+                        max_tokens=self.max_tokens,
+                        stop=self.stops(),
+                        logprobs=self.logprobs,
+                        ignore_eos=self.ignore_eos,
+                    )
+                )
+        return out

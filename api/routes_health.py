@@ -1,0 +1,34 @@
+"""GET /health: engine state, loaded models and memory. Open even when an API key is set."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.runs import engine_of
+
+router = APIRouter()
+
+
+@router.get("/health", response_model=None)
+def health(request: Request) -> dict[str, Any] | JSONResponse:
+    engine = engine_of(request)
+    if not engine.running:
+        return JSONResponse({"status": "stopped", "engine": {"running": False}}, status_code=503)
+    models = engine.models()
+    return {
+        "status": "ok",
+        "engine": {
+            "running": True,
+            "device": engine.device,
+            "blas": engine.blas,
+            "versions": engine.versions,
+            "default_model": engine.default_model,
+            "active_streams": engine.active_streams,
+        },
+        "loaded_models": [asdict(m) for m in models if m.loaded],
+        "memory": asdict(engine.memory()),
+    }

@@ -1,0 +1,37 @@
+"""GET /v1/models and /v1/models/{id}: every registered id, loaded or not."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from api.runs import engine_of
+from workbench.engine import ModelInfo, ModelNotFoundError
+
+router = APIRouter()
+
+
+def _model(info: ModelInfo) -> dict[str, Any]:
+    """OpenAI's model object; our extras (source, variant, bits, size, loaded) beside it."""
+    created = 0
+    if info.path and Path(info.path).exists():
+        created = int(Path(info.path).stat().st_mtime)
+    extras = asdict(info)
+    extras.pop("id")
+    return {"id": info.id, "object": "model", "created": created, "owned_by": info.source, **extras}
+
+
+@router.get("/v1/models")
+def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_model(i) for i in engine_of(request).models()]}
+
+
+@router.get("/v1/models/{model_id:path}")
+def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    for info in engine_of(request).models():
+        if info.id == model_id:
+            return _model(info)
+    raise ModelNotFoundError(f"model {model_id!r} is not registered; GET /v1/models lists the ids", model_id)

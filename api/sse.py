@@ -1,0 +1,96 @@
+"""Client-facing plumbing: SSE framing (sse-starlette), and tying a generation's
+life to its client, so a dropped connection cancels the work on the engine.
+
+Knows no OpenAI field names beyond the `{"error": ...}` event and `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+
+from api.errors import ClientDisconnectedError, from_exception
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+PING_S = 15  # a comment line now and then keeps proxies from closing quiet streams
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    # The body has been read, so the next ASGI message can only be the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so its generation) if the client leaves first."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientDisconnectedError
+
+
+async def start_stream(request: Request, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Wait for the first item before any header is sent, so errors that come before
+    the first token (unknown model, prompt too long) still get their HTTP status."""
+    try:
+        first = await until_disconnect(request, anext(items))  # type: ignore[arg-type]
+    except BaseException:
+        await items.aclose()  # type: ignore[attr-defined]
+        raise
+
+    async def chained() -> AsyncIterator[T]:
+        try:
+            yield first
+            async for item in items:
+                yield item
+        finally:
+            await items.aclose()  # type: ignore[attr-defined]
+
+    return chained()
+
+
+def _data(payload: Any) -> dict[str, str]:
+    return {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
+
+
+def sse_response(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
+    """Frame JSON payloads as `data:` events and end with `data: [DONE]`.
+
+    A failure after the headers went out is sent as one `{"error": ...}` event and the
+    stream is closed without [DONE]. A client that disconnects cancels the iteration
+    (sse-starlette cancels it), which cancels the generation behind it.
+    """
+
+    async def framed() -> AsyncIterator[dict[str, str]]:
+        try:
+            async for payload in events:
+                yield _data(payload)
+        except Exception as exc:
+            err = from_exception(exc)
+            log.warning("stream failed after headers: %s", err.message)
+            yield _data(err.body())
+            return
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        yield {"data": "[DONE]"}
+
+    return EventSourceResponse(framed(), ping=PING_S, sep="\n")
