@@ -58,7 +58,8 @@ def exact_prompt(engine: Engine, model: str, n_tokens: int) -> list[int]:
     return ids[:n_tokens]
 
 
-def _engine_run(engine: Engine, model: str, ids: list[int], max_tokens: int) -> dict[str, Any]:
+def engine_run(engine: Engine, model: str, ids: list[int], max_tokens: int) -> dict[str, Any]:
+    """One greedy, EOS-ignored generation through Engine.stream, timed by the consumer."""
     request = GenerationRequest(prompt_ids=tuple(ids), model=model, max_tokens=max_tokens, ignore_eos=True)
     start = time.perf_counter()
     first = last = start
@@ -92,14 +93,14 @@ def measure_overhead(
             engine.load(model)
             ids = exact_prompt(engine, model, prompt_tokens)
             engine.reference_generate(ids, gen_tokens, model)  # warm-up, not recorded
-            _engine_run(engine, model, ids, gen_tokens)
+            engine_run(engine, model, ids, gen_tokens)
             for trial in range(trials):
                 order = ("raw", "engine") if trial % 2 == 0 else ("engine", "raw")
                 for path in order:
                     if path == "raw":
                         result = engine.reference_generate(ids, gen_tokens, model)
                     else:
-                        result = _engine_run(engine, model, ids, gen_tokens)
+                        result = engine_run(engine, model, ids, gen_tokens)
                     rows.append(
                         {
                             **base,
@@ -130,21 +131,22 @@ def append_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model: median tok/s of each path, and the Engine's overhead as the median of
-    per-trial paired ratios (adjacent runs share the machine's drift), with its range."""
+def summarize(rows: list[dict[str, Any]], base: str = "raw", other: str = "engine") -> list[dict[str, Any]]:
+    """Per model: median tok/s of each path, and the overhead of `other` over `base` as
+    the median of per-trial paired ratios (adjacent runs share the machine's drift),
+    with its range."""
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         by_path = {
             path: {r["trial"]: r for r in rows if r["model"] == model and r["path"] == path}
-            for path in ("raw", "engine")
+            for path in (base, other)
         }
-        summary: dict[str, Any] = {"model": model, "blas": rows[0]["blas"], "trials": len(by_path["raw"])}
+        summary: dict[str, Any] = {"model": model, "blas": rows[0]["blas"], "trials": len(by_path[base])}
         for metric, name in (("prompt_tps", "prefill"), ("generation_tps", "decode")):
-            for path in ("raw", "engine"):
+            for path in (base, other):
                 summary[f"{path}_{metric}"] = statistics.median(r[metric] for r in by_path[path].values())
             overheads = [
-                100 * (1 - by_path["engine"][t][metric] / by_path["raw"][t][metric]) for t in by_path["raw"]
+                100 * (1 - by_path[other][t][metric] / by_path[base][t][metric]) for t in by_path[base]
             ]
             summary[f"{name}_overhead_pct"] = statistics.median(overheads)
             summary[f"{name}_overhead_range"] = (min(overheads), max(overheads))
