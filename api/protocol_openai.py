@@ -29,9 +29,21 @@ class WireModel(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    def unknown_fields(self, prefix: str = "") -> list[str]:
+        """Dotted names of unknown fields, nested models (messages, parts) included."""
+        found = [f"{prefix}{k}" for k in sorted(self.model_extra or {})]
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                if isinstance(item, WireModel):
+                    where = f"{prefix}{name}.{i}." if isinstance(value, list) else f"{prefix}{name}."
+                    found += item.unknown_fields(where)
+        return found
+
     def log_unknown(self, where: str) -> None:
-        if self.model_extra:
-            log.info("%s: ignoring unknown fields %s", where, sorted(self.model_extra))
+        if unknown := self.unknown_fields():
+            log.info("%s: ignoring unknown fields %s", where, unknown)
 
 
 class StreamOptions(WireModel):
@@ -61,6 +73,10 @@ class ChatMessage(WireModel):
             )
         if self.tool_calls:
             raise unsupported(f"{where}.tool_calls", "tool calling is not supported")
+        if self.name is not None:
+            raise unsupported(
+                f"{where}.name", "participant names are not supported (chat templates drop them)"
+            )
         if self.content is None:
             raise ApiError(400, f"{where}.content: required", param=f"{where}.content")
         if isinstance(self.content, str):
@@ -92,7 +108,7 @@ class SamplingFields(WireModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, Bias] | None = None
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: int | None = Field(None, ge=-(2**63), le=MAX_SEED, description="-1 = random, as in llama.cpp")
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = False
@@ -121,7 +137,8 @@ class SamplingFields(WireModel):
         top_p = 1.0 if self.top_p is None else self.top_p
         if top_p == 0.0:  # only the most likely token survives: that is greedy decoding
             temperature, top_p = 0.0, 1.0
-        seed = None if self.seed is None else (self.seed + choice) % (MAX_SEED + 1)
+        # -1 means "random" to llama.cpp-style clients; other negatives wrap into range.
+        seed = None if self.seed in (None, -1) else (self.seed + choice) % (MAX_SEED + 1)
         extras = {
             k: v
             for k, v in {

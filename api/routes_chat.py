@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -40,15 +41,17 @@ async def _chunks(
 ) -> AsyncIterator[dict[str, Any]]:
     stats: list[GenerationStats] = []
     started: set[int] = set()
-    async for i, chunk in items:
-        if i not in started:
-            started.add(i)
-            yield fmt.chat_chunk(head, i, {"role": "assistant", "content": ""})
-        logprobs = [chunk.logprob] if chunk.logprob is not None else None
-        if chunk.text or logprobs:
-            yield fmt.chat_chunk(head, i, {"content": chunk.text}, logprobs=logprobs)
-        if chunk.stats is not None:
-            stats.append(chunk.stats)
-            yield fmt.chat_chunk(head, i, {}, stats=chunk.stats)
+    # Closing this generator (sse_response does) must close `items`, and so the engine stream.
+    async with aclosing(items) as stream:
+        async for i, chunk in stream:
+            if i not in started:
+                started.add(i)
+                yield fmt.chat_chunk(head, i, {"role": "assistant", "content": ""})
+            logprobs = [chunk.logprob] if chunk.logprob is not None else None
+            if chunk.text or logprobs:
+                yield fmt.chat_chunk(head, i, {"content": chunk.text}, logprobs=logprobs)
+            if chunk.stats is not None:
+                stats.append(chunk.stats)
+                yield fmt.chat_chunk(head, i, {}, stats=chunk.stats)
     if include_usage:
         yield fmt.usage_chunk(head, stats, len(stats))

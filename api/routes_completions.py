@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -54,18 +55,20 @@ async def _chunks(
 ) -> AsyncIterator[dict[str, Any]]:
     stats: list[GenerationStats] = []
     offsets: dict[int, int] = {}  # text sent so far per choice, for logprobs' text_offset
-    async for i, chunk in items:
-        if i not in offsets:
-            echo = echoes[i // per_prompt] if echoes else ""
-            offsets[i] = len(echo)
-            if echo:
-                yield fmt.text_chunk(head, i, echo)
-        logprobs = [chunk.logprob] if chunk.logprob is not None else None
-        if chunk.text or logprobs:
-            yield fmt.text_chunk(head, i, chunk.text, logprobs=logprobs, offset=offsets[i])
-            offsets[i] += len(chunk.text)
-        if chunk.stats is not None:
-            stats.append(chunk.stats)
-            yield fmt.text_chunk(head, i, "", stats=chunk.stats)
+    # Closing this generator (sse_response does) must close `items`, and so the engine stream.
+    async with aclosing(items) as stream:
+        async for i, chunk in stream:
+            if i not in offsets:
+                echo = echoes[i // per_prompt] if echoes else ""
+                offsets[i] = len(echo)
+                if echo:
+                    yield fmt.text_chunk(head, i, echo)
+            logprobs = [chunk.logprob] if chunk.logprob is not None else None
+            if chunk.text or logprobs:
+                yield fmt.text_chunk(head, i, chunk.text, logprobs=logprobs, offset=offsets[i])
+                offsets[i] += len(chunk.text)
+            if chunk.stats is not None:
+                stats.append(chunk.stats)
+                yield fmt.text_chunk(head, i, "", stats=chunk.stats)
     if include_usage:
         yield fmt.usage_chunk(head, stats, per_prompt)

@@ -7,6 +7,7 @@ Every MLX call still happens on the engine thread; the loop only awaits it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,9 +28,10 @@ def engine_of(request: Request) -> Engine:
 
 
 async def resolve_model(engine: Engine, model: str) -> str:
-    """The registered id behind `model` (an alias, path or id); 404s when unknown.
-    The pool thread only waits for the engine thread's answer."""
-    info = await run_in_threadpool(engine.model_info, model)
+    """The registered id behind `model` (an id, alias or hub id; never a server path,
+    which a remote caller has no business naming); 404s when unknown. The pool thread
+    only waits for the engine thread's answer."""
+    info = await run_in_threadpool(lambda: engine.model_info(model, allow_paths=False))
     return info.id
 
 
@@ -43,7 +45,8 @@ async def collect_all(engine: Engine, requests: Sequence[GenerationRequest]) -> 
     """Each request to completion, one after the other (their tok/s stay comparable)."""
     results = []
     for req in requests:
-        chunks = [chunk async for chunk in engine.astream(req)]
+        async with aclosing(engine.astream(req)) as stream:
+            chunks = [chunk async for chunk in stream]
         result = collect(iter(chunks))
         check_finished(result.stats)
         results.append(result)
@@ -56,7 +59,14 @@ async def stream_all(
     """(choice index, chunk) pairs, one request after the other; closing the iterator
     (a dropped client) cancels the running generation and skips the rest."""
     for i, req in enumerate(requests):
-        async for chunk in engine.astream(req):
-            if chunk.stats is not None:
-                check_finished(chunk.stats)
-            yield i, chunk
+        finished = False
+        # aclosing: a client that leaves mid-stream closes this generator, and with it
+        # the engine stream at once (not whenever the garbage collector gets to it).
+        async with aclosing(engine.astream(req)) as stream:
+            async for chunk in stream:
+                if chunk.stats is not None:
+                    check_finished(chunk.stats)
+                    finished = True
+                yield i, chunk
+        if not finished:
+            raise EngineStoppedError("the stream ended without its final chunk (engine stopped?)")

@@ -35,17 +35,22 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     watch = asyncio.ensure_future(_wait_for_disconnect(request))
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
+    except asyncio.CancelledError:  # the server is shutting down: stop the work first
+        await _cancel(task)
         raise
     finally:
         watch.cancel()
     if task.done():
         return task.result()
+    await _cancel(task)
+    raise ClientDisconnectedError
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel and wait, so nothing it was iterating is still running afterwards."""
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    raise ClientDisconnectedError
 
 
 async def start_stream(request: Request, items: AsyncIterator[T]) -> AsyncIterator[T]:

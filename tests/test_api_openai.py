@@ -145,11 +145,22 @@ def test_seed_reproduces_and_n_gives_distinct_choices(client: openai.OpenAI) -> 
 def test_n_streams_every_choice(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(
-            model=F32, messages=HELLO, max_tokens=4, temperature=0.8, seed=3, n=2, stream=True
+            model=F32,
+            messages=HELLO,
+            max_tokens=4,
+            temperature=0.8,
+            seed=3,
+            n=2,
+            stream=True,
+            stream_options={"include_usage": True},
         )
     )
-    finished = sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason)
-    assert finished == [0, 1]
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert sorted(c.choices[0].index for c in finals) == [0, 1]
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == []
+    assert usage.completion_tokens == sum(c.model_extra["timings"]["generation_tokens"] for c in finals)
+    assert chunks[-1].model_extra["timings"]["choices"] == 2
 
 
 def test_logprobs_with_top_logprobs(client: openai.OpenAI) -> None:
@@ -164,10 +175,17 @@ def test_logprobs_with_top_logprobs(client: openai.OpenAI) -> None:
         lps = [t.logprob for t in e.top_logprobs]
         assert lps == sorted(lps, reverse=True)
         assert e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == pytest.approx(e.logprob)
-        assert bytes(e.bytes).decode() == e.token
-    text = client.completions.create(model=F32, prompt=CAPITAL, max_tokens=3, logprobs=2)
+    text = client.completions.create(model=F32, prompt=CAPITAL, max_tokens=3, temperature=0, logprobs=2)
     lp = text.choices[0].logprobs
-    assert len(lp.tokens) == 3 and len(lp.top_logprobs[0]) == 2 and lp.text_offset[0] == 0
+    assert len(lp.tokens) == 3 and len(lp.top_logprobs[0]) == 2
+    assert lp.text_offset == [0, len(lp.tokens[0]), len(lp.tokens[0]) + len(lp.tokens[1])]
+    streamed = client.chat.completions.create(
+        model=F32, messages=HELLO, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3, stream=True
+    )
+    entries = [
+        e for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content
+    ]
+    assert [(e.token, e.logprob) for e in entries] == [(e.token, e.logprob) for e in content]
 
 
 def test_max_tokens_ends_with_length(client: openai.OpenAI) -> None:
@@ -187,16 +205,31 @@ def test_sampling_extras_are_honoured(client: openai.OpenAI, engine: Engine) -> 
         model=F32, prompt="Hello", max_tokens=4, temperature=0, logit_bias={str(token): 100}, logprobs=0
     )
     assert biased.choices[0].logprobs.tokens == [" banana"] * 4
-    ok = client.chat.completions.create(
+    # Penalties reach the sampler: the reply matches the in-process engine given the same
+    # SamplingParams, and differs from plain greedy on a prompt that invites repetition.
+    loop = [{"role": "user", "content": "Repeat the word 'cat' twenty times."}]
+    plain = client.chat.completions.create(model=F32, messages=loop, max_tokens=24, temperature=0)
+    penalised = client.chat.completions.create(
         model=F32,
-        messages=HELLO,
-        max_tokens=4,
-        presence_penalty=1.0,
-        frequency_penalty=0.5,
+        messages=loop,
+        max_tokens=24,
+        temperature=0,
+        presence_penalty=1.5,
+        frequency_penalty=1.0,
         user="tester",
-        extra_body={"min_p": 0.1, "repetition_penalty": 1.2, "some_vendor_field": True},
+        extra_body={"min_p": 0.1, "repetition_penalty": 1.5, "some_vendor_field": True},
     )
-    assert ok.choices[0].finish_reason in ("stop", "length")
+    same = engine.chat(
+        loop,
+        F32,
+        max_tokens=24,
+        presence_penalty=1.5,
+        frequency_penalty=1.0,
+        min_p=0.1,
+        repetition_penalty=1.5,
+    )
+    assert penalised.choices[0].message.content == same.text
+    assert penalised.choices[0].message.content != plain.choices[0].message.content
 
 
 def _error(exc: openai.APIStatusError) -> dict:
@@ -236,18 +269,37 @@ def test_bad_input_gets_openai_shaped_400s(client: openai.OpenAI, server: LiveSe
     assert httpx.get(f"{server.url}/v1/nothing-here").json()["error"]["message"]
 
 
-def test_unknown_model_is_404(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as nf:
-        client.chat.completions.create(model="gpt-4o", messages=HELLO)
-    err = _error(nf.value)
-    assert err["code"] == "model_not_found" and err["param"] == "model"
+def test_unknown_model_is_404_and_paths_are_not_models(client: openai.OpenAI, settings: Settings) -> None:
+    for stream in (False, True):
+        with pytest.raises(openai.NotFoundError) as nf:
+            client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=stream)
+        err = _error(nf.value)
+        assert err["code"] == "model_not_found" and err["param"] == "model"
+    # A server-side path is not a model id for a remote caller, even where one exists.
+    converted = next(settings.models_dir.glob("converted/*/f32"))
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=str(converted), messages=HELLO, max_tokens=1)
+
+
+def test_more_bad_input(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model=F32, prompt=[2**40], max_tokens=1, echo=True)
+    assert "vocabulary" in _error(bad.value)["message"]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model=F32, messages=[{"role": "user", "content": "hi", "name": "ada"}], max_tokens=1
+        )
+    assert _error(bad.value)["param"] == "messages.0.name"
+    random = client.chat.completions.create(model=F32, messages=HELLO, max_tokens=2, seed=-1)
+    assert random.model_extra["timings"]["seed"] is not None
 
 
 def test_prompt_longer_than_context_is_400(client: openai.OpenAI) -> None:
     long_text = "word " * 9000  # the embedded model's context is 8192 tokens
-    with pytest.raises(openai.BadRequestError) as bad:
-        client.completions.create(model=F32, prompt=long_text, max_tokens=2)
-    assert _error(bad.value)["code"] == "context_length_exceeded"
+    for stream in (False, True):  # a stream fails before its headers: a real 400 too
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.completions.create(model=F32, prompt=long_text, max_tokens=2, stream=stream)
+        assert _error(bad.value)["code"] == "context_length_exceeded"
 
 
 def test_failure_after_headers_is_an_error_event(client: openai.OpenAI, server: LiveServer) -> None:

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,38 +37,46 @@ def _free_port(host: str) -> int:
 @contextmanager
 def serve_subprocess(settings: Settings, timeout_s: float = 300.0) -> Iterator[str]:
     """`workbench serve` on a free loopback port with these settings; yields its /v1 URL."""
-    import httpx
-
     port = _free_port("127.0.0.1")
     cmd = [sys.executable, "-m", "workbench", "serve", "--port", str(port), "--log-level", "WARNING"]
     cmd += ["--models-dir", str(settings.models_dir), "--blas", settings.blas]
+    cmd += ["--default-model", settings.default_model]
     for path in settings.model_paths:
         cmd += ["--model-path", path]
+    if settings.memory_budget_gb is not None:
+        cmd += ["--memory-budget-gb", str(settings.memory_budget_gb)]
+    if settings.allow_download:
+        cmd += ["--allow-download"]
     env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_API_KEY"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"workbench serve exited early:\n{proc.stderr.read() if proc.stderr else ''}"
-                )
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"workbench serve did not answer on {url} within {timeout_s:.0f}s")
-            time.sleep(0.2)
-        yield f"{url}/v1"
-    finally:
-        proc.terminate()
+    # The server's log goes to a file: an unread pipe would fill up and stall it.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            deadline = time.monotonic() + timeout_s
+            while not _healthy(url):
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"workbench serve exited early:\n{log.read()}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"workbench serve did not answer on {url} within {timeout_s:.0f}s")
+                time.sleep(0.2)
+            yield f"{url}/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def sdk_run(client: Any, model: str, ids: list[int], max_tokens: int) -> dict[str, Any]:
@@ -107,7 +116,10 @@ def measure_client_overhead(
     engine: Engine, base_url: str, models: Sequence[str], prompt_tokens: int, gen_tokens: int, trials: int
 ) -> list[dict[str, Any]]:
     """Alternating paired trials of `engine` (in-process) and the server at `base_url`."""
-    import openai
+    try:
+        import openai
+    except ImportError:
+        raise ValueError("overhead --api needs the openai SDK: pip install openai") from None
 
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
     base = capture(engine)

@@ -18,7 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from workbench.config import Settings
-from workbench.engine.errors import EngineStoppedError
+from workbench.engine.errors import EngineStoppedError, InvalidRequestError
 from workbench.engine.streams import CancelToken, StreamState
 from workbench.engine.types import (
     Chunk,
@@ -130,8 +130,12 @@ class Engine:
         """Every registered id (loaded or not), with variant, size and state."""
         return self._worker.call(lambda: self.registry.infos())
 
-    def model_info(self, model_id: str | None = None) -> ModelInfo:
-        return self._worker.call(lambda: self.registry.info(self.registry.resolve(model_id)))
+    def model_info(self, model_id: str | None = None, *, allow_paths: bool = True) -> ModelInfo:
+        """What is known of a model without loading it. allow_paths=False (the HTTP API)
+        resolves registered ids, aliases and hub ids only, never a local path."""
+        return self._worker.call(
+            lambda: self.registry.info(self.registry.resolve(model_id, allow_paths=allow_paths))
+        )
 
     def load(self, model_id: str | None = None) -> ModelInfo:
         """Load a model (converting a GGUF on first use); no-op if already loaded."""
@@ -150,7 +154,19 @@ class Engine:
         return self._worker.call(lambda: list(self.registry.load(model_id)[0].tokenizer.encode(text)))
 
     def detokenize(self, ids: Sequence[int], model_id: str | None = None) -> str:
-        return self._worker.call(lambda: self.registry.load(model_id)[0].tokenizer.decode(list(ids)))
+        """Text of token ids; ids outside the vocabulary are an InvalidRequestError."""
+
+        def work() -> str:
+            lm, _ = self.registry.load(model_id)
+            vocab = int(lm.config.get("vocab_size") or len(lm.tokenizer))
+            bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)]
+            if bad:
+                raise InvalidRequestError(
+                    f"token id {bad[0]!r} is outside the vocabulary (size {vocab})", param="prompt_ids"
+                )
+            return lm.tokenizer.decode(list(ids))
+
+        return self._worker.call(work)
 
     def memory(self) -> MemoryInfo:
         from workbench.engine import memory

@@ -194,8 +194,9 @@ class ModelRegistry:
             return configured
         return EMBEDDED_IDS["f32" if self.float32 else "4bit"]
 
-    def resolve(self, model_id: str | None) -> ModelEntry:
-        """Registered id, alias, local path or hub id -> entry (registering it if new)."""
+    def resolve(self, model_id: str | None, *, allow_paths: bool = True) -> ModelEntry:
+        """Registered id, alias, local path or hub id -> entry (registering it if new).
+        With allow_paths=False (remote callers) the filesystem is never consulted."""
         wanted = model_id or DEFAULT_MODEL_ALIAS
         if wanted in (DEFAULT_MODEL_ALIAS, EMBEDDED_BASE_ID):
             wanted = self.default_id()
@@ -209,7 +210,7 @@ class ModelRegistry:
                 model_id=wanted,
             )
         path = Path(wanted).expanduser()
-        if path.exists():
+        if allow_paths and path.exists():
             entry = self._add_path(path, alias=wanted)
             if entry is not None:
                 return entry
