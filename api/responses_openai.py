@@ -105,40 +105,15 @@ class ResponseHeader:
         }
 
 
-def chat_completion(head: ResponseHeader, results: list[Completion]) -> dict[str, Any]:
-    stats = [r.stats for r in results]
-    choices = []
-    for i, r in enumerate(results):
-        choice: dict[str, Any] = {
-            "index": i,
-            "message": {"role": "assistant", "content": r.text, "refusal": None},
-            "logprobs": chat_logprobs(list(r.logprobs)) if r.logprobs else None,
-            "finish_reason": finish_reason(r.stats),
-        }
-        if len(results) > 1:
-            choice["timings"] = timings([r.stats])
-        choices.append(choice)
-    return {
-        **head.base(False),
-        "choices": choices,
-        "usage": usage(stats, len(results)),
-        "timings": timings(stats),
-    }
-
-
-def text_completion(
-    head: ResponseHeader, results: list[Completion], per_prompt: int, echoes: list[str]
+def _body(
+    head: ResponseHeader, results: list[Completion], parts: list[dict[str, Any]], per_prompt: int
 ) -> dict[str, Any]:
+    """A whole response from each choice's own fields: index, finish_reason (and its
+    timings when there are several) added, then usage and the aggregate timings."""
     stats = [r.stats for r in results]
     choices = []
-    for i, r in enumerate(results):
-        echo = echoes[i // per_prompt] if echoes else ""
-        choice: dict[str, Any] = {
-            "index": i,
-            "text": echo + r.text,
-            "logprobs": completion_logprobs(list(r.logprobs), len(echo)) if r.logprobs else None,
-            "finish_reason": finish_reason(r.stats),
-        }
+    for i, (part, r) in enumerate(zip(parts, results, strict=True)):
+        choice = {"index": i, **part, "finish_reason": finish_reason(r.stats)}
         if len(results) > 1:
             choice["timings"] = timings([r.stats])
         choices.append(choice)
@@ -148,6 +123,28 @@ def text_completion(
         "usage": usage(stats, per_prompt),
         "timings": timings(stats),
     }
+
+
+def chat_completion(head: ResponseHeader, results: list[Completion]) -> dict[str, Any]:
+    parts = [
+        {
+            "message": {"role": "assistant", "content": r.text, "refusal": None},
+            "logprobs": chat_logprobs(list(r.logprobs)) if r.logprobs else None,
+        }
+        for r in results
+    ]
+    return _body(head, results, parts, len(results))
+
+
+def text_completion(
+    head: ResponseHeader, results: list[Completion], per_prompt: int, echoes: list[str]
+) -> dict[str, Any]:
+    parts = []
+    for i, r in enumerate(results):
+        echo = echoes[i // per_prompt] if echoes else ""
+        logprobs = completion_logprobs(list(r.logprobs), len(echo)) if r.logprobs else None
+        parts.append({"text": echo + r.text, "logprobs": logprobs})
+    return _body(head, results, parts, per_prompt)
 
 
 def chat_chunk(

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from workbench.bench.overhead import FIELDS, engine_run, exact_prompt
+from workbench.bench.overhead import FIELDS, consumer_figures, engine_run, exact_prompt
 from workbench.bench.provenance import capture
 from workbench.config import Settings
 from workbench.engine import Engine
@@ -102,14 +102,7 @@ def sdk_run(client: Any, model: str, ids: list[int], max_tokens: int) -> dict[st
         if choice is not None and choice.finish_reason:
             timings = chunk.model_extra["timings"]
     count = int(timings["generation_tokens"])
-    return {
-        "prompt_tokens": len(ids),
-        "generation_tokens": count,
-        "ttft_s": first - start,
-        "prompt_tps": len(ids) / (first - start),
-        "generation_tps": (count - 1) / (last - first) if count > 1 and last > first else 0.0,
-        "peak_memory_gb": timings["peak_memory_gb"],
-    }
+    return consumer_figures(len(ids), count, start, first, last, timings["peak_memory_gb"])
 
 
 def measure_client_overhead(

@@ -73,13 +73,20 @@ def engine_run(engine: Engine, model: str, ids: list[int], max_tokens: int) -> d
             count += 1
         stats = chunk.stats or stats
     assert stats is not None and stats.generation_tokens == count
+    return consumer_figures(len(ids), count, start, first, last, stats.peak_memory_gb)
+
+
+def consumer_figures(
+    prompt_tokens: int, count: int, start: float, first: float, last: float, peak_memory_gb: float
+) -> dict[str, Any]:
+    """A row's figures from what the consumer saw: request start, first and last token."""
     return {
-        "prompt_tokens": len(ids),
+        "prompt_tokens": prompt_tokens,
         "generation_tokens": count,
         "ttft_s": first - start,
-        "prompt_tps": len(ids) / (first - start),
+        "prompt_tps": prompt_tokens / (first - start),
         "generation_tps": (count - 1) / (last - first) if count > 1 and last > first else 0.0,
-        "peak_memory_gb": stats.peak_memory_gb,
+        "peak_memory_gb": peak_memory_gb,
     }
 
 

@@ -195,8 +195,8 @@ class ModelRegistry:
         return EMBEDDED_IDS["f32" if self.float32 else "4bit"]
 
     def resolve(self, model_id: str | None, *, allow_paths: bool = True) -> ModelEntry:
-        """Registered id, alias, local path or hub id -> entry (registering it if new).
-        With allow_paths=False (remote callers) the filesystem is never consulted."""
+        """Registered id, alias, local path (unless not allow_paths) or hub id -> entry,
+        registering it if new."""
         wanted = model_id or DEFAULT_MODEL_ALIAS
         if wanted in (DEFAULT_MODEL_ALIAS, EMBEDDED_BASE_ID):
             wanted = self.default_id()
