@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -16,7 +15,6 @@ from api.runs import collect_all, engine_of, resolve_model, stream_all
 from api.sse import sse_response, start_stream, until_disconnect
 from workbench.engine import Chunk, GenerationStats
 
-log = logging.getLogger(__name__)
 router = APIRouter()
 
 

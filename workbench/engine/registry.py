@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +35,13 @@ from workbench.engine.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
+from workbench.engine.hub import HUB_ID, hub_folder
 from workbench.engine.types import ModelInfo, ModelSource
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_FRACTION = 0.6
 CONVERTED_DIR = "converted"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
 
 
 @dataclass
@@ -218,7 +217,7 @@ class ModelRegistry:
                 f"{wanted!r} is neither an MLX model folder (config.json) nor a .gguf file",
                 model_id=wanted,
             )
-        if _HUB_ID.match(wanted):
+        if HUB_ID.match(wanted):
             return self._add(
                 ModelEntry(id=wanted, source="hub", variant="mlx", location=wanted, description="hub model")
             )
@@ -250,33 +249,15 @@ class ModelRegistry:
                 gguf.convert_gguf(src, dst, dequantize=entry.dequantize, float32=self.float32)
             return dst
         if entry.source == "hub":
-            return self._hub_folder(entry.location)
+            return hub_folder(entry.location, self.settings.allow_download)
         return Path(entry.location)
-
-    def _hub_folder(self, repo: str) -> Path:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(snapshot_download(repo, allow_patterns=_HUB_PATTERNS, local_files_only=True))
-        except LocalEntryNotFoundError:
-            if not self.settings.allow_download:
-                raise ModelNotFoundError(
-                    f"hub model {repo!r} is not in the local Hugging Face cache and downloads are "
-                    "off (set WORKBENCH_ALLOW_DOWNLOAD=1 to fetch it when online)",
-                    model_id=repo,
-                ) from None
-        try:
-            return Path(snapshot_download(repo, allow_patterns=_HUB_PATTERNS))
-        except Exception as exc:
-            raise ModelNotFoundError(f"could not download hub model {repo!r}: {exc}", model_id=repo) from exc
 
     def _estimate_bytes(self, entry: ModelEntry) -> int:
         if entry.source in ("embedded", "gguf"):
             src = Path(entry.location)
             if entry.dequantize:
                 infos = self._gguf(src)[1]
-                return sum(4 * _product(i.shape) for i in infos)
+                return sum(4 * math.prod(i.shape) for i in infos)
             return int(src.stat().st_size * (1.25 if self.float32 else 1.0))
         folder = Path(entry.location)
         if folder.is_dir():
@@ -393,13 +374,6 @@ class ModelRegistry:
             memory_gb=lm.nbytes / 1e9 if lm is not None else None,
             description=entry.description,
         )
-
-
-def _product(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _has_half_precision(model: Any) -> bool:
