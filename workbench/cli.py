@@ -301,8 +301,9 @@ def cmd_chat(args: argparse.Namespace, engine: Engine) -> int:
 def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
     from pathlib import Path
 
-    from workbench.bench.overhead import append_csv, measure_overhead, summarize
+    from workbench.bench.overhead import FIELDS, measure_overhead, summarize
     from workbench.engine.embedded import EMBEDDED_IDS
+    from workbench.reports.store import append_rows
 
     for name in ("prompt_tokens", "gen_tokens", "trials"):
         if getattr(args, name) < 1:
@@ -322,7 +323,7 @@ def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
         out = args.out or "results/engine_overhead.csv"
         base, other = "raw", "engine"
         rows = measure_overhead(engine, models, args.prompt_tokens, args.gen_tokens, args.trials)
-    append_csv(Path(out), rows)
+    append_rows(Path(out), FIELDS, rows)
     print(f"{len(rows)} rows appended to {out} (run {rows[0]['run_id']}, blas {engine.blas})")
     for s in summarize(rows, base, other):
         lo_p, hi_p = s["prefill_overhead_range"]

@@ -7,12 +7,9 @@ after one untimed warm-up of each. Rows go to a CSV with provenance.
 
 from __future__ import annotations
 
-import csv
-import os
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from workbench.bench.provenance import capture
@@ -118,24 +115,6 @@ def measure_overhead(
                         }
                     )
     return rows
-
-
-def append_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows (header on a new file); refuses a file with another header."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists() or path.stat().st_size == 0
-    if not new:
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != FIELDS:
-            raise ValueError(f"{path}: existing CSV has different columns; use another --out")
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def summarize(rows: list[dict[str, Any]], base: str = "raw", other: str = "engine") -> list[dict[str, Any]]:
