@@ -1,0 +1,146 @@
+"""Blind comparisons: which model answers at which hidden label, and the vote CSV.
+
+One row per vote, appended with provenance to `results/votes.csv` (N-way
+comparisons: `votes_<N>way.csv`). Knows engine result types; nothing of Gradio.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.engine import GenerationStats, SamplingParams
+from workbench.reports.store import append_rows
+
+STAT_FIELDS = (
+    "ttft_s",
+    "prompt_tps",
+    "generation_tps",
+    "prompt_tokens",
+    "generation_tokens",
+    "peak_memory_gb",
+    "finish_reason",
+    "concurrent_streams",
+)
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+PROVENANCE_FIELDS = (
+    "run_id",
+    "timestamp",
+    "git_sha",
+    "git_dirty",
+    "python_version",
+    "mlx_version",
+    "mlx_lm_version",
+    "workbench_version",
+    "platform",
+    "cpu_count",
+    "device",
+    "blas",
+)
+
+
+def side_labels(n: int) -> list[str]:
+    """Display labels of n sides: A, B, C, ..."""
+    if not 2 <= n <= len(string.ascii_uppercase):
+        raise ValueError(f"a comparison has 2..26 sides, got {n}")
+    return list(string.ascii_uppercase[:n])
+
+
+def verdicts(n: int) -> list[str]:
+    """What a voter can say about n sides: one label each, a tie, or all bad."""
+    return [*side_labels(n), "tie", "both bad" if n == 2 else "all bad"]
+
+
+def blind_order(n: int, rng: random.Random | None = None) -> list[int]:
+    """A shuffled order: element i is the picker index shown at label i."""
+    order = list(range(n))
+    (rng or random.SystemRandom()).shuffle(order)
+    return order
+
+
+def votes_path(results_dir: Path, n: int) -> Path:
+    return Path(results_dir) / ("votes.csv" if n == 2 else f"votes_{n}way.csv")
+
+
+def vote_fields(n: int) -> list[str]:
+    """The vote CSV's columns for an n-side comparison (per-side columns end in _a, _b, ...)."""
+    per_side = ["model", "output", *STAT_FIELDS]
+    sides = [f"{name}_{label.lower()}" for label in side_labels(n) for name in per_side]
+    return [
+        *PROVENANCE_FIELDS,
+        "verdict",
+        "winner_model",
+        "picker_order",
+        "mode",
+        "prompt",
+        "system_prompt",
+        *SAMPLING_FIELDS,
+        "max_tokens",
+        "seed",
+        *sides,
+    ]
+
+
+@dataclass(frozen=True)
+class BlindRound:
+    """One finished blind comparison, held back from the page until the vote.
+
+    `models`, `outputs` and `stats` are in display order (label A first);
+    `picker_order[i]` is the picker the model at label i came from.
+    """
+
+    prompt: str
+    system_prompt: str
+    models: tuple[str, ...]
+    picker_order: tuple[int, ...]
+    outputs: tuple[str, ...]
+    stats: tuple[GenerationStats | None, ...]
+    sampling: SamplingParams
+    max_tokens: int
+    seed: int
+    mode: str
+
+    def vote_row(self, verdict: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
+        """The CSV row for `verdict` (one of verdicts(n))."""
+        n = len(self.models)
+        labels = side_labels(n)
+        if verdict not in verdicts(n):
+            raise ValueError(f"verdict must be one of {verdicts(n)}, got {verdict!r}")
+        winner = self.models[labels.index(verdict)] if verdict in labels else ""
+        row: dict[str, Any] = {k: provenance.get(k) for k in PROVENANCE_FIELDS}
+        row |= {
+            "verdict": verdict.replace(" ", "_").lower(),
+            "winner_model": winner,
+            "picker_order": ",".join(str(i + 1) for i in self.picker_order),
+            "mode": self.mode,
+            "prompt": self.prompt,
+            "system_prompt": self.system_prompt,
+            **{k: getattr(self.sampling, k) for k in SAMPLING_FIELDS},
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+        for label, model, output, stats in zip(labels, self.models, self.outputs, self.stats, strict=True):
+            suffix = label.lower()
+            row[f"model_{suffix}"] = model
+            row[f"output_{suffix}"] = output
+            for name in STAT_FIELDS:
+                row[f"{name}_{suffix}"] = getattr(stats, name) if stats is not None else None
+        return row
+
+
+def append_vote(
+    results_dir: Path, blind: BlindRound, verdict: str, provenance: Mapping[str, Any]
+) -> tuple[Path, int]:
+    """Append one vote; returns the file and its row count after the append."""
+    n = len(blind.models)
+    path = votes_path(results_dir, n)
+    return path, append_rows(path, vote_fields(n), [blind.vote_row(verdict, provenance)])
+
+
+def shown_in_order(items: Sequence[Any], order: Sequence[int]) -> list[Any]:
+    """`items` (in picker order) rearranged into display order."""
+    return [items[i] for i in order]
