@@ -19,7 +19,7 @@ STAMP := $(VENV)/.setup-$(BACKEND)
 
 .PHONY: setup run test lint format clean help
 help:
-	@echo "make run   - set up, then serve the API on http://127.0.0.1:8080/v1 (embedded default model)"
+	@echo "make run   - set up, then serve the UI (http://127.0.0.1:8080/ui) and the API (/v1) on the embedded default model"
 	@echo "make test  - set up, then run the whole test suite"
 	@echo "make lint  - ruff check + format check;  make clean - remove .venv"
 
@@ -42,6 +42,7 @@ run: setup
 	$(BIN)/workbench serve
 
 test: setup
+	@scripts/setup_system.sh --test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

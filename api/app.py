@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import routes_chat, routes_completions, routes_health, routes_models
@@ -25,21 +26,18 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, engine: Engine | None = None, *, with_ui: bool = False
+    settings: Settings | None = None, engine: Engine | None = None, *, with_ui: bool = True
 ) -> FastAPI:
-    """The ASGI app: `/v1` (OpenAI-compatible) and `/health` on `engine`.
+    """The ASGI app: `/v1` (OpenAI-compatible), `/health` and, with `with_ui`, the
+    Gradio workbench at `/ui` (`/` redirects there), all on one `engine`.
 
     Without `engine`, the app makes its own and owns it: started at lifespan startup
     (the default model is loaded then), stopped at shutdown. A given engine is started
-    if needed and left running (its creator owns it). `with_ui` mounts the Gradio
-    workbench; the UI is not part of this build yet, so asking for it fails loudly
-    rather than serving a stub.
+    if needed and left running (its creator owns it).
     """
     settings = settings or Settings.from_env()
     owns_engine = engine is None
     eng = engine if engine is not None else Engine(settings, start=False)
-    if with_ui:
-        raise RuntimeError("the workbench UI is not part of this build yet (create_app(with_ui=False))")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -71,4 +69,14 @@ def create_app(
     for router in (routes_models.router, routes_chat.router, routes_completions.router):
         app.include_router(router, dependencies=protected)
     app.include_router(routes_health.router)
+    if with_ui:
+        # Imported here: gradio is heavy, and an API-only app does not need it.
+        from workbench.ui import UI_PATH, mount_ui
+
+        mount_ui(app, eng, settings, UI_PATH)
+
+        @app.get("/", include_in_schema=False)
+        def home() -> RedirectResponse:
+            return RedirectResponse(f"{UI_PATH}/")
+
     return app

@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MLX_IMPORT = re.compile(r"^\s*(import|from)\s+mlx(_lm)?(\.|\s|$)", re.MULTILINE)
 API_IMPORT = re.compile(r"^\s*(import|from)\s+api(\.|\s|$)", re.MULTILINE)
+GRADIO_IMPORT = re.compile(r"^\s*(import|from)\s+gradio(_client)?(\.|\s|$)", re.MULTILINE)
 
 
 def _python_files(*parts: str) -> list[Path]:
@@ -38,9 +39,20 @@ def test_workbench_never_imports_api() -> None:
     assert [p for p in _python_files("workbench") if API_IMPORT.search(p.read_text())] == []
 
 
+def test_gradio_stays_in_the_ui() -> None:
+    # The API knows no Gradio (it calls workbench.ui.mount_ui); the engine knows neither.
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in _python_files("workbench", "api")
+        if GRADIO_IMPORT.search(p.read_text()) and "workbench/ui/" not in p.as_posix()
+    ]
+    assert offenders == []
+
+
 def test_importing_workbench_or_building_the_app_does_not_import_mlx() -> None:
     # mlx is imported on the engine thread only, after the optimized BLAS is loaded.
     loaded = "print(any(m.split('.')[0] in ('mlx', 'mlx_lm') for m in sys.modules))"
+    # create_app() builds and mounts the whole UI too: still no mlx until the engine starts.
     for setup in ("import workbench", "from api.app import create_app; create_app()"):
         code = f"import sys; {setup}; {loaded}"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""Thin argparse CLI: `workbench serve`, `models`, `chat` and `overhead`.
+"""Thin argparse CLI: `workbench serve` (UI + API), `models`, `chat` and `overhead`.
 
 Parses flags into Settings and a request, then calls the Engine; all behaviour
 lives below. Generated text goes to stdout, stats and notices to stderr.
@@ -68,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         parents=[common],
-        help="serve the OpenAI-compatible API (http://127.0.0.1:8080/v1)",
-        description="Serve the OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions, "
-        "/v1/completions) and /health from one process on one MLX engine. Point an OpenAI "
-        "client at http://HOST:PORT/v1. Ctrl-C stops it.",
+        help="serve the workbench UI (http://127.0.0.1:8080/ui) and the OpenAI-compatible API (/v1)",
+        description="Serve the workbench UI (/ui: chat, compare, models; / redirects there), the "
+        "OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions, /v1/completions) and "
+        "/health from one process on one MLX engine. Open http://HOST:PORT/ in a browser; point "
+        "an OpenAI client at http://HOST:PORT/v1. Ctrl-C stops it.",
     )
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; WORKBENCH_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; WORKBENCH_PORT)")
@@ -80,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key",
-        help="require 'Authorization: Bearer KEY' on /v1 routes (prefer WORKBENCH_API_KEY: "
-        "command lines are visible to other users)",
+        help="require 'Authorization: Bearer KEY' on /v1 routes, and KEY as the UI's sign-in "
+        "password (prefer WORKBENCH_API_KEY: command lines are visible to other users)",
     )
 
     models = sub.add_parser(
@@ -180,8 +181,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.update({k: v for k, v in flags.items() if v is not None})
     settings = Settings.from_env()  # fail here, with a plain message, on bad values
     key = " (API key required)" if settings.api_key else ""
+    base = f"http://{settings.host}:{settings.port}"
     print(
-        f"MLX Workbench API on http://{settings.host}:{settings.port}/v1{key}; "
+        f"MLX Workbench UI on {base}/ui, API on {base}/v1{key}; "
         f"health at /health, docs at /docs. Ctrl-C stops.",
         file=sys.stderr,
     )

@@ -1,0 +1,281 @@
+"""The workbench UI in a real headless Chromium (the system's, driven by Playwright)
+against a live server on 127.0.0.1 that serves UI and API from one engine; the same
+server answers the openai SDK meanwhile, and gradio_client calls the UI's chat API.
+
+Screenshots of each tab land in test-artifacts/ui/ (WORKBENCH_TEST_ARTIFACTS moves it).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.app import create_app
+from tests.helpers import LiveServer, wait_until
+from workbench.config import Settings
+from workbench.engine import Engine
+from workbench.engine.embedded import EMBEDDED_IDS, embedded_gguf_path
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = (
+    Path(os.environ.get("WORKBENCH_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts")) / "ui"
+)
+F32, Q4 = EMBEDDED_IDS["f32"], EMBEDDED_IDS["4bit"]
+LAST_REPLY = """() => { const m = document.querySelectorAll('#chat-log [data-testid=bot] .message-content');
+                       return m.length ? m[m.length - 1].innerText : ''; }"""
+# Keeps every text the last reply shows, as the page renders it, in window.seen.
+RECORD_REPLIES = """() => { window.seen = []; const last = LAST_REPLY;
+    new MutationObserver(() => { const t = last();
+        if (t && t !== window.seen[window.seen.length - 1]) window.seen.push(t); })
+    .observe(document.querySelector('#chat-log'),
+             {subtree: true, childList: true, characterData: true}); }""".replace("LAST_REPLY", LAST_REPLY)
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    mac = Path("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome")
+    if mac.exists():
+        return str(mac)
+    if sys.platform != "linux":
+        pytest.skip("no Chromium or Chrome found for the browser tests")
+    pytest.fail("Chromium not found: `make test` installs Debian's chromium (scripts/setup_system.sh --test)")
+
+
+@pytest.fixture(scope="module")
+def ui(
+    settings: Settings, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    ui_settings = settings.with_(results_dir=tmp_path_factory.mktemp("ui-results"))
+    with LiveServer(create_app(ui_settings, engine)) as server:
+        yield {"url": server.url, "settings": ui_settings}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, ui: dict[str, Any]) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.goto(ui["url"] + "/")  # the root redirects to the UI
+    # The header is rewritten once the page-load events (pickers, tables) have run.
+    page.wait_for_function("document.querySelector('#wb-header')?.innerText.includes('Engine on')")
+    yield page
+    context.close()
+    assert not page_errors, page_errors
+
+
+def screenshot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def set_number(page: Any, selector: str, value: Any) -> None:
+    page.fill(selector, str(value))
+    page.press(selector, "Tab")  # Gradio takes a number's value on blur
+
+
+def pick(page: Any, selector: str, model_id: str) -> None:
+    """Choose a model in a picker by typing its id (pickers accept typed ids)."""
+    page.fill(f"{selector} input", model_id)
+    page.press(f"{selector} input", "Enter")
+
+
+def chat_settings(page: Any, max_tokens: int, temperature: float = 0) -> None:
+    page.click("#chat-sampling button.label-wrap")
+    set_number(page, "#chat-temperature input[type=number]", temperature)
+    set_number(page, "#chat-max-tokens input", max_tokens)
+
+
+def test_chat_streams_a_reply_with_its_stats_line(page: Any, engine: Engine) -> None:
+    chat_settings(page, max_tokens=32)
+    page.evaluate(RECORD_REPLIES)
+    page.fill("#chat-input textarea", "Describe Paris in two sentences.")
+    page.press("#chat-input textarea", "Enter")
+    page.wait_for_selector("#chat-log .wb-stats", timeout=120_000)
+    stats = page.inner_text("#chat-log .wb-stats")
+    screenshot(page, "chat")
+    # Streamed: the reply grew in place through several partial texts before its stats came.
+    partial = [t.strip() for t in page.evaluate("window.seen") if "TTFT" not in t and t.strip() != "…"]
+    assert len(partial) >= 5, partial
+    assert all(b.startswith(a[: len(a) - 1]) for a, b in itertools.pairwise(partial)), partial
+    for part in (F32, "TTFT", "tok/s", "gen ", "peak", "GB"):
+        assert part in stats, stats
+    assert "Traceback" not in page.content()
+
+
+def test_compare_runs_the_4bit_and_f32_variants_side_by_side(page: Any) -> None:
+    page.get_by_role("tab", name="Compare").click()
+    page.fill("#compare-prompt textarea", "Name three colors.")
+    set_number(page, "#compare-temperature input[type=number]", 0)
+    set_number(page, "#compare-max-tokens input", 16)
+    # By default the sides hold the default model and its sibling variant.
+    pickers = [page.input_value(f"#compare-model-{i} input") for i in (0, 1)]
+    assert [p.split(" ·")[0] for p in pickers] == [F32, Q4], pickers
+    pick(page, "#compare-model-0", Q4)
+    pick(page, "#compare-model-1", F32)
+    page.click("#compare-run")
+    page.wait_for_function(
+        "document.querySelectorAll('#compare-stats-0 .wb-stats, #compare-stats-1 .wb-stats').length == 2",
+        timeout=120_000,
+    )
+    screenshot(page, "compare")
+    titles = {page.inner_text(f"#compare-title-{i}") for i in (0, 1)}
+    assert titles == {f"A · {Q4}", f"B · {F32}"}, titles
+    for i in (0, 1):
+        assert page.inner_text(f"#compare-output-{i}").strip()
+        stats = page.inner_text(f"#compare-stats-{i}")
+        assert "TTFT" in stats and "tok/s" in stats and "peak" in stats and "not comparable" not in stats
+    # Live mode interleaves the sides and says their tok/s do not compare.
+    page.get_by_text("Live: sides interleave").click()
+    page.click("#compare-run")
+    page.wait_for_function(
+        "[0, 1].every(i => document.querySelector(`#compare-stats-${i}`)"
+        "?.innerText.includes('not comparable'))",
+        timeout=120_000,
+    )
+    for i in (0, 1):
+        assert page.inner_text(f"#compare-output-{i}").strip()
+
+
+def test_blind_vote_appends_one_row_with_the_hidden_identities(page: Any, ui: dict[str, Any]) -> None:
+    votes = Path(ui["settings"].results_dir) / "votes.csv"
+    before = len(list(csv.DictReader(votes.open()))) if votes.exists() else 0
+    page.get_by_role("tab", name="Compare").click()
+    page.fill("#compare-prompt textarea", "Say hello.")
+    set_number(page, "#compare-max-tokens input", 12)
+    pick(page, "#compare-model-0", F32)
+    pick(page, "#compare-model-1", Q4)
+    page.click("#compare-blind input")
+    page.click("#compare-run")
+    page.wait_for_selector("#vote-A", state="visible", timeout=120_000)
+    # Until the vote: no names, no stats (speed would give the variant away).
+    for i, label in enumerate("AB"):
+        assert page.inner_text(f"#compare-title-{i}").strip() == label
+        assert "hidden until you vote" in page.inner_text(f"#compare-stats-{i}")
+    shown = [page.inner_text(f"#compare-output-{i}") for i in (0, 1)]
+    screenshot(page, "compare-blind")
+    page.click("#vote-B")
+    page.wait_for_function("document.querySelector('#vote-status')?.innerText.includes('saved')")
+    rows = list(csv.DictReader(votes.open()))
+    assert len(rows) == before + 1
+    row = rows[-1]
+    assert {row["model_a"], row["model_b"]} == {F32, Q4}
+    assert row["verdict"] == "b" and row["winner_model"] == row["model_b"]
+    assert row["picker_order"] in ("1,2", "2,1") and row["mode"] == "fair" and row["prompt"] == "Say hello."
+    assert int(row["seed"]) >= 0 and row["max_tokens"] == "12" and row["git_sha"]
+    assert [row["output_a"].strip(), row["output_b"].strip()] == [s.strip() for s in shown]
+    for side in "ab":
+        assert float(row[f"generation_tps_{side}"]) > 0 and float(row[f"peak_memory_gb_{side}"]) > 0
+    # The vote reveals who was who, matching the row.
+    assert page.inner_text("#compare-title-0") == f"A · {row['model_a']}"
+    assert not page.is_visible("#vote-A")
+
+
+def test_stop_cancels_the_generation_in_the_engine(page: Any, engine: Engine, ui: dict[str, Any]) -> None:
+    from openai import OpenAI
+
+    chat_settings(page, max_tokens=1500)
+    page.fill(
+        "#chat-input textarea", "Write a long story about a dragon who learns to fly, in many chapters."
+    )
+    page.click("#chat-send")
+    assert wait_until(lambda: len(page.evaluate(LAST_REPLY)) > 40, timeout_s=120, interval_s=0.1)
+    assert engine.active_streams >= 1
+    # Meanwhile the same server answers the official SDK on /v1, from the same engine.
+    client = OpenAI(base_url=ui["url"] + "/v1", api_key="unused", max_retries=0, timeout=120)
+    reply = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+    )
+    assert reply.choices[0].message.content and reply.model_extra["timings"]["concurrent_streams"] >= 2
+    assert engine.active_streams >= 1, "the story should still be generating"
+    page.click("#chat-stop")
+    assert wait_until(lambda: engine.active_streams == 0, timeout_s=10)
+    assert wait_until(lambda: "stopped by the user" in page.evaluate(LAST_REPLY), timeout_s=10)
+    stopped_at = page.evaluate(LAST_REPLY)
+    time.sleep(1.0)
+    assert page.evaluate(LAST_REPLY) == stopped_at  # nothing more arrives
+    assert engine.active_streams == 0
+    screenshot(page, "chat-stopped")
+
+
+def test_models_tab_lists_loads_and_imports(page: Any, engine: Engine) -> None:
+    page.get_by_role("tab", name="Models").click()
+    page.wait_for_function(f"document.querySelector('#models-table')?.innerText.includes('{Q4}')")
+    assert "MLX" in page.inner_text("#models-memory") and "available" in page.inner_text("#models-memory")
+    # Import by path: a GGUF file registers under its own name (one id per variant).
+    gguf = embedded_gguf_path()
+    assert gguf is not None
+    page.fill("#models-path textarea", str(gguf))
+    page.click("#models-import")
+    page.wait_for_function("document.querySelector('#models-status')?.innerText.includes('Registered')")
+    assert gguf.stem in page.inner_text("#models-table")
+    assert any(m.id == gguf.stem for m in engine.models())
+    # A bad path is a readable message, not a stack trace.
+    page.fill("#models-path textarea", "/no/such/model.gguf")
+    page.click("#models-import")
+    page.wait_for_selector("text=no such file or folder")
+    assert "Traceback" not in page.content()
+    # Load the 4-bit variant and see the table say so.
+    pick(page, "#models-target", Q4)
+    page.click("#models-load")
+    page.wait_for_function("document.querySelector('#models-status')?.innerText.includes('Loaded')")
+    assert engine.model_info(Q4).loaded
+    page.click("#models-unload")
+    page.wait_for_function("document.querySelector('#models-status')?.innerText.includes('Unloaded')")
+    assert not engine.model_info(Q4).loaded
+    time.sleep(1.0)  # let the table's update settle before the picture
+    screenshot(page, "models")
+
+
+def test_gradio_client_calls_the_chat_endpoint(ui: dict[str, Any]) -> None:
+    from gradio_client import Client
+
+    client = Client(ui["url"] + "/ui/", verbose=False)
+    conversation, _ = client.predict(
+        text="What is the capital of France?",
+        model_id=F32,
+        system_prompt="",
+        temperature=0,
+        max_tokens=12,
+        seed=1,
+        api_name="/chat",
+    )
+    assert [m["role"] for m in conversation] == ["user", "assistant"]
+    reply = conversation[-1]["content"][0]["text"]
+    assert "wb-stats" in reply and "TTFT" in reply
+    assert reply.split("<span")[0].strip()
+    # Errors reach API callers as readable messages too.
+    with pytest.raises(Exception, match="unknown model"):
+        client.predict(text="Hi", model_id="no-such-model", system_prompt="", max_tokens=4, api_name="/chat")

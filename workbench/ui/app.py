@@ -1,0 +1,82 @@
+"""build_ui: the Gradio workbench (Chat, Compare, Models tabs) on one Engine, and
+mount_ui, which serves it inside the FastAPI app next to the HTTP API.
+
+Built before the engine starts (create_app builds everything at construction), so
+nothing here calls the engine until a page loads. Knows no HTTP wire formats.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import gradio as gr
+
+from workbench import __version__
+from workbench.config import Settings
+from workbench.engine import Engine
+from workbench.ui.chat_tab import build_chat_tab
+from workbench.ui.common import user_errors
+from workbench.ui.compare_tab import build_compare_tab
+from workbench.ui.models_tab import build_models_tab
+
+UI_PATH = "/ui"
+CSS = """
+.wb-stats { display: block; font-family: ui-monospace, monospace; font-size: 0.78em; opacity: 0.75; }
+"""
+
+
+def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> gr.Blocks:
+    """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides) and Models."""
+    with gr.Blocks(title="MLX Workbench", analytics_enabled=False) as demo:
+        header = gr.Markdown(f"## MLX Workbench {__version__}", elem_id="wb-header")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
+                chat = build_chat_tab(engine, settings)
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                compare = build_compare_tab(engine, settings, sides=compare_sides)
+            with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
+                models_load = build_models_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
+        # Loads and unloads from other tabs or the API change the table: refresh on view.
+        models_tab.select(models_load[0], None, models_load[1], api_visibility="private")
+
+        def describe() -> str:
+            with user_errors():
+                return (
+                    f"## MLX Workbench {__version__}\n"
+                    f"Engine on **{engine.device}** · BLAS {engine.blas} · default model "
+                    f"`{engine.default_model}` · OpenAI-compatible API at `/v1`"
+                )
+
+        demo.load(describe, None, [header], api_visibility="private")
+        for fn, outputs in (chat.on_load, compare.on_load, models_load):
+            demo.load(fn, None, outputs, api_visibility="private")
+    demo.queue(default_concurrency_limit=None)
+    return demo
+
+
+def _theme() -> gr.themes.Theme:
+    # System fonts: the default theme fetches web fonts, which an offline machine lacks.
+    return gr.themes.Soft(
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "Consolas", "monospace"],
+    )
+
+
+def mount_ui(app: Any, engine: Engine, settings: Settings, path: str = UI_PATH) -> None:
+    """Serve build_ui(engine, settings) at `path` inside the ASGI app `app`. With an API
+    key set, the UI asks for it too (any user name), so the key protects the whole server."""
+    key = settings.api_key
+    auth = (lambda _user, password: secrets.compare_digest(password or "", key)) if key else None
+    gr.mount_gradio_app(
+        app,
+        build_ui(engine, settings),
+        path=path,
+        auth=auth,
+        auth_message="Sign in with any user name and the server's API key." if key else None,
+        footer_links=["api"],
+        show_error=True,
+        ssr_mode=False,
+        theme=_theme(),
+        css=CSS,
+    )

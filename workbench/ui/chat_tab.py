@@ -1,0 +1,203 @@
+"""Chat tab: one conversation with one model, streamed, with a stats line under each
+reply; Stop, regenerate, clear and JSON export.
+
+The conversation lives in a per-session State of turns ({"role", "content", "stats"});
+the chatbot only shows it. Knows engine types and Gradio, no HTTP formats.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from workbench.config import Settings
+from workbench.engine import Engine, GenerationRequest
+from workbench.ui.common import (
+    SessionCancels,
+    chat_messages,
+    engine_event,
+    model_choices,
+    model_picker,
+    picked,
+    read_sampling,
+    sampling_controls,
+    sampling_dict,
+    stats_html,
+    stats_line,
+    stream_text,
+    user_errors,
+)
+
+Turns = list[dict[str, Any]]
+STOPPED = "stopped by the user"
+
+
+def render(turns: Turns) -> list[dict[str, str]]:
+    """Chatbot messages: each reply with its stats line underneath."""
+    shown = []
+    for turn in turns:
+        content = turn["content"]
+        if turn["role"] == "assistant":
+            note = turn.get("note")
+            if note:
+                content = f"{content}\n\n{stats_html(note)}"
+            elif not content:
+                content = "…"
+        shown.append({"role": turn["role"], "content": content})
+    return shown
+
+
+@dataclass(frozen=True)
+class ChatTab:
+    pickers: list[gr.Dropdown]
+    on_load: tuple[Any, list[Any]]
+
+
+def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
+    """Widgets and events of the Chat tab (call inside a gr.Tab)."""
+    cancels = SessionCancels()
+    with gr.Row():
+        model = model_picker("Model", elem_id="chat-model", scale=3)
+        system = gr.Textbox(
+            label="System prompt", placeholder="(none)", lines=1, scale=5, elem_id="chat-system"
+        )
+    chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat-log")
+    turns = gr.State([])
+    pending = gr.Textbox(visible=False)  # the message being answered (an API input too)
+    with gr.Row():
+        message = gr.Textbox(
+            placeholder="Message (Enter sends, Shift+Enter starts a new line)",
+            show_label=False,
+            lines=1,
+            max_lines=8,
+            scale=8,
+            elem_id="chat-input",
+        )
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+    with gr.Row():
+        regenerate = gr.Button("Regenerate", size="sm", elem_id="chat-regenerate")
+        clear = gr.Button("Clear", size="sm", elem_id="chat-clear")
+        export = gr.Button("Export JSON", size="sm", elem_id="chat-export")
+    exported = gr.File(label="Conversation (JSON)", visible=False, elem_id="chat-export-file")
+    sampling = sampling_controls("chat")
+
+    def post(text: str, history: Turns) -> tuple[Any, str, list[dict[str, str]]]:
+        if not text or not text.strip():
+            raise gr.Error("Type a message first.", print_exception=False)
+        return "", text, render([*history, {"role": "user", "content": text}])
+
+    async def respond(
+        text: str,
+        history: Turns,
+        model_id: str | None,
+        system_prompt: str,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        min_p: float,
+        repetition_penalty: float,
+        max_tokens: int,
+        seed: int | None,
+        request: gr.Request,
+    ) -> AsyncIterator[tuple[Any, Turns, Any]]:
+        values = (temperature, top_p, top_k, min_p, repetition_penalty, max_tokens, seed)
+        if not text or not text.strip():
+            raise gr.Error("Type a message first.", print_exception=False)
+        asked = [*history, {"role": "user", "content": text}]
+        reply: dict[str, Any] = {"role": "assistant", "content": "", "note": "", "stats": None}
+        try:
+            with user_errors():
+                params, max_new, _ = read_sampling(values)
+                req = GenerationRequest(
+                    messages=chat_messages(system_prompt, asked),
+                    model=picked(model_id),
+                    sampling=params,
+                    max_tokens=max_new,
+                )
+                reply["sampling"] = sampling_dict(params, max_new)
+                with cancels.track(request.session_hash if request else None) as (token,):
+                    async with aclosing(stream_text(engine, req, token)) as stream:
+                        async for so_far, stats in stream:
+                            reply = reply | {"content": so_far}
+                            if stats is not None:
+                                note = stats_line(stats)
+                                if stats.finish_reason == "cancelled":
+                                    note = f"{STOPPED} · {note}"
+                                reply |= {"stats": stats.as_dict(), "note": note}
+                            yield render([*asked, reply]), [*asked, reply], gr.update()
+        except gr.Error:
+            # Nothing is lost: the conversation is as before and the message is back in the box.
+            yield render(history), history, text
+            raise
+
+    def prepare_regenerate(history: Turns) -> tuple[str, Turns, list[dict[str, str]]]:
+        last_user = max((i for i, t in enumerate(history) if t["role"] == "user"), default=None)
+        if last_user is None:
+            raise gr.Error("Nothing to regenerate yet.", print_exception=False)
+        kept = history[:last_user]
+        return history[last_user]["content"], kept, render(history[: last_user + 1])
+
+    def stop_now(history: Turns, request: gr.Request) -> tuple[Turns, list[dict[str, str]]]:
+        cancels.cancel(request.session_hash if request else None)
+        if history and history[-1]["role"] == "assistant" and history[-1].get("stats") is None:
+            history = [*history[:-1], history[-1] | {"note": STOPPED}]
+        return history, render(history)
+
+    def export_json(history: Turns, model_id: str | None, system_prompt: str) -> Any:
+        if not history:
+            raise gr.Error("The conversation is empty.", print_exception=False)
+        doc = {
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": picked(model_id) or engine.default_model,
+            "system_prompt": system_prompt or "",
+            "messages": [
+                {k: v for k, v in t.items() if k in ("role", "content", "stats", "sampling")} for t in history
+            ],
+        }
+        folder = Path(tempfile.mkdtemp(prefix="workbench-chat-"))
+        path = folder / f"conversation-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+        return gr.update(value=str(path), visible=True)
+
+    answer = dict(
+        fn=respond,
+        inputs=[pending, turns, model, system, *sampling.inputs],
+        outputs=[chatbot, turns, message],
+        show_progress="minimal",
+    )
+    posted = [
+        trigger(post, [message, turns], [message, pending, chatbot], queue=False, api_visibility="private")
+        for trigger in (message.submit, send.click)
+    ]
+    replies = [posted[0].success(**answer, **engine_event(api_name="chat"))]
+    replies.append(posted[1].success(**answer, **engine_event(api_visibility="private")))
+    replies.append(
+        regenerate.click(
+            prepare_regenerate, [turns], [pending, turns, chatbot], queue=False, api_visibility="private"
+        ).success(**answer, **engine_event(api_visibility="private"))
+    )
+    stop.click(stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private")
+    clear.click(
+        lambda: ([], [], "", gr.update(value=None, visible=False)),
+        outputs=[turns, chatbot, pending, exported],
+        cancels=replies,
+        queue=False,
+        api_visibility="private",
+    )
+    chatbot.clear(lambda: [], None, [turns], queue=False, api_visibility="private")  # its trash icon
+    export.click(export_json, [turns, model, system], [exported], api_visibility="private")
+
+    def on_load() -> Any:
+        with user_errors():
+            return gr.update(choices=model_choices(engine), value=engine.default_model)
+
+    return ChatTab(pickers=[model], on_load=(on_load, [model]))
