@@ -16,7 +16,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
+import httpx
 import pytest
 
 from api.app import create_app
@@ -133,6 +135,14 @@ def test_chat_streams_a_reply_with_its_stats_line(page: Any, engine: Engine) -> 
     for part in (F32, "TTFT", "tok/s", "gen ", "peak", "GB"):
         assert part in stats, stats
     assert "Traceback" not in page.content()
+    # Export: the conversation as JSON, each reply with its stats and sampling.
+    page.click("#chat-export")
+    link = page.wait_for_selector("#chat-export-file a[href]")
+    exported = httpx.get(urljoin(page.url, link.get_attribute("href")), timeout=30).json()
+    assert [m["role"] for m in exported["messages"]] == ["user", "assistant"]
+    reply = exported["messages"][1]
+    assert reply["content"].strip() and reply["stats"]["model"] == F32
+    assert reply["stats"]["generation_tokens"] > 0 and reply["sampling"]["max_tokens"] == 32
 
 
 def test_compare_runs_the_4bit_and_f32_variants_side_by_side(page: Any) -> None:

@@ -7,6 +7,7 @@ the chatbot only shows it. Knows engine types and Gradio, no HTTP formats.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
@@ -124,10 +125,15 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
                     max_tokens=max_new,
                 )
                 reply["sampling"] = sampling_dict(params, max_new)
+                # A worker call, so off the event loop; it also fails fast on an unknown model.
+                info = await asyncio.to_thread(engine.model_info, picked(model_id))
+                if not info.loaded:
+                    reply["note"] = f"loading {info.id} (a GGUF is converted to MLX on first use)…"
+                    yield render([*asked, reply]), [*asked, reply], gr.update()
                 with cancels.track(request.session_hash if request else None) as (token,):
                     async with aclosing(stream_text(engine, req, token)) as stream:
                         async for so_far, stats in stream:
-                            reply = reply | {"content": so_far}
+                            reply = reply | {"content": so_far, "note": ""}
                             if stats is not None:
                                 note = stats_line(stats)
                                 if stats.finish_reason == "cancelled":
