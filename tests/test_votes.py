@@ -19,7 +19,8 @@ from workbench.arena.votes import (
     vote_fields,
     votes_path,
 )
-from workbench.engine import GenerationStats, SamplingParams
+from workbench.bench.provenance import PROVENANCE_FIELDS, capture
+from workbench.engine import Engine, GenerationStats, SamplingParams
 from workbench.reports.store import append_rows, count_rows
 
 PROVENANCE = {"run_id": "r1", "git_sha": "abc", "device": "cpu", "blas": "openblas"}
@@ -106,3 +107,7 @@ def test_a_file_never_mixes_two_schemas(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="outside the schema"):
         append_rows(path, ["a", "b"], [{"a": 1, "z": 2}])
     assert path.read_text().splitlines() == ["a,b", "1,2"]
+
+
+def test_provenance_fields_are_what_capture_records(engine: Engine) -> None:
+    assert tuple(capture(engine)) == PROVENANCE_FIELDS

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.bench.provenance import PROVENANCE_FIELDS
 from workbench.engine import GenerationStats, SamplingParams
 from workbench.reports.store import append_rows
 
@@ -27,20 +28,6 @@ STAT_FIELDS = (
     "concurrent_streams",
 )
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
-PROVENANCE_FIELDS = (
-    "run_id",
-    "timestamp",
-    "git_sha",
-    "git_dirty",
-    "python_version",
-    "mlx_version",
-    "mlx_lm_version",
-    "workbench_version",
-    "platform",
-    "cpu_count",
-    "device",
-    "blas",
-)
 
 
 def side_labels(n: int) -> list[str]:

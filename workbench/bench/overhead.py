@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from workbench.bench.provenance import capture
+from workbench.bench.provenance import PROVENANCE_FIELDS, capture
 from workbench.engine import Engine, GenerationRequest
 
 # Natural text, repeated and cut to an exact token count.
@@ -22,18 +22,7 @@ _FILLER = (
     "learned their own. Each layer hid the one below and made the next one possible. "
 )
 FIELDS = [
-    "run_id",
-    "timestamp",
-    "git_sha",
-    "git_dirty",
-    "python_version",
-    "mlx_version",
-    "mlx_lm_version",
-    "workbench_version",
-    "platform",
-    "cpu_count",
-    "device",
-    "blas",
+    *PROVENANCE_FIELDS,
     "model",
     "path",
     "trial",

@@ -18,6 +18,21 @@ from workbench import __version__
 from workbench.engine import Engine
 
 _REPO = Path(__file__).resolve().parents[2]
+# The keys of capture(), in the order reports put them first.
+PROVENANCE_FIELDS = (
+    "run_id",
+    "timestamp",
+    "git_sha",
+    "git_dirty",
+    "python_version",
+    "mlx_version",
+    "mlx_lm_version",
+    "workbench_version",
+    "platform",
+    "cpu_count",
+    "device",
+    "blas",
+)
 
 
 def _git(*args: str) -> str | None:
