@@ -269,8 +269,9 @@ def test_models_tab_lists_loads_and_imports(page: Any, engine: Engine) -> None:
     screenshot(page, "models")
 
 
-def test_gradio_client_calls_the_chat_endpoint(ui: dict[str, Any]) -> None:
+def test_gradio_client_calls_the_chat_endpoint(ui: dict[str, Any], engine: Engine) -> None:
     from gradio_client import Client
+    from gradio_client.utils import Status
 
     client = Client(ui["url"] + "/ui/", verbose=False)
     conversation, _ = client.predict(
@@ -286,6 +287,19 @@ def test_gradio_client_calls_the_chat_endpoint(ui: dict[str, Any]) -> None:
     reply = conversation[-1]["content"][0]["text"]
     assert "wb-stats" in reply and "TTFT" in reply
     assert reply.split("<span")[0].strip()
+    # Engine-bound events take turns in one queue: a second chat waits, visibly queued,
+    # while the first generates, and the engine never runs two UI generations at once.
+    ask = dict(text="Tell me about the sea.", model_id=F32, system_prompt="", temperature=0, api_name="/chat")
+    first = client.submit(**ask, max_tokens=24)
+    assert wait_until(lambda: engine.active_streams == 1, timeout_s=60)
+    second = client.submit(**ask, max_tokens=4)
+    most, queued = 0, False
+    while not (first.done() and second.done()):
+        most = max(most, engine.active_streams)
+        queued = queued or (second.status().code == Status.IN_QUEUE and not first.done())
+        time.sleep(0.02)
+    assert queued and most == 1
+    assert "TTFT" in second.result()[0][-1]["content"][0]["text"]
     # Errors reach API callers as readable messages too.
     with pytest.raises(Exception, match="unknown model"):
         client.predict(text="Hi", model_id="no-such-model", system_prompt="", max_tokens=4, api_name="/chat")
