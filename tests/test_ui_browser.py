@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+import re
 import shutil
 import sys
 import time
@@ -50,6 +51,11 @@ RECORD_REPLIES = """() => { window.seen = []; const last = LAST_REPLY;
         if (t && t !== window.seen[window.seen.length - 1]) window.seen.push(t); })
     .observe(document.querySelector('#chat-log'),
              {subtree: true, childList: true, characterData: true}); }""".replace("LAST_REPLY", LAST_REPLY)
+# Keeps every text the element `sel` shows in window.shown.
+RECORD_TEXTS = """(sel) => { window.shown = []; const el = document.querySelector(sel);
+    new MutationObserver(() => { const t = el.innerText.trim();
+        if (t !== window.shown[window.shown.length - 1]) window.shown.push(t); })
+    .observe(el, {subtree: true, childList: true, characterData: true}); }"""
 
 
 def chromium_path() -> str:
@@ -188,8 +194,15 @@ def test_blind_vote_appends_one_row_with_the_hidden_identities(page: Any, ui: di
     pick(page, "#compare-model-0", F32)
     pick(page, "#compare-model-1", Q4)
     page.click("#compare-blind input")
+    page.evaluate(RECORD_TEXTS, "#compare-output-0")
     page.click("#compare-run")
     page.wait_for_selector("#vote-A", state="visible", timeout=120_000)
+    # Blind replies do not stream (their pace would give the variant away): side A went
+    # from the waiting note straight to its whole reply.
+    progress = re.compile(r"^(queue: \d+/\d+ \| )?(processing \| )?[\d.]+s")  # Gradio's own status line
+    shown_a = [t for t in page.evaluate("window.shown") if t and not progress.match(t)]
+    assert shown_a[-1] == page.inner_text("#compare-output-0").strip()
+    assert all(t.startswith("generating") for t in shown_a[:-1]), shown_a
     # Until the vote: no names, no stats (speed would give the variant away).
     for i, label in enumerate("AB"):
         assert page.inner_text(f"#compare-title-{i}").strip() == label

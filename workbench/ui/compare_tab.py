@@ -40,6 +40,8 @@ from workbench.ui.common import (
 FAIR = "Fair: one side after another (tok/s comparable)"
 LIVE = "Live: sides interleave (tok/s not comparable)"
 HIDDEN = "stats hidden until you vote"
+BLIND_WAIT = "*generating… (blind: the replies appear together when every side has finished)*"
+EMPTY = "*(empty reply)*"
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,18 @@ def build_compare_tab(engine: Engine, settings: Settings, sides: int = 2) -> Com
 
         def view(i: int) -> dict[Any, Any]:
             col = columns[i]
+            if hide:
+                # Streaming pace would give the variant away: blind replies appear
+                # together, once every side has finished.
+                if any(st is None for st in stats):
+                    return {col.output: BLIND_WAIT, col.stats: ""}
+                return {c.output: texts[j] or EMPTY for j, c in enumerate(columns)} | {
+                    c.stats: stats_html(HIDDEN) for c in columns
+                }
             done = stats[i] is not None
             return {
-                col.output: texts[i] or ("…" if not done else "*(empty reply)*"),
-                col.stats: stats_html(HIDDEN) if hide and done else _stats_text(stats[i], live),
+                col.output: texts[i] or (EMPTY if done else "…"),
+                col.stats: _stats_text(stats[i], live),
             }
 
         start: dict[Any, Any] = {vote_row: gr.update(visible=False), pending_vote: None, vote_status: ""}
