@@ -199,7 +199,8 @@ def test_blind_vote_appends_one_row_with_the_hidden_identities(page: Any, ui: di
     page.wait_for_selector("#vote-A", state="visible", timeout=120_000)
     # Blind replies do not stream (their pace would give the variant away): side A went
     # from the waiting note straight to its whole reply.
-    progress = re.compile(r"^(queue: \d+/\d+ \| )?(processing \| )?[\d.]+s")  # Gradio's own status line
+    # Gradio's own status line: "0.1s", "queue: 1/1 | 0.2/10.2s", "processing | 0.2s".
+    progress = re.compile(r"^(queue: \d+/\d+ \| )?(processing \| )?[\d./]+s$")
     shown_a = [t for t in page.evaluate("window.shown") if t and not progress.match(t)]
     assert shown_a[-1] == page.inner_text("#compare-output-0").strip()
     assert all(t.startswith("generating") for t in shown_a[:-1]), shown_a
