@@ -204,6 +204,6 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
 
     def on_load() -> Any:
         with user_errors():
-            return gr.update(choices=model_choices(engine), value=engine.default_model)
+            return gr.update(choices=model_choices(engine.models()), value=engine.default_model)
 
     return ChatTab(pickers=[model], on_load=(on_load, [model]))

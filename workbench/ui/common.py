@@ -65,11 +65,9 @@ def _size(info: ModelInfo) -> str:
     return f"{info.size_bytes / 1e6:,.1f} MB" if info.size_bytes else "size unknown"
 
 
-def model_choices(engine: Engine) -> list[tuple[str, str]]:
-    """(label, id) for every registered model, loaded or not."""
-    return [
-        (f"{m.id} · {m.variant} · {_size(m)}{' · loaded' if m.loaded else ''}", m.id) for m in engine.models()
-    ]
+def model_choices(models: Sequence[ModelInfo]) -> list[tuple[str, str]]:
+    """(label, id) picker choices for `models` (engine.models(): every registered id)."""
+    return [(f"{m.id} · {m.variant} · {_size(m)}{' · loaded' if m.loaded else ''}", m.id) for m in models]
 
 
 def model_picker(label: str, **kwargs: Any) -> gr.Dropdown:

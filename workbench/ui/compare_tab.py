@@ -211,9 +211,10 @@ def build_compare_tab(engine: Engine, settings: Settings, sides: int = 2) -> Com
 
     def on_load() -> list[Any]:
         with user_errors():
-            choices = model_choices(engine)
+            models = engine.models()
             default = engine.model_info(engine.default_model)
-            others = [m for m in engine.models() if m.id != default.id]
+            choices = model_choices(models)
+            others = [m for m in models if m.id != default.id]
         # The default model first, then its own siblings (the same file or package in
         # another variant: the comparison a quantization question starts with).
         others.sort(key=lambda m: (m.source != default.source, m.path != default.path))

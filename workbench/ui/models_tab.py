@@ -75,7 +75,7 @@ def build_models_tab(engine: Engine, settings: Settings, pickers: list[gr.Dropdo
     def overview(message: str | None = None) -> list[Any]:
         """Table, memory, pickers (choices only: each keeps its value) and status."""
         models = engine.models()
-        choices = model_choices(engine)
+        choices = model_choices(models)
         out = [model_rows(models), memory_markdown(engine.memory()), gr.update(choices=choices)]
         out += [gr.update(choices=choices) for _ in pickers]
         return [*out, message if message is not None else gr.update()]
