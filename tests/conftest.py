@@ -35,3 +35,11 @@ def settings(models_dir: Path) -> Settings:
 def engine(settings: Settings) -> Iterator[Engine]:
     with Engine(settings) as eng:
         yield eng
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Expose each phase's report on the item (item.rep_call), so fixtures can tell a
+    failed test in teardown (the browser tests save a screenshot of it)."""
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())

@@ -90,7 +90,7 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, ui: dict[str, Any]) -> Iterator[Any]:
+def page(browser: Any, ui: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -100,6 +100,9 @@ def page(browser: Any, ui: dict[str, Any]) -> Iterator[Any]:
     # The header is rewritten once the page-load events (pickers, tables) have run.
     page.wait_for_function("document.querySelector('#wb-header')?.innerText.includes('Engine on')")
     yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        screenshot(page, f"FAILED-{request.node.name}")
     context.close()
     assert not page_errors, page_errors
 
