@@ -116,6 +116,11 @@ class Engine:
         return self._worker.active_streams
 
     @property
+    def exclusive_held(self) -> bool:
+        """A benchmark holds the engine (exclusive()): other work waits until it ends."""
+        return self._worker.exclusive_held
+
+    @property
     def registry(self) -> ModelRegistry:
         if self._registry is None:
             raise EngineStoppedError("the engine has not started")
@@ -245,16 +250,20 @@ class Engine:
 
 
 def collect(chunks: Iterator[Chunk]) -> Completion:
-    """Fold a chunk stream into a Completion."""
+    """Fold a chunk stream into a Completion. Reads the stream to its end, so the
+    generation has left the engine thread when this returns (the next one, e.g. a
+    benchmark's next trial, then starts on an idle engine)."""
     texts: list[str] = []
     ids: list[int] = []
     logprobs: list[TokenLogprob] = []
+    stats = None
     for chunk in chunks:
         texts.append(chunk.text)
         if chunk.token_id is not None:
             ids.append(chunk.token_id)
         if chunk.logprob is not None:
             logprobs.append(chunk.logprob)
-        if chunk.stats is not None:
-            return Completion("".join(texts), tuple(ids), chunk.stats, tuple(logprobs))
-    raise EngineStoppedError("the stream ended without stats (engine stopped?)")
+        stats = chunk.stats or stats
+    if stats is None:
+        raise EngineStoppedError("the stream ended without stats (engine stopped?)")
+    return Completion("".join(texts), tuple(ids), stats, tuple(logprobs))

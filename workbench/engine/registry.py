@@ -373,6 +373,7 @@ class ModelRegistry:
             loaded=lm is not None,
             memory_gb=lm.nbytes / 1e9 if lm is not None else None,
             description=entry.description,
+            load_s=lm.load_s if lm is not None else None,
         )
 
 

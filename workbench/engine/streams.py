@@ -18,17 +18,26 @@ T = TypeVar("T")
 
 
 class CancelToken:
-    """Set once to stop a stream; the generation checks it between tokens."""
+    """Set once to stop a stream; the generation checks it between tokens.
 
-    def __init__(self) -> None:
+    A stream cancels its own token when it ends, so one token serves one stream. A
+    job of many streams (a benchmark run) gives each a `child()`: cancelling the
+    parent stops whichever child is running; a child ending leaves the parent alone.
+    """
+
+    def __init__(self, parent: CancelToken | None = None) -> None:
         self._event = threading.Event()
+        self._parent = parent
 
     def cancel(self) -> None:
         self._event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or (self._parent is not None and self._parent.cancelled)
+
+    def child(self) -> CancelToken:
+        return CancelToken(parent=self)
 
 
 @dataclass

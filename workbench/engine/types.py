@@ -316,6 +316,7 @@ class ModelInfo:
     loaded: bool = False
     memory_gb: float | None = None
     description: str = ""
+    load_s: float | None = None  # how long the current load took (None when not loaded)
 
 
 @dataclass(frozen=True)

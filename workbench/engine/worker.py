@@ -120,6 +120,11 @@ class EngineWorker:
     def active_streams(self) -> int:
         return len(self._active)
 
+    @property
+    def exclusive_held(self) -> bool:
+        """Someone holds (or is being granted) the exclusive lease; a hint, read unlocked."""
+        return self._gate.owner is not None
+
     # ---- submitting work -------------------------------------------------
     def _put(self, job: _Job) -> None:
         if not self.running:
