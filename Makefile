@@ -17,10 +17,11 @@ endif
 EXTRAS := $(if $(filter metal,$(BACKEND)),dev,$(BACKEND),dev)
 STAMP := $(VENV)/.setup-$(BACKEND)
 
-.PHONY: setup run test lint format clean help
+.PHONY: setup run test bench lint format clean help
 help:
 	@echo "make run   - set up, then serve the UI (http://127.0.0.1:8080/ui) and the API (/v1) on the embedded default model"
 	@echo "make test  - set up, then run the whole test suite"
+	@echo "make bench - set up, then run experiments/default.toml (4-bit vs float32, a few minutes) and plot it"
 	@echo "make lint  - ruff check + format check;  make clean - remove .venv"
 
 setup: $(STAMP)
@@ -44,6 +45,10 @@ run: setup
 test: setup
 	@scripts/setup_system.sh --test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/workbench bench experiments/default
+	$(BIN)/workbench report results/default.csv
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -19,8 +19,9 @@ from workbench.arena.votes import (
     vote_fields,
     votes_path,
 )
-from workbench.bench.provenance import PROVENANCE_FIELDS, capture
+from workbench.bench.provenance import capture
 from workbench.engine import Engine, GenerationStats, SamplingParams
+from workbench.reports.schema import PROVENANCE_FIELDS
 from workbench.reports.store import append_rows, count_rows
 
 PROVENANCE = {"run_id": "r1", "git_sha": "abc", "device": "cpu", "blas": "openblas"}

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.bench.provenance import PROVENANCE_FIELDS
 from workbench.engine import GenerationStats, SamplingParams
+from workbench.reports.schema import PROVENANCE_FIELDS
 from workbench.reports.store import append_rows
 
 STAT_FIELDS = (

@@ -1,4 +1,5 @@
-"""Benchmarks on the shared Engine: provenance capture and measurement runs.
+"""Benchmarks on the shared Engine: experiment specs (spec.py), the runner (runner.py),
+exact-length prompts, provenance capture, load/unload memory, and the overhead probes.
 
-Calls the Engine only (never mlx); results are plain dict rows written as CSV.
+Calls the Engine only (never mlx); rows go to CSV through workbench.reports.
 """

@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from workbench.bench.overhead import FIELDS, consumer_figures, engine_run, exact_prompt
+from workbench.bench.overhead import FIELDS, consumer_figures, engine_run
+from workbench.bench.prompts import exact_prompt
 from workbench.bench.provenance import capture
 from workbench.config import Settings
 from workbench.engine import Engine

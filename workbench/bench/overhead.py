@@ -12,15 +12,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from workbench.bench.provenance import PROVENANCE_FIELDS, capture
+from workbench.bench.prompts import exact_prompt
+from workbench.bench.provenance import capture
 from workbench.engine import Engine, GenerationRequest
+from workbench.reports.schema import PROVENANCE_FIELDS
 
-# Natural text, repeated and cut to an exact token count.
-_FILLER = (
-    "The history of computing is a story of abstraction. Engineers built machines that "
-    "followed instructions, then languages that wrote instructions, then systems that "
-    "learned their own. Each layer hid the one below and made the next one possible. "
-)
 FIELDS = [
     *PROVENANCE_FIELDS,
     "model",
@@ -33,15 +29,6 @@ FIELDS = [
     "generation_tps",
     "peak_memory_gb",
 ]
-
-
-def exact_prompt(engine: Engine, model: str, n_tokens: int) -> list[int]:
-    ids: list[int] = []
-    text = _FILLER
-    while len(ids) < n_tokens:
-        ids = engine.tokenize(text, model)
-        text += _FILLER
-    return ids[:n_tokens]
 
 
 def engine_run(engine: Engine, model: str, ids: list[int], max_tokens: int) -> dict[str, Any]:

@@ -18,21 +18,6 @@ from workbench import __version__
 from workbench.engine import Engine
 
 _REPO = Path(__file__).resolve().parents[2]
-# The keys of capture(), in the order reports put them first.
-PROVENANCE_FIELDS = (
-    "run_id",
-    "timestamp",
-    "git_sha",
-    "git_dirty",
-    "python_version",
-    "mlx_version",
-    "mlx_lm_version",
-    "workbench_version",
-    "platform",
-    "cpu_count",
-    "device",
-    "blas",
-)
 
 
 def _git(*args: str) -> str | None:
@@ -45,12 +30,16 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 def capture(engine: Engine) -> dict[str, Any]:
-    """One provenance record for a run on `engine`."""
+    """One provenance record for a run on `engine`: reports.schema.PROVENANCE_FIELDS, in order."""
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        "run_id": uuid.uuid4().hex[:12],
+        "run_id": new_run_id(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_sha": sha or "unknown",
         "git_dirty": bool(status) if status is not None else None,

@@ -1,16 +1,28 @@
-"""Appending rows to CSV reports: header on a new file, a refusal on a file whose
-columns differ, fsync after each write so a crash loses at most the row in flight.
+"""CSV reports on disk: appending rows (header on a new file, a refusal on a file whose
+columns differ, fsync after each write so a crash loses at most the row in flight),
+reading them back validated against a schema, and atomic JSON sidecars.
 
-Knows files and columns, not what the rows mean.
+Knows files, columns and types (reports.schema), not what the rows mean.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from workbench.reports.schema import BENCH_COLUMNS, Column
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class ResultsSchemaError(ValueError):
+    """A results file that does not match its declared schema."""
 
 
 def append_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> int:
@@ -48,3 +60,84 @@ def count_rows(path: Path) -> int:
         return 0
     with open(path, newline="") as f:
         return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+
+
+_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def read_results(path: str | Path, columns: Sequence[Column] = BENCH_COLUMNS) -> pd.DataFrame:
+    """A results CSV as a DataFrame typed by `columns` (the benchmark schema by default).
+
+    Raises ResultsSchemaError naming the file, the column and the first bad row when a
+    column is missing, unexpected, or holds a value of the wrong type, so a half-edited or
+    foreign file never reaches a plot. Nullable int and bool columns use pandas' nullable
+    dtypes (Int64, boolean); empty strings stay empty.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsSchemaError(f"{path}: no such results file")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ResultsSchemaError(f"{path}: not a readable CSV ({exc})") from None
+    wanted = [c.name for c in columns]
+    missing = [n for n in wanted if n not in raw.columns]
+    extra = [n for n in raw.columns if n not in wanted]
+    if missing or extra:
+        parts = [f"missing columns {missing}"] if missing else []
+        parts += [f"unexpected columns {extra}"] if extra else []
+        raise ResultsSchemaError(f"{path}: {'; '.join(parts)} (schema: workbench.reports.schema)")
+    return pd.DataFrame({c.name: _typed(path, c, raw[c.name]) for c in columns}, columns=wanted)
+
+
+def _typed(path: Path, column: Column, values: pd.Series) -> pd.Series:
+    """One column converted to its declared type, or a ResultsSchemaError at the first bad value."""
+    import pandas as pd
+
+    empty = values.str.strip() == ""
+    if not column.nullable and empty.any():
+        row = int(empty.idxmax()) + 2  # +1 for the header, +1 for 1-based line numbers
+        raise ResultsSchemaError(f"{path}: column {column.name!r} is empty on line {row}; it must be set")
+    if column.kind == "str":
+        return values
+    if column.kind == "bool":
+        parsed = values.str.strip().str.lower().map(_BOOL_WORDS)
+        bad = ~empty & parsed.isna()
+        dtype = "boolean"
+    else:
+        parsed = pd.to_numeric(values.where(~empty), errors="coerce")
+        bad = ~empty & parsed.isna()
+        if column.kind == "int":
+            bad |= ~empty & parsed.notna() & (parsed != parsed.round())
+        dtype = "Int64" if column.kind == "int" else "float64"
+    if bad.any():
+        row = int(bad.idxmax())
+        raise ResultsSchemaError(
+            f"{path}: column {column.name!r} must hold {column.kind} values; "
+            f"line {row + 2} has {values[row]!r}"
+        )
+    if column.kind == "int" and not column.nullable:
+        dtype = "int64"
+    if column.kind == "bool" and not column.nullable:
+        dtype = "bool"
+    return parsed.astype(dtype)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to `path` through a temporary file and a rename, so a reader (or a
+    crash) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is as readable as its CSV
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

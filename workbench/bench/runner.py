@@ -1,0 +1,267 @@
+"""The benchmark runner: a BenchSpec's grid on the shared Engine, one row per trial.
+
+Hygiene lives here: sole use of the engine (`engine.exclusive()`), the model under
+test the only one loaded, unrecorded warm-up, exact-length prompts, end-of-sequence
+ignored, fixed seed, peak memory reset per trial (the engine resets it when a
+generation starts on an idle engine). `run_to_csv` adds the files: each row is
+appended (fsync) as its trial ends, a JSON sidecar keeps the spec, and `resume`
+skips the trials a killed run already wrote. Knows the Engine and reports, not mlx.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from workbench.bench.prompts import exact_prompt, prompt_sha
+from workbench.bench.provenance import capture, new_run_id
+from workbench.bench.spec import BenchConfig, BenchSpec, BenchSpecError
+from workbench.engine import CancelToken, Engine, GenerationRequest, SamplingParams
+from workbench.reports.schema import BENCH_FIELDS, TRIAL_KEY
+from workbench.reports.store import append_rows, read_results, write_json_atomic
+
+# on_progress(done, total, what): recorded trials so far, of all trials in the run.
+ProgressFn = Callable[[int, int, str], None]
+
+
+class BenchmarkError(ValueError):
+    """A trial that could not be measured as the spec asks (e.g. past the context window)."""
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def trial_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(int(row[k]) if k != "model" else str(row[k]) for k in TRIAL_KEY)
+
+
+def run_benchmark(
+    engine: Engine,
+    spec: BenchSpec,
+    *,
+    run_id: str | None = None,
+    skip: Collection[tuple[Any, ...]] = (),
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[dict[str, Any]]:
+    """Run every configuration of `spec`: `warmup` unrecorded trials, then `trials`
+    recorded ones, each a row with exactly reports.schema.BENCH_FIELDS.
+
+    `skip` holds trial keys (reports.schema.TRIAL_KEY) already measured; `on_row`
+    sees each row as its trial ends (run_to_csv writes it there); cancelling `cancel`
+    stops the run after, or within, the current trial, which is then not recorded.
+    """
+    if any(b != 1 for b in spec.batch_sizes):
+        raise BenchSpecError(
+            f"batch_sizes {list(spec.batch_sizes)}: batch sizes above 1 need the engine's batched "
+            "(continuous batching) path, which this engine does not have yet; use batch_sizes = [1]"
+        )
+    cancel = cancel or CancelToken()
+    base = capture(engine)
+    if run_id is not None:
+        base["run_id"] = run_id
+    total = spec.total_trials
+    done = sum(1 for c in spec.configurations() for t in range(spec.trials) if _key(c, t) in skip)
+    rows: list[dict[str, Any]] = []
+    if on_progress:
+        on_progress(done, total, "starting")
+    with engine.exclusive():
+        for model in spec.models:
+            configs = [c for c in spec.configurations() if c.model == model]
+            todo = {c: [t for t in range(spec.trials) if _key(c, t, model) not in skip] for c in configs}
+            if not any(todo.values()) or cancel.cancelled:
+                continue
+            info = _load_alone(engine, model)
+            for config in configs:
+                if not todo[config] or cancel.cancelled:
+                    continue
+                ids = exact_prompt(engine, info.id, config.prompt_tokens)
+                request = GenerationRequest(
+                    prompt_ids=tuple(ids),
+                    model=info.id,
+                    sampling=SamplingParams(seed=spec.seed),
+                    max_tokens=config.generation_tokens,
+                    ignore_eos=True,
+                )
+                for _ in range(spec.warmup):
+                    _measure(engine, request, config, cancel)
+                for trial in todo[config]:
+                    if spec.cooldown_s:
+                        time.sleep(spec.cooldown_s)
+                    stats = _measure(engine, request, config, cancel)
+                    if stats is None:
+                        break
+                    row = {
+                        **base,
+                        "timestamp": now_utc(),
+                        "experiment": spec.name,
+                        "model": info.id,
+                        "variant": info.variant,
+                        "bits": info.bits,
+                        "group_size": info.group_size,
+                        "batch_size": config.batch_size,
+                        "prompt_tokens": stats.prompt_tokens,
+                        "generation_tokens": stats.generation_tokens,
+                        "trial": trial,
+                        "seed": spec.seed,
+                        "sampler": "greedy",
+                        "prompt_sha": prompt_sha(ids),
+                        "ttft_s": stats.ttft_s,
+                        "prompt_tps": stats.prompt_tps,
+                        "generation_tps": stats.generation_tps,
+                        "peak_memory_gb": stats.peak_memory_gb,
+                        "load_s": info.load_s,
+                        "spec_sha": spec.sha(),
+                    }
+                    assert tuple(row) == BENCH_FIELDS, "the runner and reports.schema disagree"
+                    rows.append(row)
+                    done += 1
+                    if on_row:
+                        on_row(row)
+                    if on_progress:
+                        on_progress(done, total, config.label())
+    return rows
+
+
+def _key(config: BenchConfig, trial: int, model: str | None = None) -> tuple[Any, ...]:
+    values = {**config.__dict__, "model": model or config.model, "trial": trial}
+    return tuple(values[k] for k in TRIAL_KEY)
+
+
+def _load_alone(engine: Engine, model: str) -> Any:
+    """Load `model` with every other model unloaded, so peak memory is its own."""
+    info = engine.model_info(model)
+    for other in engine.models():
+        if other.loaded and other.id != info.id:
+            engine.unload(other.id)
+    engine.load(info.id)
+    return engine.model_info(info.id)
+
+
+def _measure(engine: Engine, request: GenerationRequest, config: BenchConfig, cancel: CancelToken) -> Any:
+    """One generation's stats, checked to be the trial the spec asked for; None if cancelled."""
+    if cancel.cancelled:
+        return None
+    stats = engine.generate(request, cancel.child()).stats
+    if stats.finish_reason == "cancelled":
+        return None
+    if stats.prompt_tokens != config.prompt_tokens or stats.generation_tokens != config.generation_tokens:
+        raise BenchmarkError(
+            f"{config.label()}: got {stats.prompt_tokens} prompt and {stats.generation_tokens} generated "
+            "tokens; prompt + generation must fit the model's context window"
+        )
+    if stats.concurrent_streams != 1:  # exclusive() should make this impossible
+        raise BenchmarkError(f"{config.label()}: another generation shared the engine during the trial")
+    return stats
+
+
+# ---- files ---------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchRun:
+    """What run_to_csv did: where, which run, how many rows it wrote and skipped."""
+
+    csv_path: Path
+    sidecar_path: Path
+    run_id: str
+    rows: list[dict[str, Any]]
+    skipped: int
+    complete: bool
+
+
+def default_csv_path(results_dir: Path, spec: BenchSpec) -> Path:
+    return Path(results_dir) / f"{spec.name}.csv"
+
+
+def sidecar_path(csv_path: Path) -> Path:
+    return csv_path.with_suffix(".json")
+
+
+def run_to_csv(
+    engine: Engine,
+    spec: BenchSpec,
+    csv_path: Path,
+    *,
+    resume: bool = False,
+    on_progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> BenchRun:
+    """run_benchmark, appending each row to `csv_path` as its trial ends.
+
+    Without `resume` a new run (a new run id) is appended. With `resume` the latest
+    run of this same spec in the file is continued under its run id, skipping the
+    trials it completed; a file whose rows for this experiment came from another
+    spec is refused rather than mixed.
+    """
+    csv_path = Path(csv_path)
+    run_id, skip = _resume_point(csv_path, spec) if resume else (None, set())
+    sidecar = sidecar_path(csv_path)
+    record: dict[str, Any] = {"spec": spec.as_dict(), "spec_sha": spec.sha(), "started": now_utc()}
+
+    def save(status: str, rows: int) -> None:
+        data = _read_sidecar(sidecar)
+        data["experiment"] = spec.name
+        entry = data.setdefault("runs", {}).setdefault(record["run_id"], dict(record))
+        entry.update(status=status, updated=now_utc(), rows=rows)
+        write_json_atomic(sidecar, data)
+
+    written: list[dict[str, Any]] = []
+
+    def on_row(row: dict[str, Any]) -> None:
+        append_rows(csv_path, BENCH_FIELDS, [row])
+        written.append(row)
+
+    record["run_id"] = run_id or new_run_id()
+    save("running", len(skip))
+    try:
+        rows = run_benchmark(
+            engine,
+            spec,
+            run_id=record["run_id"],
+            skip=skip,
+            on_row=on_row,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+    except BaseException:
+        save("failed", len(skip) + len(written))
+        raise
+    complete = len(skip) + len(rows) == spec.total_trials
+    save("complete" if complete else "stopped", len(skip) + len(rows))
+    return BenchRun(csv_path, sidecar, record["run_id"], rows, len(skip), complete)
+
+
+def _resume_point(csv_path: Path, spec: BenchSpec) -> tuple[str | None, set[tuple[Any, ...]]]:
+    """(run id to continue, trial keys it has) for `spec` in `csv_path`; (None, {}) if none."""
+    if not csv_path.exists():
+        return None, set()
+    df = read_results(csv_path)
+    ours = df[df["experiment"] == spec.name]
+    if ours.empty:
+        return None, set()
+    same = ours[ours["spec_sha"] == spec.sha()]
+    if same.empty:
+        raise BenchSpecError(
+            f"--resume: the rows for {spec.name!r} in {csv_path} come from another version of the spec "
+            f"(spec_sha {sorted(set(ours['spec_sha']))}, now {spec.sha()}); run without --resume to "
+            "start a new run, or write to another file"
+        )
+    run_id = str(same["run_id"].iloc[-1])
+    last = same[same["run_id"] == run_id]
+    return run_id, {trial_key(r) for r in last.to_dict("records")}
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    import json
+
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchmarkError(f"{path}: unreadable sidecar ({exc}); move it away to start afresh") from None

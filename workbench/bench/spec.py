@@ -1,0 +1,175 @@
+"""BenchSpec: what one experiment measures (models, lengths, batch sizes, trials, seed),
+loaded from a TOML file in experiments/ and validated before any model loads.
+
+Knows the file format and the grid of configurations, not how a trial runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SPEC_SUFFIX = ".toml"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class BenchSpecError(ValueError):
+    """A spec that cannot run: unknown keys, wrong types, out-of-range values."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One cell of the grid: a model at one batch size, prompt and generation length."""
+
+    model: str
+    batch_size: int
+    prompt_tokens: int
+    generation_tokens: int
+
+    def label(self) -> str:
+        return f"{self.model} b{self.batch_size} p{self.prompt_tokens} g{self.generation_tokens}"
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """One experiment. Every model id (a variant is its own id, e.g. smollm2-135m-instruct-4bit
+    and -f32; see `workbench models`) runs every batch size x prompt length x generation
+    length, `warmup` unrecorded times, then `trials` recorded times. Generation is greedy
+    with end-of-sequence ignored, so each trial reaches its length; `seed` fixes the
+    sampler anyway, and `cooldown_s` sleeps before each recorded trial.
+    """
+
+    name: str
+    models: tuple[str, ...]
+    prompt_tokens: tuple[int, ...]
+    generation_tokens: tuple[int, ...]
+    batch_sizes: tuple[int, ...] = (1,)
+    trials: int = 3
+    warmup: int = 1
+    seed: int = 0
+    cooldown_s: float = 0.0
+    question: str = ""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and NAME.match(self.name), "name", self.name, "a short name")
+        _require(isinstance(self.question, str), "question", self.question, "a string")
+        models = _list(self.models, "models")
+        for m in models:
+            _require(isinstance(m, str) and m.strip(), "models", m, "non-empty model ids")
+        _require(len(set(models)) == len(models), "models", models, "distinct ids")
+        object.__setattr__(self, "models", models)
+        for name, low, high in (
+            ("prompt_tokens", 1, 1_000_000),
+            ("generation_tokens", 1, 1_000_000),
+            ("batch_sizes", 1, 1024),
+        ):
+            values = _list(getattr(self, name), name)
+            for v in values:
+                _require(_is_int(v) and low <= v <= high, name, v, f"integers in [{low}, {high}]")
+            _require(len(set(values)) == len(values), name, values, "distinct values")
+            object.__setattr__(self, name, values)
+        _require(_is_int(self.trials) and 1 <= self.trials <= 1000, "trials", self.trials, "in [1, 1000]")
+        _require(_is_int(self.warmup) and 0 <= self.warmup <= 100, "warmup", self.warmup, "in [0, 100]")
+        _require(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed, "in [0, 2**63)")
+        cool = self.cooldown_s
+        _require(
+            isinstance(cool, (int, float)) and not isinstance(cool, bool) and 0 <= cool <= 3600,
+            "cooldown_s",
+            cool,
+            "seconds in [0, 3600]",
+        )
+        object.__setattr__(self, "cooldown_s", float(cool))
+
+    # ---- the grid --------------------------------------------------------
+    def configurations(self) -> list[BenchConfig]:
+        """Every cell, in the spec's order: model, then batch size, prompt, generation length."""
+        return [
+            BenchConfig(model, batch, prompt, gen)
+            for model in self.models
+            for batch in self.batch_sizes
+            for prompt in self.prompt_tokens
+            for gen in self.generation_tokens
+        ]
+
+    @property
+    def total_trials(self) -> int:
+        return len(self.configurations()) * self.trials
+
+    # ---- identity and files ----------------------------------------------
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def sha(self) -> str:
+        """Content hash of everything that shapes the measurements (the question text
+        excluded), so --resume can tell the same spec from an edited one."""
+        measured = {k: v for k, v in self.as_dict().items() if k != "question"}
+        return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, default_name: str | None = None) -> BenchSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BenchSpecError(f"unknown keys {unknown}; a spec has {sorted(known)}")
+        data = dict(data)
+        if "name" not in data and default_name is not None:
+            data["name"] = default_name
+        missing = [k for k in ("name", "models", "prompt_tokens", "generation_tokens") if k not in data]
+        if missing:
+            raise BenchSpecError(f"missing keys {missing}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> BenchSpec:
+        """Load experiments/<name>.toml (the '.toml' may be left off); the name defaults
+        to the file's stem."""
+        file = find_spec_file(path)
+        try:
+            data = tomllib.loads(file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise BenchSpecError(f"{file}: not valid TOML ({exc})") from None
+        try:
+            return cls.from_dict(data, default_name=file.stem)
+        except BenchSpecError as exc:
+            raise BenchSpecError(f"{file}: {exc}") from None
+
+
+def experiments_dir() -> Path:
+    """The checkout's experiments/ folder (beside the workbench package), else ./experiments."""
+    beside = Path(__file__).resolve().parents[2] / "experiments"
+    return beside if beside.is_dir() else Path("experiments")
+
+
+def find_spec_file(path: str | Path) -> Path:
+    """The spec file a user meant: the path itself, or with '.toml' added."""
+    given = Path(path).expanduser()
+    for candidate in (given, given.with_name(given.name + SPEC_SUFFIX)):
+        if candidate.is_file():
+            return candidate
+    raise BenchSpecError(f"no experiment spec at {given} (nor {given.name}{SPEC_SUFFIX})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list(value: Any, name: str) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        value = (value,)
+    _require(len(value) > 0, name, value, "a non-empty list")
+    return tuple(value)
+
+
+def _require(ok: Any, name: str, value: Any, what: str) -> None:
+    if not ok:
+        raise BenchSpecError(f"{name}: expected {what}, got {value!r}")

@@ -1,0 +1,155 @@
+"""Benchmark rows (a read_results DataFrame) -> matplotlib Figures: the same plots for
+the CLI (`workbench report`), the UI's Benchmark tab and the notebooks.
+
+Points are medians per configuration; error bars are the 95% CI of the median when a
+configuration has enough trials (reports.summary). Figures are built without pyplot,
+so nothing here touches global state or needs a display. Knows DataFrames only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from workbench.reports.summary import MIN_TRIALS_FOR_CI, summarize
+
+_LABELS = {
+    "prompt_tps": "prompt processing (tok/s)",
+    "generation_tps": "decode (tok/s)",
+    "ttft_s": "time to first token (s)",
+    "peak_memory_gb": "peak memory (GB)",
+}
+
+
+def _series_label(model: str, df: pd.DataFrame) -> str:
+    rows = df[df["model"] == model]
+    bits = rows["bits"].dropna()
+    return f"{model} ({int(bits.iloc[0])}-bit)" if len(bits) else model
+
+
+def _line_panel(ax, df: pd.DataFrame, x: str, metric: str, xlabel: str) -> None:
+    """One line per model: the median of `metric` at each `x`, CI error bars where known."""
+    summary = summarize(df, metrics=[metric], by=["model", x])
+    for model, group in summary.groupby("model", sort=False):
+        group = group.sort_values(x)
+        low = (group[metric] - group[f"{metric}_ci_low"]).to_numpy()
+        high = (group[f"{metric}_ci_high"] - group[metric]).to_numpy()
+        yerr = None if np.isnan(low).all() else np.vstack([np.nan_to_num(low), np.nan_to_num(high)])
+        ax.errorbar(group[x], group[metric], yerr=yerr, marker="o", capsize=3, label=_series_label(model, df))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_LABELS.get(metric, metric))
+    ax.ticklabel_format(axis="y", useOffset=False)  # plain values, never "1e-7 + 5.5e-1"
+    if metric == "peak_memory_gb":
+        ax.set_ylim(bottom=0)  # memory is read against zero
+    ax.grid(True, alpha=0.3)
+
+
+def _figure(df: pd.DataFrame, title: str, panels: int) -> tuple[Figure, Sequence]:
+    if df.empty:
+        raise ValueError("no benchmark rows to plot")
+    fig = Figure(figsize=(max(7.0, 5.5 * panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    experiments = ", ".join(sorted(set(df["experiment"].astype(str))))
+    n = df.groupby(["model", "prompt_tokens", "generation_tokens"]).size().min()
+    note = "95% CI bars" if n >= MIN_TRIALS_FOR_CI else f"n={n}, too few trials for CI bars"
+    fig.suptitle(f"{title} ({experiments}): medians, {note}", fontsize=11)
+    return fig, axes
+
+
+def _legend(fig: Figure, axes: Sequence) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=9)
+
+
+def tps_vs_prompt_length(df: pd.DataFrame) -> Figure:
+    """Prompt-processing and decode tok/s against prompt length, one line per model
+    (pooled over generation lengths)."""
+    fig, axes = _figure(df, "tok/s vs prompt length", 2)
+    _line_panel(axes[0], df, "prompt_tokens", "prompt_tps", "prompt length (tokens)")
+    _line_panel(axes[1], df, "prompt_tokens", "generation_tps", "prompt length (tokens)")
+    _legend(fig, axes)
+    return fig
+
+
+def tps_vs_generation_length(df: pd.DataFrame) -> Figure:
+    """Decode tok/s against generation length, one line per model (pooled over prompt
+    lengths): does decode slow down as the reply grows?"""
+    fig, axes = _figure(df, "decode tok/s vs generation length", 1)
+    _line_panel(axes[0], df, "generation_tokens", "generation_tps", "generation length (tokens)")
+    _legend(fig, axes)
+    return fig
+
+
+def memory_vs_context(df: pd.DataFrame) -> Figure:
+    """Peak memory against context length (prompt + generated tokens), one line per model."""
+    df = df.assign(context_tokens=df["prompt_tokens"] + df["generation_tokens"])
+    fig, axes = _figure(df, "peak memory vs context", 1)
+    _line_panel(axes[0], df, "context_tokens", "peak_memory_gb", "context (prompt + generated tokens)")
+    _legend(fig, axes)
+    return fig
+
+
+def variant_comparison(
+    df: pd.DataFrame, metrics: Sequence[str] = ("prompt_tps", "generation_tps", "peak_memory_gb")
+) -> Figure:
+    """Grouped bars, one group per (prompt, generation) length pair and one bar per model
+    (variant): each metric's median with its CI."""
+    fig, axes = _figure(df, "variant comparison", len(metrics))
+    summary = summarize(df, metrics=metrics, by=["model", "prompt_tokens", "generation_tokens"])
+    cells = (
+        summary[["prompt_tokens", "generation_tokens"]]
+        .drop_duplicates()
+        .sort_values(["prompt_tokens", "generation_tokens"])
+    )
+    names = [f"p{p}/g{g}" for p, g in cells.itertuples(index=False)]
+    models = list(dict.fromkeys(summary["model"]))
+    width = 0.8 / len(models)
+    for ax, metric in zip(axes, metrics, strict=True):
+        for i, model in enumerate(models):
+            rows = cells.merge(summary[summary["model"] == model], how="left")
+            low = (rows[metric] - rows[f"{metric}_ci_low"]).to_numpy()
+            high = (rows[f"{metric}_ci_high"] - rows[metric]).to_numpy()
+            yerr = None if np.isnan(low).all() else np.vstack([np.nan_to_num(low), np.nan_to_num(high)])
+            x = np.arange(len(cells)) + (i - (len(models) - 1) / 2) * width
+            ax.bar(x, rows[metric], width, yerr=yerr, capsize=3, label=_series_label(model, df))
+        ax.set_xticks(np.arange(len(cells)), names, rotation=30 if len(names) > 4 else 0)
+        ax.set_xlabel("prompt / generation tokens")
+        ax.set_ylabel(_LABELS.get(metric, metric))
+        ax.grid(True, axis="y", alpha=0.3)
+    _legend(fig, axes)
+    return fig
+
+
+def load_memory(df: pd.DataFrame) -> Figure:
+    """Memory at each stage of a load/unload cycle (bench.memory.load_unload_memory rows):
+    MLX active and cache memory and the process RSS, one group of bars per stage."""
+    if df.empty:
+        raise ValueError("no memory rows to plot")
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    columns = [c for c in ("active_gb", "cache_gb", "process_rss_gb") if c in df.columns]
+    labels = [stage.replace(" a ", "\na ", 1) for stage in df["stage"]]
+    width = 0.8 / len(columns)
+    for i, column in enumerate(columns):
+        x = np.arange(len(df)) + (i - (len(columns) - 1) / 2) * width
+        ax.bar(x, df[column], width, label=column.removesuffix("_gb").replace("_", " "))
+    ax.set_xticks(np.arange(len(df)), labels, fontsize=8)
+    ax.set_ylabel("GB (1e9 bytes)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=9)
+    models = ", ".join(dict.fromkeys(df["model"].astype(str)))
+    fig.suptitle(f"memory through a load / unload of {models}", fontsize=11)
+    return fig
+
+
+# The report's plots, by file name stem: what `workbench report` and the UI draw.
+REPORT_PLOTS = {
+    "tps_vs_prompt_length": tps_vs_prompt_length,
+    "tps_vs_generation_length": tps_vs_generation_length,
+    "memory_vs_context": memory_vs_context,
+    "variant_comparison": variant_comparison,
+}
