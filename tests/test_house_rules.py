@@ -49,6 +49,16 @@ def test_gradio_stays_in_the_ui() -> None:
     assert offenders == []
 
 
+def test_the_engine_knows_no_pandas_or_matplotlib() -> None:
+    # Engine results are plain dataclasses; DataFrames and figures begin in bench/reports.
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in _python_files("workbench/engine")
+        if re.search(r"^\s*(import|from)\s+(pandas|matplotlib)\b", p.read_text(), re.M)
+    ]
+    assert offenders == []
+
+
 def test_importing_workbench_or_building_the_app_does_not_import_mlx() -> None:
     # mlx is imported on the engine thread only, after the optimized BLAS is loaded.
     loaded = "print(any(m.split('.')[0] in ('mlx', 'mlx_lm') for m in sys.modules))"

@@ -320,3 +320,50 @@ def test_gradio_client_calls_the_chat_endpoint(ui: dict[str, Any], engine: Engin
     # Errors reach API callers as readable messages too.
     with pytest.raises(Exception, match="unknown model"):
         client.predict(text="Hi", model_id="no-such-model", system_prompt="", max_tokens=4, api_name="/chat")
+
+
+def test_benchmark_tab_runs_shows_results_and_stops(page: Any, ui: dict[str, Any], engine: Engine) -> None:
+    from workbench.reports.store import count_rows, read_results
+
+    page.get_by_role("tab", name="Benchmark").click()
+    # An experiment file fills the settings.
+    page.click("#bench-experiment input")
+    page.get_by_role("option", name="default.toml").click()
+    page.wait_for_function("document.querySelector('#bench-prompts textarea')?.value === '16, 64'")
+    assert "4-bit vs float32" in page.input_value("#bench-question textarea")
+    assert Q4 in page.inner_text("#bench-models")
+    # A tiny run of its own: the float32 model only, 2 prompt lengths x 2 trials.
+    page.click(f"#bench-models .token:has-text('{Q4}') .token-remove")
+    page.fill("#bench-name textarea", "uitiny")
+    page.fill("#bench-prompts textarea", "8, 24")
+    page.fill("#bench-gens textarea", "4")
+    set_number(page, "#bench-trials input", 2)
+    set_number(page, "#bench-warmup input", 0)
+    page.evaluate(RECORD_TEXTS, "#tab-bench")
+    page.click("#bench-run")
+    page.wait_for_function("document.querySelector('#bench-status')?.innerText.includes('finished')")
+    status = page.inner_text("#bench-status")
+    assert "4 rows" in status and "uitiny.csv" in status, status
+    assert any(re.search(r"\d/4 trials", t) for t in page.evaluate("window.shown")), "no progress bar"
+    summary = page.inner_text("#bench-summary")
+    assert F32 in summary and Q4 not in summary
+    for i in range(4):  # the report plots, drawn from the same rows
+        page.wait_for_selector(f"#bench-plot-{i} img")
+    link = page.get_attribute("#bench-csv a", "href")
+    assert link
+    csv_path = ui["settings"].results_dir / "uitiny.csv"
+    download = httpx.get(urljoin(page.url, link), timeout=30)
+    assert download.status_code == 200 and download.content == csv_path.read_bytes()
+    assert len(read_results(csv_path)) == 4
+    screenshot(page, "benchmark")
+
+    # Stop ends a longer run after the trial in flight; its completed rows are kept.
+    page.fill("#bench-gens textarea", "48")
+    set_number(page, "#bench-trials input", 5)
+    page.click("#bench-run")
+    assert wait_until(lambda: count_rows(csv_path) >= 5, timeout_s=120)
+    page.click("#bench-stop")
+    page.wait_for_function("document.querySelector('#bench-status')?.innerText.includes('stopped')")
+    kept = len(read_results(csv_path)) - 4
+    assert 1 <= kept < 10 and f"{kept} rows" in page.inner_text("#bench-status")
+    assert wait_until(lambda: not engine.exclusive_held, timeout_s=30)

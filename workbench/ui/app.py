@@ -1,4 +1,4 @@
-"""build_ui: the Gradio workbench (Chat, Compare, Models tabs) on one Engine, and
+"""build_ui: the Gradio workbench (Chat, Compare, Models, Benchmark tabs) on one Engine, and
 mount_ui, which serves it inside the FastAPI app next to the HTTP API.
 
 Built before the engine starts (create_app builds everything at construction), so
@@ -15,6 +15,7 @@ import gradio as gr
 from workbench import __version__
 from workbench.config import Settings
 from workbench.engine import Engine
+from workbench.ui.bench_tab import build_bench_tab
 from workbench.ui.chat_tab import build_chat_tab
 from workbench.ui.common import user_errors
 from workbench.ui.compare_tab import build_compare_tab
@@ -27,7 +28,7 @@ CSS = """
 
 
 def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> gr.Blocks:
-    """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides) and Models."""
+    """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides), Models, Benchmark."""
     with gr.Blocks(title="MLX Workbench", analytics_enabled=False) as demo:
         header = gr.Markdown(f"## MLX Workbench {__version__}", elem_id="wb-header")
         with gr.Tabs():
@@ -37,6 +38,8 @@ def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> g
                 compare = build_compare_tab(engine, settings, sides=compare_sides)
             with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
                 models_load = build_models_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
+            with gr.Tab("Benchmark", id="bench", elem_id="tab-bench"):
+                bench_load = build_bench_tab(engine, settings)
         # Loads and unloads from other tabs or the API change the table: refresh on view.
         models_tab.select(models_load[0], None, models_load[1], api_visibility="private")
 
@@ -49,7 +52,7 @@ def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> g
                 )
 
         demo.load(describe, None, [header], api_visibility="private")
-        for fn, outputs in (chat.on_load, compare.on_load, models_load):
+        for fn, outputs in (chat.on_load, compare.on_load, models_load, bench_load):
             demo.load(fn, None, outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=None)
     return demo

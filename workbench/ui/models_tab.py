@@ -119,9 +119,10 @@ def build_models_tab(engine: Engine, settings: Settings, pickers: list[gr.Dropdo
     unload.click(do_unload, [target], outputs, **engine_event(api_visibility="private"))
     import_.click(do_import, [path], outputs, **engine_event(api_visibility="private"))
     refresh.click(on_load, None, outputs, api_visibility="private")
-    # Memory figures only; they come from the engine between generation steps.
+    # Memory figures only; they come from the engine between generation steps. While a
+    # benchmark holds the engine they would wait for its end, so the tick skips instead.
     timer.tick(
-        lambda: memory_markdown(engine.memory()),
+        lambda: gr.update() if engine.exclusive_held else memory_markdown(engine.memory()),
         None,
         [memory],
         show_progress="hidden",
