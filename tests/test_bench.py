@@ -32,9 +32,10 @@ F32 = EMBEDDED_IDS["f32"]
 
 @pytest.fixture(scope="module")
 def tiny_run(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> tuple[BenchSpec, Path]:
-    """2 prompt lengths (the longer first) x 1 generation length x 2 trials, after a warm-up."""
+    """The default model (named by its alias): 2 prompt lengths (the longer first) x 1
+    generation length x 2 trials, after a warm-up."""
     spec = BenchSpec(
-        name="tiny", models=(F32,), prompt_tokens=(40, 8), generation_tokens=(5,), trials=2, warmup=1
+        name="tiny", models=("default",), prompt_tokens=(40, 8), generation_tokens=(5,), trials=2, warmup=1
     )
     csv_path = tmp_path_factory.mktemp("bench") / "tiny.csv"
     run = run_to_csv(engine, spec, csv_path)
@@ -42,18 +43,21 @@ def tiny_run(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return spec, csv_path
 
 
-def test_tiny_spec_writes_one_full_row_per_trial(tiny_run: tuple[BenchSpec, Path]) -> None:
+def test_tiny_spec_writes_one_full_row_per_trial(tiny_run: tuple[BenchSpec, Path], engine: Engine) -> None:
     spec, csv_path = tiny_run
+    default = engine.model_info("default")
     df = read_results(csv_path)
     assert len(df) == spec.trials * len(spec.configurations()) == 4
     assert list(df.columns) == list(BENCH_FIELDS)
     for column in BENCH_COLUMNS:  # every column a trial can fill is filled
-        if column.name != "group_size":  # dense float32 has no quantization group
+        if column.name != "group_size" or default.bits != 32:  # dense float32 has no group
             assert df[column.name].notna().all(), column.name
             assert (df[column.name].astype(str).str.strip() != "").all(), column.name
     assert df["run_id"].nunique() == 1 and df["git_sha"].str.fullmatch(r"[0-9a-f]{40}").all()
     assert set(df["device"]) == {"cpu"} and df["blas"].iloc[0] not in ("", "unknown")
-    assert (df["model"] == F32).all() and (df["variant"] == "f32").all() and (df["bits"] == 32).all()
+    # Rows name the registered id behind the alias, with its variant and bits.
+    assert (df["model"] == default.id).all() and (df["variant"] == default.variant).all()
+    assert (df["bits"] == default.bits).all() and default.bits is not None
     # Exact-length prompts, EOS ignored: every trial is exactly the configured size.
     assert sorted(zip(df["prompt_tokens"], df["generation_tokens"], df["trial"], strict=True)) == [
         (8, 5, 0),

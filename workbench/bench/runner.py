@@ -66,18 +66,24 @@ def run_benchmark(
     base = capture(engine)
     if run_id is not None:
         base["run_id"] = run_id
+    # Resolve every id first: a typo in the last model fails now, not after an hour, and
+    # rows (and resume keys) name registered ids, never aliases such as "default".
+    resolved = {model: engine.model_info(model).id for model in spec.models}
+    todo = {
+        c: [t for t in range(spec.trials) if _key(c, t, resolved[c.model]) not in skip]
+        for c in spec.configurations()
+    }
     total = spec.total_trials
-    done = sum(1 for c in spec.configurations() for t in range(spec.trials) if _key(c, t) in skip)
+    done = total - sum(len(trials) for trials in todo.values())
     rows: list[dict[str, Any]] = []
     if on_progress:
-        on_progress(done, total, "starting")
+        on_progress(done, total, "waiting for the engine")
     with engine.exclusive():
         for model in spec.models:
             configs = [c for c in spec.configurations() if c.model == model]
-            todo = {c: [t for t in range(spec.trials) if _key(c, t, model) not in skip] for c in configs}
-            if not any(todo.values()) or cancel.cancelled:
+            if not any(todo[c] for c in configs) or cancel.cancelled:
                 continue
-            info = _load_alone(engine, model)
+            info = _load_alone(engine, resolved[model])
             for config in configs:
                 if not todo[config] or cancel.cancelled:
                     continue
@@ -129,8 +135,9 @@ def run_benchmark(
     return rows
 
 
-def _key(config: BenchConfig, trial: int, model: str | None = None) -> tuple[Any, ...]:
-    values = {**config.__dict__, "model": model or config.model, "trial": trial}
+def _key(config: BenchConfig, trial: int, model_id: str) -> tuple[Any, ...]:
+    """The TRIAL_KEY of `config`'s trial `trial`, with the model's registered id."""
+    values = {**config.__dict__, "model": model_id, "trial": trial}
     return tuple(values[k] for k in TRIAL_KEY)
 
 
