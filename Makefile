@@ -17,11 +17,12 @@ endif
 EXTRAS := $(if $(filter metal,$(BACKEND)),dev,$(BACKEND),dev)
 STAMP := $(VENV)/.setup-$(BACKEND)
 
-.PHONY: setup run test bench lint format clean help
+.PHONY: setup run test bench notebooks lint format clean help
 help:
 	@echo "make run   - set up, then serve the UI (http://127.0.0.1:8080/ui) and the API (/v1) on the embedded default model"
 	@echo "make test  - set up, then run the whole test suite"
 	@echo "make bench - set up, then run experiments/default.toml (4-bit vs float32, a few minutes) and plot it"
+	@echo "make notebooks - open notebooks/ in JupyterLab (installed into .venv on first use)"
 	@echo "make lint  - ruff check + format check;  make clean - remove .venv"
 
 setup: $(STAMP)
@@ -49,6 +50,10 @@ test: setup
 bench: setup
 	$(BIN)/workbench bench experiments/default
 	$(BIN)/workbench report results/default.csv
+
+notebooks: setup
+	@test -x $(BIN)/jupyter-lab || $(BIN)/python -m pip install --quiet --disable-pip-version-check "jupyterlab>=4"
+	$(BIN)/jupyter-lab notebooks/
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -15,7 +15,7 @@ from workbench.engine import Engine, GenerationRequest
 def load_unload_memory(
     engine: Engine, model: str, *, prompt_tokens: int = 128, generation_tokens: int = 16
 ) -> list[dict[str, Any]]:
-    """Rows (stage, model, active_gb, peak_gb, cache_gb, process_rss_gb, load_s) for:
+    """Rows (stage, model, active_gb, cache_gb, process_rss_gb, load_s) for:
     every model unloaded, `model` loaded, after one generation, after unloading it."""
     rows: list[dict[str, Any]] = []
 
@@ -26,7 +26,6 @@ def load_unload_memory(
                 "stage": stage,
                 "model": model,
                 "active_gb": mem.active_gb,
-                "peak_gb": mem.peak_gb,
                 "cache_gb": mem.cache_gb,
                 "process_rss_gb": mem.process_rss_gb,
                 "load_s": load_s,
