@@ -16,6 +16,7 @@ from workbench.engine.errors import (
     ModelNotFoundError,
     UnsupportedModelError,
 )
+from workbench.engine.recipes import RECIPE_HELP, QuantRecipe, QuantResult
 from workbench.engine.streams import CancelToken
 from workbench.engine.types import (
     Chunk,
@@ -26,10 +27,12 @@ from workbench.engine.types import (
     Message,
     ModelInfo,
     SamplingParams,
+    TokenComparison,
     TokenLogprob,
 )
 
 __all__ = [
+    "RECIPE_HELP",
     "CancelToken",
     "Chunk",
     "Completion",
@@ -47,7 +50,10 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "ModelNotFoundError",
+    "QuantRecipe",
+    "QuantResult",
     "SamplingParams",
+    "TokenComparison",
     "TokenLogprob",
     "UnsupportedModelError",
     "collect",

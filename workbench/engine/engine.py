@@ -28,11 +28,13 @@ from workbench.engine.types import (
     Message,
     ModelInfo,
     SamplingParams,
+    TokenComparison,
     TokenLogprob,
 )
 from workbench.engine.worker import EngineWorker
 
 if TYPE_CHECKING:
+    from workbench.engine.recipes import QuantRecipe, QuantResult
     from workbench.engine.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -190,6 +192,47 @@ class Engine:
         def work() -> dict[str, Any]:
             lm, _ = self.registry.load(model_id)
             return reference_stream_generate(lm, list(prompt_ids), max_tokens)
+
+        return self._worker.call(work)
+
+    def quantize(self, source: str | None, recipe: QuantRecipe | str) -> QuantResult:
+        """Make the `recipe` variant of `source` with mlx-lm's convert, on the engine
+        thread, and register it (listed by models(), loadable by id at once). Reuses a
+        variant made before from the same weights and recipe. An invalid recipe fails
+        before anything is written; a failed conversion leaves nothing behind."""
+        from workbench.engine.recipes import QuantRecipe
+
+        recipe = recipe if isinstance(recipe, QuantRecipe) else QuantRecipe.parse(recipe)
+
+        def work() -> QuantResult:
+            from workbench.engine.quantize import quantize
+
+            return quantize(self.registry, source or self.registry.default_id(), recipe)
+
+        return self._worker.call(work)
+
+    def compare_next_tokens(
+        self, reference: str | None, model: str | None, ids: Sequence[int]
+    ) -> TokenComparison:
+        """`model`'s next-token predictions against `reference`'s on the token window
+        `ids` (both loaded; one forward pass each). See workbench.quant for the metrics."""
+
+        def work() -> TokenComparison:
+            from workbench.engine.quality import compare_next_tokens
+
+            ref, _ = self.registry.load(reference)
+            ref.busy += 1  # keep it loaded while the other model loads
+            try:
+                lm, _ = self.registry.load(model)
+            finally:
+                ref.busy -= 1
+            vocab = int(ref.config.get("vocab_size") or len(ref.tokenizer))
+            bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)]
+            if bad:
+                raise InvalidRequestError(
+                    f"token id {bad[0]!r} is outside the vocabulary (size {vocab})", "ids"
+                )
+            return compare_next_tokens(ref, lm, ids)
 
         return self._worker.call(work)
 

@@ -36,6 +36,7 @@ from workbench.engine.errors import (
     ModelNotFoundError,
 )
 from workbench.engine.hub import HUB_ID, hub_folder
+from workbench.engine.quantize import QUANTIZED_DIR, RECIPE_FILE, read_recipe_record
 from workbench.engine.types import ModelInfo, ModelSource
 
 log = logging.getLogger(__name__)
@@ -137,9 +138,30 @@ class ModelRegistry:
         models_dir = self.settings.models_dir
         if models_dir.is_dir():
             for child in sorted(models_dir.iterdir()):
-                hidden = child.name == CONVERTED_DIR or child.name.startswith(".")
+                hidden = child.name in (CONVERTED_DIR, QUANTIZED_DIR) or child.name.startswith(".")
                 if not hidden and (child.suffix == ".gguf" or (child / "config.json").exists()):
                     self._add_path(child)
+            quantized = models_dir / QUANTIZED_DIR
+            for child in sorted(quantized.iterdir()) if quantized.is_dir() else ():
+                if not child.name.startswith("."):
+                    self.add_quantized(child)
+
+    def add_quantized(self, folder: Path) -> ModelEntry | None:
+        """Register a variant folder made by engine.quantize (id = folder name)."""
+        record = read_recipe_record(folder)
+        if record is None:
+            log.warning("not a variant made here (no %s): %s", RECIPE_FILE, folder)
+            return None
+        self._entries.pop(folder.name, None)  # a remade variant replaces the old entry
+        return self._add(
+            ModelEntry(
+                id=folder.name,
+                source="quantized",
+                variant=str(record.get("recipe")),
+                location=str(folder.resolve()),
+                description=f"{record.get('recipe')} of {record.get('source_model')}",
+            )
+        )
 
     def _add(self, entry: ModelEntry) -> ModelEntry:
         if entry.id not in self._entries:
@@ -239,7 +261,7 @@ class ModelRegistry:
         variant = "f32" if entry.dequantize else ("q-f32" if self.float32 else "q-f16")
         return self.settings.models_dir / CONVERTED_DIR / f"{src.stem}-{self._gguf(src)[0]}" / variant
 
-    def _folder_for(self, entry: ModelEntry) -> Path:
+    def folder_for(self, entry: ModelEntry) -> Path:
         """The MLX folder to load, converting or fetching it first when needed."""
         if entry.source in ("embedded", "gguf"):
             src = Path(entry.location)
@@ -298,7 +320,7 @@ class ModelRegistry:
         try:
             from mlx_lm.utils import load as mlx_lm_load
 
-            folder = self._folder_for(entry)
+            folder = self.folder_for(entry)
             model, tokenizer, config = mlx_lm_load(str(folder), return_config=True)
         except (ModelNotFoundError, ModelLoadError):
             raise

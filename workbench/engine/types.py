@@ -299,7 +299,7 @@ class Completion:
         return self.stats.finish_reason
 
 
-ModelSource = Literal["embedded", "local", "gguf", "hub"]
+ModelSource = Literal["embedded", "local", "gguf", "hub", "quantized"]
 
 
 @dataclass(frozen=True)
@@ -331,3 +331,17 @@ class MemoryInfo:
     system_available_gb: float
     budget_gb: float
     loaded_models_gb: float
+
+
+@dataclass(frozen=True)
+class TokenComparison:
+    """Next-token predictions of a model vs a reference over one token window, per
+    position (len(ids) - 1 of them, teacher-forced on the same ids): each model's
+    negative log-likelihood of the true next token, KL(reference || model) of the full
+    next-token distributions, and each model's top-1 token."""
+
+    reference_nll: tuple[float, ...]
+    nll: tuple[float, ...]
+    kl: tuple[float, ...]
+    reference_top1: tuple[int, ...]
+    top1: tuple[int, ...]

@@ -1,0 +1,157 @@
+"""Quantized (and dequantized) variants: mlx-lm's convert() run in-process on the engine
+thread into a hidden temporary folder, renamed into place only when complete, with the
+recipe recorded beside the weights. A variant made before from the same source and
+recipe is reused. Runs on the engine thread only; knows the registry, not consumers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.engine.errors import EngineError, InvalidRequestError
+from workbench.engine.recipes import DEQUANTIZE, MIXED_RECIPES, QuantRecipe, QuantResult
+
+if TYPE_CHECKING:
+    from workbench.engine.registry import ModelEntry, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_DIR = "quantized"  # under settings.models_dir
+RECIPE_FILE = "workbench-recipe.json"
+
+
+class QuantizationError(EngineError):
+    """mlx-lm could not make the variant (nothing was left behind)."""
+
+
+def read_recipe_record(folder: Path) -> dict[str, Any] | None:
+    """The recipe record of a variant folder made here, or None when there is none."""
+    try:
+        record = json.loads((folder / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and (folder / "config.json").exists() else None
+
+
+def variant_id(source: ModelEntry, recipe: QuantRecipe) -> str:
+    """'<source>-<recipe>', dropping the source's '-f32' (its weights are what we quantize)."""
+    base = source.id
+    if base.endswith("-f32") and recipe.kind != DEQUANTIZE:
+        base = base[: -len("-f32")]
+    return f"{base}-{recipe.name}"
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Names, sizes and mtimes of a model folder's files: changes when its weights do."""
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name != RECIPE_FILE:
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def quantize(registry: ModelRegistry, source: str, recipe: QuantRecipe) -> QuantResult:
+    """Make (or reuse) the `recipe` variant of `source` and register it."""
+    entry = registry.resolve(source)
+    folder = registry.folder_for(entry)
+    config = json.loads((folder / "config.json").read_text())
+    quantized = bool(config.get("quantization") or config.get("quantization_config"))
+    if recipe.kind == DEQUANTIZE and not quantized:
+        raise InvalidRequestError(f"model {entry.id!r} is not quantized: nothing to dequantize", "recipe")
+    if recipe.kind != DEQUANTIZE and quantized:
+        raise InvalidRequestError(
+            f"model {entry.id!r} is already quantized; quantize an unquantized (float) variant, "
+            "or dequantize this one first with recipe 'f32'",
+            "model",
+        )
+    new_id = variant_id(entry, recipe)
+    root = registry.settings.models_dir / QUANTIZED_DIR
+    dst = root / new_id
+    wanted = {
+        "source_model": entry.id,
+        "recipe": recipe.name,
+        "source_fingerprint": folder_fingerprint(folder),
+    }
+    record = read_recipe_record(dst)
+    if record is not None and all(record.get(k) == v for k, v in wanted.items()):
+        registry.add_quantized(dst)
+        return _result(record, cached=True)
+    if new_id in {lm.entry.id for lm in registry.loaded()}:
+        registry.unload(new_id)  # a stale variant of an older source is about to be replaced
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".{new_id}.tmp-*"):  # left by a process that died mid-way
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".{new_id}.tmp-{os.getpid()}"
+    start = time.perf_counter()
+    try:
+        quantize_s, bpw = _convert(folder, tmp, recipe, float32=registry.float32)
+        import mlx_lm
+
+        record = {
+            **wanted,
+            "model": new_id,
+            "kind": recipe.kind,
+            "mode": recipe.mode,
+            "bits": recipe.bits,
+            "group_size": recipe.group_size,
+            "bits_per_weight": bpw,
+            "quantize_s": quantize_s,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "mlx_lm_version": mlx_lm.__version__,
+        }
+        (tmp / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and not isinstance(exc, EngineError):
+            raise QuantizationError(f"could not make {recipe.name} of {entry.id!r}: {exc}") from exc
+        raise
+    log.info("made %s in %.1fs (%.2f bits per weight)", new_id, time.perf_counter() - start, bpw)
+    registry.add_quantized(dst)
+    return _result(record, cached=False)
+
+
+def _convert(src: Path, dst: Path, recipe: QuantRecipe, *, float32: bool) -> tuple[float, float]:
+    """mlx_lm.convert src -> dst; returns (seconds, bits per weight of the result)."""
+    from mlx_lm.convert import convert
+    from mlx_lm.utils import compute_bits_per_weight, load
+
+    start = time.perf_counter()
+    mixed = recipe.kind in MIXED_RECIPES
+    convert(
+        str(src),
+        str(dst),
+        quantize=recipe.kind != DEQUANTIZE,
+        q_bits=recipe.bits if recipe.kind != DEQUANTIZE else None,
+        q_group_size=recipe.group_size,
+        q_mode=recipe.mode if recipe.kind != DEQUANTIZE else "affine",
+        quant_predicate=recipe.kind if mixed else None,
+        dequantize=recipe.kind == DEQUANTIZE,
+        # CPU backend: float32 scales and dense weights (half precision is ~30x slower there).
+        dtype="float32" if float32 else None,
+    )
+    seconds = time.perf_counter() - start
+    model, _ = load(str(dst), lazy=True)  # lazy: only shapes and dtypes are read
+    return seconds, float(compute_bits_per_weight(model))
+
+
+def _result(record: dict[str, Any], *, cached: bool) -> QuantResult:
+    return QuantResult(
+        model=str(record["model"]),
+        source_model=str(record["source_model"]),
+        recipe=str(record["recipe"]),
+        cached=cached,
+        quantize_s=float(record.get("quantize_s") or 0.0),
+        bits_per_weight=record.get("bits_per_weight"),
+    )
