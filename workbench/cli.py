@@ -1,5 +1,5 @@
 """Thin argparse CLI: `workbench serve` (UI + API), `models`, `chat`; `bench`, `report` and
-`overhead` live in cli_bench.
+`overhead` live in cli_bench, `quantize` in cli_quant.
 
 Parses flags into Settings and a request, then calls the Engine; all behaviour
 lives below. Generated text goes to stdout, stats and notices to stderr.
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from workbench import __version__, cli_bench
+from workbench import __version__, cli_bench, cli_quant
 from workbench.config import Settings
 from workbench.engine import (
     Chunk,
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--no-stats", action="store_true", help="do not print the stats line")
 
     cli_bench.add_commands(sub, common)
+    cli_quant.add_commands(sub, common)
     return parser
 
 
@@ -289,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "chat": cmd_chat,
                 "bench": cli_bench.cmd_bench,
                 "overhead": cli_bench.cmd_overhead,
+                "quantize": cli_quant.cmd_quantize,
             }
             return commands[args.command](args, engine)
     except (EngineError, ValueError) as exc:

@@ -9,12 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from workbench.engine import Engine
-
-if TYPE_CHECKING:
-    pass
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -42,11 +38,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
     report = sub.add_parser(
         "report",
-        help="summary table and PNG plots of a benchmark CSV",
+        help="summary table and PNG plots of a benchmark or quantization-sweep CSV",
         description="Validate a benchmark CSV against the report schema, print the summary table "
         "(median [95% CI] per configuration) and write the plots as PNG files beside it: "
         "<name>.tps_vs_prompt_length.png, .tps_vs_generation_length.png, .memory_vs_context.png, "
-        ".variant_comparison.png, plus <name>.summary.csv.",
+        ".variant_comparison.png, plus <name>.summary.csv. For a quantization sweep CSV "
+        "(`workbench quantize --sweep`): its table and <name>.pareto.png.",
     )
     report.add_argument("csv", help="a results CSV written by `workbench bench`")
     report.add_argument("--run", default="latest", help="run id to report, 'latest' (default) or 'all'")
@@ -129,7 +126,7 @@ def _print_summary(csv_path: Path, run: str) -> None:
     from workbench.reports.store import read_results
     from workbench.reports.summary import MIN_TRIALS_FOR_CI, format_summary, summarize
 
-    df = _select_run(read_results(csv_path), run)
+    df = select_run(read_results(csv_path), run)
     summary = format_summary(summarize(df))
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(summary.to_string(index=False))
@@ -142,7 +139,7 @@ def _print_summary(csv_path: Path, run: str) -> None:
         print("(median [95% CI of the median] per configuration)", file=sys.stderr)
 
 
-def _select_run(df, run: str):
+def select_run(df, run: str):
     if df.empty:
         raise ValueError("the results file has no rows")
     if run == "all":
@@ -161,8 +158,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from workbench.reports.summary import summarize
 
     csv_path = Path(args.csv)
-    df = _select_run(read_results(csv_path), args.run)
     out_dir = Path(args.out_dir) if args.out_dir else csv_path.parent
+    if _is_quant_sweep(csv_path):
+        from workbench.cli_quant import write_quant_report
+
+        write_quant_report(csv_path, args.run, out_dir)
+        return 0
+    df = select_run(read_results(csv_path), args.run)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, plot in plots.REPORT_PLOTS.items():
@@ -177,6 +179,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in written:
         print(f"  {path}", file=sys.stderr)
     return 0
+
+
+def _is_quant_sweep(csv_path: Path) -> bool:
+    """A `workbench quantize --sweep` CSV (reports.schema.QUANT_COLUMNS) rather than a benchmark's."""
+    import csv
+
+    from workbench.reports.schema import QUANT_FIELDS
+
+    try:
+        with open(csv_path, newline="") as f:
+            return next(csv.reader(f), []) == list(QUANT_FIELDS)
+    except OSError:
+        return False
 
 
 def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:

@@ -211,11 +211,7 @@ def run_to_csv(
     record: dict[str, Any] = {"spec": spec.as_dict(), "spec_sha": spec.sha(), "started": now_utc()}
 
     def save(status: str, rows: int) -> None:
-        data = _read_sidecar(sidecar)
-        data["experiment"] = spec.name
-        entry = data.setdefault("runs", {}).setdefault(record["run_id"], dict(record))
-        entry.update(status=status, updated=now_utc(), rows=rows)
-        write_json_atomic(sidecar, data)
+        update_sidecar(sidecar, spec.name, record, status, rows)
 
     written: list[dict[str, Any]] = []
 
@@ -261,6 +257,16 @@ def _resume_point(csv_path: Path, spec: BenchSpec) -> tuple[str | None, set[tupl
     run_id = str(same["run_id"].iloc[-1])
     last = same[same["run_id"] == run_id]
     return run_id, {trial_key(r) for r in last.to_dict("records")}
+
+
+def update_sidecar(path: Path, experiment: str, record: dict[str, Any], status: str, rows: int) -> None:
+    """Record run `record["run_id"]` (its spec and start) in the JSON sidecar `path`,
+    with its status (running, complete, stopped, failed) and rows written so far."""
+    data = _read_sidecar(path)
+    data["experiment"] = experiment
+    entry = data.setdefault("runs", {}).setdefault(record["run_id"], dict(record))
+    entry.update(status=status, updated=now_utc(), rows=rows)
+    write_json_atomic(path, data)
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:

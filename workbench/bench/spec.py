@@ -61,28 +61,28 @@ class BenchSpec:
     question: str = ""
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.name, str) and NAME.match(self.name), "name", self.name, "a short name")
-        _require(isinstance(self.question, str), "question", self.question, "a string")
-        models = _list(self.models, "models")
+        require(isinstance(self.name, str) and NAME.match(self.name), "name", self.name, "a short name")
+        require(isinstance(self.question, str), "question", self.question, "a string")
+        models = as_list(self.models, "models")
         for m in models:
-            _require(isinstance(m, str) and m.strip(), "models", m, "non-empty model ids")
-        _require(len(set(models)) == len(models), "models", models, "distinct ids")
+            require(isinstance(m, str) and m.strip(), "models", m, "non-empty model ids")
+        require(len(set(models)) == len(models), "models", models, "distinct ids")
         object.__setattr__(self, "models", models)
         for name, low, high in (
             ("prompt_tokens", 1, 1_000_000),
             ("generation_tokens", 1, 1_000_000),
             ("batch_sizes", 1, 1024),
         ):
-            values = _list(getattr(self, name), name)
+            values = as_list(getattr(self, name), name)
             for v in values:
-                _require(_is_int(v) and low <= v <= high, name, v, f"integers in [{low}, {high}]")
-            _require(len(set(values)) == len(values), name, values, "distinct values")
+                require(is_int(v) and low <= v <= high, name, v, f"integers in [{low}, {high}]")
+            require(len(set(values)) == len(values), name, values, "distinct values")
             object.__setattr__(self, name, values)
-        _require(_is_int(self.trials) and 1 <= self.trials <= 1000, "trials", self.trials, "in [1, 1000]")
-        _require(_is_int(self.warmup) and 0 <= self.warmup <= 100, "warmup", self.warmup, "in [0, 100]")
-        _require(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed, "in [0, 2**63)")
+        require(is_int(self.trials) and 1 <= self.trials <= 1000, "trials", self.trials, "in [1, 1000]")
+        require(is_int(self.warmup) and 0 <= self.warmup <= 100, "warmup", self.warmup, "in [0, 100]")
+        require(is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed, "in [0, 2**63)")
         cool = self.cooldown_s
-        _require(
+        require(
             isinstance(cool, (int, float)) and not isinstance(cool, bool) and 0 <= cool <= 3600,
             "cooldown_s",
             cool,
@@ -119,6 +119,8 @@ class BenchSpec:
     def from_dict(cls, data: dict[str, Any], *, default_name: str | None = None) -> BenchSpec:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
+        if "recipes" in unknown:
+            raise BenchSpecError("this is a quantization sweep: run `workbench quantize --sweep <file>`")
         if unknown:
             raise BenchSpecError(f"unknown keys {unknown}; a spec has {sorted(known)}")
         data = dict(data)
@@ -133,21 +135,42 @@ class BenchSpec:
     def from_file(cls, path: str | Path) -> BenchSpec:
         """Load experiments/<name>.toml (the '.toml' may be left off); the name defaults
         to the file's stem."""
-        file = find_spec_file(path)
-        try:
-            data = tomllib.loads(file.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise BenchSpecError(f"{file}: not valid TOML ({exc})") from None
+        file, data = read_spec_file(path)
         try:
             return cls.from_dict(data, default_name=file.stem)
         except BenchSpecError as exc:
             raise BenchSpecError(f"{file}: {exc}") from None
 
 
+def read_spec_file(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(the file found by find_spec_file, its TOML table)."""
+    file = find_spec_file(path)
+    try:
+        return file, tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BenchSpecError(f"{file}: not valid TOML ({exc})") from None
+
+
 def experiments_dir() -> Path:
     """The checkout's experiments/ folder (beside the workbench package), else ./experiments."""
     beside = Path(__file__).resolve().parents[2] / "experiments"
     return beside if beside.is_dir() else Path("experiments")
+
+
+def spec_files(*, sweeps: bool = False) -> list[str]:
+    """File names in experiments/: benchmark specs, or quantization sweeps (those with
+    `recipes`) when `sweeps`. Unreadable files are listed with the benchmarks, whose
+    loader then says what is wrong with them."""
+    folder = experiments_dir()
+    names = []
+    for path in sorted(folder.glob(f"*{SPEC_SUFFIX}")) if folder.is_dir() else []:
+        try:
+            is_sweep = "recipes" in tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            is_sweep = False
+        if is_sweep == sweeps:
+            names.append(path.name)
+    return names
 
 
 def find_spec_file(path: str | Path) -> Path:
@@ -159,17 +182,17 @@ def find_spec_file(path: str | Path) -> Path:
     raise BenchSpecError(f"no experiment spec at {given} (nor {given.name}{SPEC_SUFFIX})")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _list(value: Any, name: str) -> tuple[Any, ...]:
+def as_list(value: Any, name: str) -> tuple[Any, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         value = (value,)
-    _require(len(value) > 0, name, value, "a non-empty list")
+    require(len(value) > 0, name, value, "a non-empty list")
     return tuple(value)
 
 
-def _require(ok: Any, name: str, value: Any, what: str) -> None:
+def require(ok: Any, name: str, value: Any, what: str) -> None:
     if not ok:
         raise BenchSpecError(f"{name}: expected {what}, got {value!r}")

@@ -146,6 +146,71 @@ def load_memory(df: pd.DataFrame) -> Figure:
     return fig
 
 
+_QUALITY_LABELS = {
+    "kl_mean": "mean KL divergence from the reference (nats, lower is better)",
+    "perplexity": "perplexity on the evaluation text (lower is better)",
+    "top1_agreement": "top-1 agreement with the reference (higher is better)",
+    "divergence_mean": "first greedy token that differs (higher is better)",
+}
+_HIGHER_IS_BETTER = {"top1_agreement", "divergence_mean", "prompt_tps", "generation_tps"}
+
+
+def pareto_front(df: pd.DataFrame, objectives: Sequence[str]) -> pd.Series:
+    """True for rows no other row beats: at least as good on every objective and better
+    on one (higher is better for tok/s, agreement and divergence; lower for the rest)."""
+    signs = np.array([-1.0 if c in _HIGHER_IS_BETTER else 1.0 for c in objectives])
+    values = df[list(objectives)].to_numpy(dtype=float) * signs  # now lower is better everywhere
+    front = [not any(np.all(other <= row) and np.any(other < row) for other in values) for row in values]
+    return pd.Series(front, index=df.index)
+
+
+def quant_pareto(df: pd.DataFrame, quality: str = "kl_mean", speed: str = "generation_tps") -> Figure:
+    """Quantization sweep rows (reports.schema.QUANT_COLUMNS): `quality` against `speed`,
+    marker area proportional to peak memory. Filled markers are the Pareto front over
+    quality, speed and memory together; hollow ones are beaten on all three by another."""
+    if df.empty:
+        raise ValueError("no quantization rows to plot")
+    df = df.reset_index(drop=True)
+    front = pareto_front(df, [quality, speed, "peak_memory_gb"])
+    fig = Figure(figsize=(8.5, 5.2), layout="constrained")
+    ax = fig.subplots()
+    biggest = float(df["peak_memory_gb"].max()) or 1.0
+    sizes = 60 + 900 * df["peak_memory_gb"].astype(float) / biggest
+    for on_front in (True, False):
+        part = df[front == on_front]
+        if part.empty:
+            continue
+        ax.scatter(
+            part[speed],
+            part[quality],
+            s=sizes[part.index],
+            facecolors="tab:blue" if on_front else "none",
+            edgecolors="tab:blue",
+            alpha=0.6 if on_front else 0.9,
+            label="Pareto front (quality, speed, memory)" if on_front else "beaten on all three",
+        )
+    for _, row in df.iterrows():
+        label = f"{row['recipe']}\n{row['peak_memory_gb']:.2f} GB, {row['bits_per_weight']:.1f} bpw"
+        if pd.isna(row["bits_per_weight"]):
+            label = f"{row['recipe']}\n{row['peak_memory_gb']:.2f} GB"
+        ax.annotate(label, (row[speed], row[quality]), textcoords="offset points", xytext=(8, 6), fontsize=8)
+    ax.margins(x=0.2, y=0.1)  # room for the labels
+    if quality == "kl_mean":
+        # KL spans 0 (the reference) to several nats: linear near zero, logarithmic above.
+        ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel(_LABELS.get(speed, speed))
+    ax.set_ylabel(_QUALITY_LABELS.get(quality, quality))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best", markerscale=0.5)
+    models = ", ".join(dict.fromkeys(df["source_model"].astype(str)))
+    fig.suptitle(
+        f"quantization of {models} ({', '.join(sorted(set(df['experiment'].astype(str))))}): "
+        "marker area = peak memory",
+        fontsize=11,
+    )
+    return fig
+
+
 # The report's plots, by file name stem: what `workbench report` and the UI draw.
 REPORT_PLOTS = {
     "tps_vs_prompt_length": tps_vs_prompt_length,

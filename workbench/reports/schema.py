@@ -63,3 +63,42 @@ BENCH_FIELDS: tuple[str, ...] = tuple(c.name for c in BENCH_COLUMNS)
 TRIAL_KEY: tuple[str, ...] = ("model", "batch_size", "prompt_tokens", "generation_tokens", "trial")
 # The columns that identify one configuration, for summaries and plots.
 CONFIG_KEY: tuple[str, ...] = ("model", "variant", "batch_size", "prompt_tokens", "generation_tokens")
+
+# One row per variant of a quantization sweep (workbench quantize --sweep): what it is,
+# what it costs in quality against the reference, and its speed and memory (medians of
+# the benchmark runner's trials, which land in <name>.bench.csv with BENCH_COLUMNS).
+QUANT_COLUMNS: tuple[Column, ...] = (
+    *PROVENANCE_COLUMNS,
+    Column("experiment", "str", "the sweep spec's name"),
+    Column("model", "str", "registered id of the variant (the reference's own id on its row)"),
+    Column("source_model", "str", "the model the variant was made from"),
+    Column("reference_model", "str", "the model quality is measured against"),
+    Column("recipe", "str", "q<bits>-g<group>, mixed_*-g<group>, mxfp4, ..., f32; 'reference' on its row"),
+    Column("mode", "str", "mlx quantization mode (affine, mxfp4, ...); 'none' for dense weights"),
+    Column("bits", "int", "bits of most weights (32 = dense float32)", nullable=True),
+    Column("group_size", "int", "quantization group size; empty for dense weights", nullable=True),
+    Column("bits_per_weight", "float", "stored bits per parameter, scales included", nullable=True),
+    Column("size_gb", "float", "size on disk (1 GB = 1e9 B)", nullable=True),
+    Column("quantize_s", "float", "how long making the variant took (when it was made)", nullable=True),
+    Column("cached", "bool", "the variant existed from an earlier run and was reused", nullable=True),
+    Column("eval_text_sha256", "str", "sha256 of the evaluation text"),
+    Column("eval_tokens", "int", "next-token positions scored"),
+    Column("perplexity", "float", "exp(mean negative log-likelihood) on the evaluation text"),
+    Column("reference_perplexity", "float", "the reference's perplexity on the same windows"),
+    Column("kl_mean", "float", "mean KL(reference || variant) of next-token distributions, nats"),
+    Column("top1_agreement", "float", "share of positions where variant and reference pick the same token"),
+    Column("divergence_prompts", "int", "prompts continued greedily"),
+    Column("divergence_tokens", "int", "length of each greedy continuation"),
+    Column("divergence_mean", "float", "mean first token where greedy continuations differ", nullable=True),
+    Column("identical_fraction", "float", "share of prompts continued identically", nullable=True),
+    Column("load_s", "float", "load time of the variant", nullable=True),
+    Column("peak_memory_gb", "float", "median MLX peak memory over the speed trials"),
+    Column("prompt_tps", "float", "median prompt-processing tok/s over the speed trials"),
+    Column("generation_tps", "float", "median decode tok/s over the speed trials"),
+    Column("speed_trials", "int", "recorded speed trials (rows in <name>.bench.csv)"),
+    Column("prompt_tokens", "int", "prompt length of the speed trials"),
+    Column("generation_tokens", "int", "generation length of the speed trials"),
+    Column("seed", "int", "sampler seed"),
+    Column("spec_sha", "str", "sha256 of the full sweep spec (first 16 hex digits)"),
+)
+QUANT_FIELDS: tuple[str, ...] = tuple(c.name for c in QUANT_COLUMNS)

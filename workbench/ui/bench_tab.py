@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from workbench.bench.runner import default_csv_path, run_to_csv
-from workbench.bench.spec import BenchSpec, BenchSpecError, experiments_dir
+from workbench.bench.spec import BenchSpec, BenchSpecError, experiments_dir, spec_files
 from workbench.config import Settings
 from workbench.engine import Engine
 from workbench.reports import plots
@@ -123,7 +123,7 @@ def build_bench_tab(engine: Engine, settings: Settings) -> tuple[Any, list[Any]]
         return "Stopping after the current token…" if n else "Nothing is running."
 
     def on_load() -> list[Any]:
-        files = sorted(p.name for p in experiments_dir().glob("*.toml")) if experiments_dir().is_dir() else []
+        files = spec_files()
         with user_errors():
             infos = engine.models()
         default = engine.default_model
