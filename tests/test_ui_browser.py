@@ -367,3 +367,53 @@ def test_benchmark_tab_runs_shows_results_and_stops(page: Any, ui: dict[str, Any
     kept = len(read_results(csv_path)) - 4
     assert 1 <= kept < 10 and f"{kept} rows" in page.inner_text("#bench-status")
     assert wait_until(lambda: not engine.exclusive_held, timeout_s=30)
+
+
+def test_quantize_tab_makes_variants_plots_pareto_and_fills_the_pickers(
+    page: Any, ui: dict[str, Any], engine: Engine
+) -> None:
+    from workbench.reports.schema import QUANT_COLUMNS
+    from workbench.reports.store import read_results
+
+    page.get_by_role("tab", name="Quantize").click()
+    # A sweep file fills the settings; the benchmark specs are not offered here.
+    page.click("#quant-experiment input")
+    assert page.get_by_role("option", name="default.toml").count() == 0
+    page.get_by_role("option", name="quant_sweep.toml").click()
+    page.wait_for_function("document.querySelector('#quant-question textarea')?.value.includes('quality')")
+    assert "mxfp4" in page.inner_text("#quant-recipes")
+    # A tiny sweep of its own: a fresh page has q8, q4, q2; keep q8, add a typed q3-g32.
+    page.reload()
+    page.wait_for_function("document.querySelector('#wb-header')?.innerText.includes('Engine on')")
+    page.get_by_role("tab", name="Quantize").click()
+    for recipe in ("q4", "q2"):
+        page.click(f"#quant-recipes .token:has-text('{recipe}') .token-remove")
+    page.fill("#quant-recipes input", "q3-g32")
+    page.press("#quant-recipes input", "Enter")
+    page.fill("#quant-name textarea", "uiquant")
+    for key, value in (
+        ("eval-tokens", 32), ("window", 32), ("divergence-prompts", 1), ("divergence-tokens", 4),
+        ("prompt-tokens", 8), ("generation-tokens", 2), ("trials", 1), ("warmup", 0),
+    ):  # fmt: skip
+        set_number(page, f"#quant-{key} input", value)
+    page.evaluate(RECORD_TEXTS, "#tab-quant")
+    page.click("#quant-run")
+    page.wait_for_function(
+        "document.querySelector('#quant-status')?.innerText.includes('finished')", timeout=300_000
+    )
+    status = page.inner_text("#quant-status")
+    assert "3 variants" in status and "uiquant.csv" in status, status
+    assert any(re.search(r"\d+/\d+ steps", t) for t in page.evaluate("window.shown")), "no progress bar"
+    table = page.inner_text("#quant-table")
+    assert "reference" in table and "q8-g64" in table and "q3-g32" in table
+    page.wait_for_selector("#quant-pareto img")
+    df = read_results(ui["settings"].results_dir / "uiquant.csv", QUANT_COLUMNS)
+    assert list(df["recipe"]) == ["reference", "q8-g64", "q3-g32"] and df["kl_mean"].iloc[0] == 0
+    screenshot(page, "quantize")
+
+    # The new variants are in the Chat picker at once, and chat with them works.
+    page.get_by_role("tab", name="Chat").click()
+    page.click("#chat-model input")
+    assert page.get_by_role("option", name=re.compile("smollm2-135m-instruct-q3-g32")).count() == 1
+    page.keyboard.press("Escape")
+    assert "smollm2-135m-instruct-q3-g32" in [m.id for m in engine.models()]

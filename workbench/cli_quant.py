@@ -11,20 +11,6 @@ from pathlib import Path
 
 from workbench.engine import RECIPE_HELP, Engine
 
-SUMMARY_COLUMNS = (
-    "model",
-    "recipe",
-    "bits_per_weight",
-    "size_gb",
-    "perplexity",
-    "kl_mean",
-    "top1_agreement",
-    "divergence_mean",
-    "peak_memory_gb",
-    "prompt_tps",
-    "generation_tps",
-)
-
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     quantize = sub.add_parser(
@@ -114,12 +100,12 @@ def write_quant_report(csv_path: Path, run: str, out_dir: Path) -> list[Path]:
 
     from workbench.cli_bench import select_run
     from workbench.reports import plots
-    from workbench.reports.schema import QUANT_COLUMNS
+    from workbench.reports.schema import QUANT_COLUMNS, QUANT_SUMMARY_FIELDS
     from workbench.reports.store import read_results
 
     df = select_run(read_results(csv_path, QUANT_COLUMNS), run)
     with pd.option_context("display.width", 220, "display.max_columns", None, "display.precision", 4):
-        print(df[list(SUMMARY_COLUMNS)].to_string(index=False))
+        print(df[list(QUANT_SUMMARY_FIELDS)].to_string(index=False))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{csv_path.stem}.pareto.png"
     plots.quant_pareto(df).savefig(path, dpi=110)

@@ -103,9 +103,16 @@ def run_sweep(
                 made = None if recipe is None else engine.quantize(source, recipe)
                 model = reference if made is None else made.model
                 step(f"{model}: {'cached' if made and made.cached else 'ready'}")
-                speed = _speed(engine, spec, model, base, bench_csv, cancel, step, done, total)
+                at = done  # the benchmark runner reports its trials from 0
+
+                def trials(d: int, _total: int, what: str, at: int = at, model: str = model) -> None:
+                    if on_progress:
+                        on_progress(min(at + d, total), total, f"{model}: speed, {what}")
+
+                speed = _speed(engine, spec, model, base, bench_csv, cancel, trials)
                 if speed is None:
                     break
+                step(f"{model}: speed", spec.trials)
                 quality = measure_quality(
                     engine,
                     reference,
@@ -136,9 +143,7 @@ def _speed(
     base: dict[str, Any],
     bench_csv: Path,
     cancel: CancelToken,
-    step: Callable[..., None],
-    done: int,
-    total: int,
+    on_progress: ProgressFn,
 ) -> list[dict[str, Any]] | None:
     """The benchmark runner's trials of `model` (appended to bench_csv); None if cancelled."""
     bench = BenchSpec(
@@ -156,12 +161,10 @@ def _speed(
         bench,
         run_id=base["run_id"],
         on_row=lambda row: append_rows(bench_csv, BENCH_FIELDS, [row]),
+        on_progress=on_progress,
         cancel=cancel,
     )
-    if cancel.cancelled or len(rows) < spec.trials:
-        return None
-    step(f"{model}: speed", spec.trials)
-    return rows
+    return None if cancel.cancelled or len(rows) < spec.trials else rows
 
 
 def _row(

@@ -147,7 +147,7 @@ def load_memory(df: pd.DataFrame) -> Figure:
 
 
 _QUALITY_LABELS = {
-    "kl_mean": "mean KL divergence from the reference (nats, lower is better)",
+    "kl_mean": "mean KL from the reference (nats, lower is better)",
     "perplexity": "perplexity on the evaluation text (lower is better)",
     "top1_agreement": "top-1 agreement with the reference (higher is better)",
     "divergence_mean": "first greedy token that differs (higher is better)",

@@ -102,3 +102,17 @@ QUANT_COLUMNS: tuple[Column, ...] = (
     Column("spec_sha", "str", "sha256 of the full sweep spec (first 16 hex digits)"),
 )
 QUANT_FIELDS: tuple[str, ...] = tuple(c.name for c in QUANT_COLUMNS)
+# The columns a sweep's summary table shows (CLI and UI).
+QUANT_SUMMARY_FIELDS: tuple[str, ...] = (
+    "model",
+    "recipe",
+    "bits_per_weight",
+    "size_gb",
+    "perplexity",
+    "kl_mean",
+    "top1_agreement",
+    "divergence_mean",
+    "peak_memory_gb",
+    "prompt_tps",
+    "generation_tps",
+)

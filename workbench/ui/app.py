@@ -1,5 +1,5 @@
-"""build_ui: the Gradio workbench (Chat, Compare, Models, Benchmark tabs) on one Engine, and
-mount_ui, which serves it inside the FastAPI app next to the HTTP API.
+"""build_ui: the Gradio workbench (Chat, Compare, Models, Benchmark, Quantize tabs) on one
+Engine, and mount_ui, which serves it inside the FastAPI app next to the HTTP API.
 
 Built before the engine starts (create_app builds everything at construction), so
 nothing here calls the engine until a page loads. Knows no HTTP wire formats.
@@ -20,6 +20,7 @@ from workbench.ui.chat_tab import build_chat_tab
 from workbench.ui.common import user_errors
 from workbench.ui.compare_tab import build_compare_tab
 from workbench.ui.models_tab import build_models_tab
+from workbench.ui.quant_tab import build_quant_tab
 
 UI_PATH = "/ui"
 CSS = """
@@ -28,7 +29,8 @@ CSS = """
 
 
 def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> gr.Blocks:
-    """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides), Models, Benchmark."""
+    """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides), Models, Benchmark,
+    Quantize."""
     with gr.Blocks(title="MLX Workbench", analytics_enabled=False) as demo:
         header = gr.Markdown(f"## MLX Workbench {__version__}", elem_id="wb-header")
         with gr.Tabs():
@@ -40,6 +42,8 @@ def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> g
                 models_load = build_models_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
             with gr.Tab("Benchmark", id="bench", elem_id="tab-bench"):
                 bench_load = build_bench_tab(engine, settings)
+            with gr.Tab("Quantize", id="quant", elem_id="tab-quant"):
+                quant_load = build_quant_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
         # Loads and unloads from other tabs or the API change the table: refresh on view.
         models_tab.select(models_load[0], None, models_load[1], api_visibility="private")
 
@@ -52,7 +56,7 @@ def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> g
                 )
 
         demo.load(describe, None, [header], api_visibility="private")
-        for fn, outputs in (chat.on_load, compare.on_load, models_load, bench_load):
+        for fn, outputs in (chat.on_load, compare.on_load, models_load, bench_load, quant_load):
             demo.load(fn, None, outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=None)
     return demo
