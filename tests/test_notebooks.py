@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 from workbench.config import Settings
 from workbench.engine import Engine
 from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.reports.schema import BENCH_COLUMNS, QUANT_COLUMNS, Column
 from workbench.reports.store import read_results
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -24,16 +25,18 @@ ARTIFACTS = (
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "figures", "csv"),
+    ("name", "figures", "csv", "columns"),
     [
-        ("01_tokens_per_second.ipynb", 3, "nb01_tokens_per_second.csv"),
-        ("02_memory.ipynb", 3, "nb02_memory_vs_context.csv"),
+        ("01_tokens_per_second.ipynb", 3, "nb01_tokens_per_second.csv", BENCH_COLUMNS),
+        ("02_memory.ipynb", 3, "nb02_memory_vs_context.csv", BENCH_COLUMNS),
+        ("03_quantization_tradeoffs.ipynb", 2, "nb03_quantization.csv", QUANT_COLUMNS),
     ],
 )
 def test_notebook_executes_and_draws(
     name: str,
     figures: int,
     csv: str,
+    columns: tuple[Column, ...],
     settings: Settings,
     engine: Engine,
     tmp_path: Path,
@@ -58,5 +61,5 @@ def test_notebook_executes_and_draws(
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == figures
-    df = read_results(tmp_path / csv)  # the rows the notebook plotted passed the schema check
+    df = read_results(tmp_path / csv, columns)  # the rows the notebook plotted passed the schema check
     assert len(df) > 0 and df["peak_memory_gb"].gt(0).all()
