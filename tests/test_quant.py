@@ -18,7 +18,7 @@ import pytest
 
 from api.app import create_app
 from tests.helpers import LiveServer
-from workbench.bench.spec import BenchSpecError
+from workbench.bench.spec import BenchSpec, BenchSpecError, experiments_dir, spec_files
 from workbench.config import Settings
 from workbench.engine import Engine, EngineError, InvalidRequestError, QuantRecipe
 from workbench.engine.embedded import EMBEDDED_IDS
@@ -73,9 +73,12 @@ def test_recipes_parse_to_canonical_names_and_reject_the_impossible() -> None:
         QuantSweepSpec(name="x", recipes=("q8", "q7"))
     with pytest.raises(BenchSpecError, match="distinct"):
         QuantSweepSpec(name="x", recipes=("q4", "q4-g64"))
+    sweeps = spec_files(sweeps=True)
+    assert "quant_sweep.toml" in sweeps
+    for name in sweeps:  # every shipped sweep loads, says what it asks, and covers 8..2 bits
+        spec = QuantSweepSpec.from_file(experiments_dir() / name)
+        assert spec.question and {"q8-g64", "q2-g64"} <= set(spec.recipes)
     with pytest.raises(BenchSpecError, match="quantization sweep"):
-        from workbench.bench.spec import BenchSpec
-
         BenchSpec.from_dict({"name": "x", "recipes": ["q4"]})
 
 

@@ -6,7 +6,9 @@ recipe is reused. Runs on the engine thread only; knows the registry, not consum
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -129,18 +131,22 @@ def _convert(src: Path, dst: Path, recipe: QuantRecipe, *, float32: bool) -> tup
 
     start = time.perf_counter()
     mixed = recipe.kind in MIXED_RECIPES
-    convert(
-        str(src),
-        str(dst),
-        quantize=recipe.kind != DEQUANTIZE,
-        q_bits=recipe.bits if recipe.kind != DEQUANTIZE else None,
-        q_group_size=recipe.group_size,
-        q_mode=recipe.mode if recipe.kind != DEQUANTIZE else "affine",
-        quant_predicate=recipe.kind if mixed else None,
-        dequantize=recipe.kind == DEQUANTIZE,
-        # CPU backend: float32 scales and dense weights (half precision is ~30x slower there).
-        dtype="float32" if float32 else None,
-    )
+    # convert() prints its progress; stdout belongs to the CLI's tables, so it goes to
+    # the log. (The swap is process-wide, for the second or so the conversion takes.)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        convert(
+            str(src),
+            str(dst),
+            quantize=recipe.kind != DEQUANTIZE,
+            q_bits=recipe.bits if recipe.kind != DEQUANTIZE else None,
+            q_group_size=recipe.group_size,
+            q_mode=recipe.mode if recipe.kind != DEQUANTIZE else "affine",
+            quant_predicate=recipe.kind if mixed else None,
+            dequantize=recipe.kind == DEQUANTIZE,
+            # CPU backend: float32 scales and dense weights (half precision is ~30x slower there).
+            dtype="float32" if float32 else None,
+        )
+    log.info("mlx_lm.convert: %s", " | ".join(printed.getvalue().split("\n")).strip(" |"))
     seconds = time.perf_counter() - start
     model, _ = load(str(dst), lazy=True)  # lazy: only shapes and dtypes are read
     return seconds, float(compute_bits_per_weight(model))
