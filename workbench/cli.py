@@ -1,5 +1,5 @@
 """Thin argparse CLI: `workbench serve` (UI + API), `models`, `chat`; `bench`, `report` and
-`overhead` live in cli_bench, `quantize` in cli_quant.
+`overhead` live in cli_bench, `quantize` in cli_quant, `arena` in cli_arena.
 
 Parses flags into Settings and a request, then calls the Engine; all behaviour
 lives below. Generated text goes to stdout, stats and notices to stderr.
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from workbench import __version__, cli_bench, cli_quant
+from workbench import __version__, cli_arena, cli_bench, cli_quant
 from workbench.config import Settings
 from workbench.engine import (
     Chunk,
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_bench.add_commands(sub, common)
     cli_quant.add_commands(sub, common)
+    cli_arena.add_commands(sub, common)
     return parser
 
 
@@ -276,13 +277,17 @@ def cmd_chat(args: argparse.Namespace, engine: Engine) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.log_level = (args.log_level or ("INFO" if args.command == "serve" else "WARNING")).upper()
+    args.log_level = (
+        getattr(args, "log_level", None) or ("INFO" if args.command == "serve" else "WARNING")
+    ).upper()
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
             return cmd_serve(args)
         if args.command == "report":  # reads files only: no engine
             return cli_bench.cmd_report(args)
+        if args.command == "arena" and args.arena_command == "stats":  # files only, too
+            return cli_arena.cmd_arena_stats(args)
         settings = _settings(args)
         with Engine(settings) as engine:
             commands = {
@@ -291,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bench": cli_bench.cmd_bench,
                 "overhead": cli_bench.cmd_overhead,
                 "quantize": cli_quant.cmd_quantize,
+                "arena": cli_arena.cmd_arena_run,
             }
             return commands[args.command](args, engine)
     except (EngineError, ValueError) as exc:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from workbench.engine import Engine
 
@@ -81,9 +83,23 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     )
 
 
-def cmd_bench(args: argparse.Namespace, engine: Engine) -> int:
+def progress_bar(desc: str, unit: str, disable: bool = False) -> tuple[Any, Callable[[int, int, str], None]]:
+    """A tqdm bar on stderr and the (done, total, what) callback that moves it (the
+    runners' on_progress); close the bar when the run ends."""
     from tqdm import tqdm
 
+    bar = tqdm(unit=unit, desc=desc, file=sys.stderr, disable=disable)
+
+    def progress(done: int, total: int, what: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(what[-60:], refresh=False)
+        bar.refresh()
+
+    return bar, progress
+
+
+def cmd_bench(args: argparse.Namespace, engine: Engine) -> int:
     from workbench.bench.runner import default_csv_path, run_to_csv
     from workbench.bench.spec import BenchSpec
     from workbench.engine import CancelToken
@@ -92,15 +108,7 @@ def cmd_bench(args: argparse.Namespace, engine: Engine) -> int:
     out = Path(args.out) if args.out else default_csv_path(engine.settings.results_dir, spec)
     if spec.question:
         print(f"{spec.name}: {spec.question}", file=sys.stderr)
-    bar = tqdm(
-        total=spec.total_trials, unit="trial", desc=spec.name, file=sys.stderr, disable=args.no_progress
-    )
-
-    def progress(done: int, total: int, what: str) -> None:
-        bar.n = done
-        bar.set_postfix_str(what, refresh=False)
-        bar.refresh()
-
+    bar, progress = progress_bar(spec.name, "trial", args.no_progress)
     cancel = CancelToken()
     try:
         run = run_to_csv(engine, spec, out, resume=args.resume, on_progress=progress, cancel=cancel)

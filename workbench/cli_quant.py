@@ -58,8 +58,7 @@ def cmd_quantize(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def _sweep(args: argparse.Namespace, engine: Engine) -> int:
-    from tqdm import tqdm
-
+    from workbench.cli_bench import progress_bar
     from workbench.engine import CancelToken
     from workbench.quant import QuantSweepSpec, run_sweep
     from workbench.quant.sweep import default_csv_path
@@ -68,13 +67,7 @@ def _sweep(args: argparse.Namespace, engine: Engine) -> int:
     out = Path(args.out) if args.out else default_csv_path(engine.settings.results_dir, spec)
     if spec.question:
         print(f"{spec.name}: {spec.question}", file=sys.stderr)
-    bar = tqdm(unit="step", desc=spec.name, file=sys.stderr, disable=args.no_progress)
-
-    def progress(done: int, total: int, what: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(what[-60:], refresh=False)
-        bar.refresh()
+    bar, progress = progress_bar(spec.name, "step", args.no_progress)
 
     cancel = CancelToken()
     try:

@@ -83,7 +83,7 @@ def run_benchmark(
             configs = [c for c in spec.configurations() if c.model == model]
             if not any(todo[c] for c in configs) or cancel.cancelled:
                 continue
-            info = _load_alone(engine, resolved[model])
+            info = load_alone(engine, resolved[model])
             for config in configs:
                 if not todo[config] or cancel.cancelled:
                     continue
@@ -141,7 +141,7 @@ def _key(config: BenchConfig, trial: int, model_id: str) -> tuple[Any, ...]:
     return tuple(values[k] for k in TRIAL_KEY)
 
 
-def _load_alone(engine: Engine, model: str) -> Any:
+def load_alone(engine: Engine, model: str) -> Any:
     """Load `model` with every other model unloaded, so peak memory is its own."""
     info = engine.model_info(model)
     for other in engine.models():

@@ -211,6 +211,48 @@ def quant_pareto(df: pd.DataFrame, quality: str = "kl_mean", speed: str = "gener
     return fig
 
 
+def arena_plot(models: pd.DataFrame, pairs: pd.DataFrame, caption: str = "") -> Figure:
+    """An arena's verdict beside its cost (arena.stats tables): Bradley-Terry ratings with
+    their bootstrap intervals, each pair's win rate with its Wilson interval against the
+    50% line, and each model's median decode tok/s labelled with its peak memory."""
+    if models.empty or pairs.empty:
+        raise ValueError("no votes to plot")
+    fig = Figure(figsize=(15.0, 0.9 + 0.55 * max(len(models), len(pairs), 3)), layout="constrained")
+    rating_ax, pair_ax, speed_ax = fig.subplots(1, 3)
+    order = models.iloc[::-1]  # best on top
+    y = np.arange(len(order))
+    if order["rating"].notna().any():
+        err = np.vstack([order["rating"] - order["rating_low"], order["rating_high"] - order["rating"]])
+        rating_ax.errorbar(order["rating"], y, xerr=np.nan_to_num(err), fmt="o", capsize=4)
+    rating_ax.axvline(1000, color="grey", lw=0.8, ls=":")
+    rating_ax.set_yticks(y, order["model"], fontsize=8)
+    rating_ax.set_xlabel("Bradley-Terry rating (Elo scale), 95% bootstrap CI")
+    labels = [f"{r.model_x}\nvs {r.model_y} (n={r.votes})" for r in pairs.itertuples()]
+    py = np.arange(len(pairs))[::-1]
+    rate = pairs["win_rate_x"].astype(float)
+    perr = np.vstack([rate - pairs["ci_low"].astype(float), pairs["ci_high"].astype(float) - rate])
+    pair_ax.errorbar(rate, py, xerr=np.nan_to_num(perr), fmt="s", capsize=4, color="tab:purple")
+    pair_ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    pair_ax.set_xlim(0, 1)
+    pair_ax.set_yticks(py, labels, fontsize=8)
+    pair_ax.set_xlabel("win rate of the first model, Wilson 95% CI")
+    speed = (
+        order["median_tps"].astype(float) if "median_tps" in order else pd.Series(np.nan, index=order.index)
+    )
+    speed_ax.barh(y, speed.fillna(0), color="tab:green", alpha=0.7)
+    for yi, tps, peak in zip(y, speed, order.get("median_peak_memory_gb", speed * np.nan), strict=True):
+        if pd.notna(tps):
+            text = f" {tps:.1f} tok/s" + (f", {peak:.2f} GB" if pd.notna(peak) else "")
+            speed_ax.annotate(text, (tps, yi), va="center", fontsize=8)
+    speed_ax.set_yticks(y, order["model"], fontsize=8)
+    speed_ax.set_xlabel("median decode tok/s (label: median peak memory)")
+    speed_ax.margins(x=0.45)
+    for ax in (rating_ax, pair_ax, speed_ax):
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(caption or "arena", fontsize=10)
+    return fig
+
+
 # The report's plots, by file name stem: what `workbench report` and the UI draw.
 REPORT_PLOTS = {
     "tps_vs_prompt_length": tps_vs_prompt_length,

@@ -1,0 +1,446 @@
+"""Statistics of pairwise votes that hold at a single researcher's sample sizes.
+
+Input: a vote DataFrame with `model_a`, `model_b` (as shown), `verdict` (a, b, tie,
+both_bad) and, when present, per-side `generation_tps_*` / `peak_memory_gb_*`: the
+Compare tab's blind votes (results/votes.csv) and the arena's (<name>.votes.csv) alike.
+
+- Per pair: win rate with a Wilson interval and an exact two-sided sign (binomial) test.
+  Ties and "both bad" say no preference: they are excluded from the win rate and the
+  test by default (`ties="split"` counts each as half a win for both sides instead;
+  the sign test always excludes them, as a sign test does).
+- Bradley-Terry strengths (minorization-maximization, Hunter 2004) with bootstrap
+  percentile intervals from resampling votes; ties count half a win each way (as in
+  Chatbot Arena), and one virtual tie per compared pair keeps an unbeaten model's
+  strength finite. Reported on the Elo scale (1000 + 400 log10 strength, mean 1000).
+- A sequential hint per pair: when the interval came to exclude 50% and stayed so, or
+  about how many more votes the current rate needs. It is a hint: looking after every
+  vote and stopping at the first exclusion raises the false-positive rate above 5%.
+
+Knows pandas and numpy; no engine, no Gradio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy.sparse.csgraph import connected_components
+from scipy.stats import norm
+
+CONFIDENCE = 0.95
+BOOTSTRAP = 1000
+TIE_VERDICTS = ("tie", "both_bad")
+VERDICTS = ("a", "b", *TIE_VERDICTS)
+REQUIRED = ("model_a", "model_b", "verdict")
+Ties = Literal["exclude", "split"]
+ELO_BASE, ELO_SCALE = 1000.0, 400.0
+
+
+# ---- one proportion ---------------------------------------------------------
+def wilson_interval(successes: float, n: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval for a proportion (no continuity correction). `successes`
+    may be fractional (ties split). (nan, nan) when n == 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binomial_test(k: int, n: int, p: float = 0.5) -> float:
+    """Exact two-sided binomial test of k successes in n trials: the probability of an
+    outcome no more likely than k (the 'minlike' rule). 1.0 when n == 0."""
+    if n == 0:
+        return 1.0
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be in [0, n], got {k} of {n}")
+    log_pmf = [_log_binom_pmf(i, n, p) for i in range(n + 1)]
+    threshold = log_pmf[k] + math.log1p(1e-7)  # relative tolerance for float ties
+    total = sum(math.exp(lp) for lp in log_pmf if lp <= threshold)
+    return min(1.0, total)
+
+
+def _log_binom_pmf(k: int, n: int, p: float) -> float:
+    log_comb = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    if p in (0.0, 1.0):
+        return 0.0 if (k == 0 and p == 0.0) or (k == n and p == 1.0) else -math.inf
+    return log_comb + k * math.log(p) + (n - k) * math.log1p(-p)
+
+
+def excludes_half(low: float, high: float) -> bool:
+    return low > 0.5 or high < 0.5
+
+
+def votes_needed(rate: float, confidence: float = CONFIDENCE, limit: int = 100_000) -> int | None:
+    """Fewest decisive votes at which a win rate of `rate` has a Wilson interval that
+    excludes 50% (None: not within `limit`, e.g. a rate of exactly 50%)."""
+    if rate == 0.5 or not 0 <= rate <= 1:
+        return None
+    lo, hi = 1, limit
+    if not excludes_half(*wilson_interval(rate * hi, hi, confidence)):
+        return None
+    while lo < hi:  # the interval narrows as n grows at a fixed rate: bisect
+        mid = (lo + hi) // 2
+        if excludes_half(*wilson_interval(rate * mid, mid, confidence)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+# ---- votes ------------------------------------------------------------------
+def read_votes(path: str | Path) -> pd.DataFrame:
+    """A vote CSV (Compare tab or arena) as a DataFrame, checked for the columns and
+    verdicts the statistics need; errors name the file, the column or the line."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such vote file")
+    try:
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"verdict": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a vote file of two sides: no column(s) {missing}")
+    return check_votes(df, str(path))
+
+
+def check_votes(df: pd.DataFrame, where: str = "votes") -> pd.DataFrame:
+    """`df` with verdicts normalised; raises ValueError naming the first bad row."""
+    df = df.copy()
+    df["verdict"] = df["verdict"].fillna("").astype(str).str.strip().str.lower().str.replace(" ", "_")
+    for column in ("model_a", "model_b"):
+        df[column] = df[column].fillna("").astype(str)
+    for i, row in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
+        if row.verdict not in VERDICTS:
+            raise ValueError(f"{where}, line {i}: verdict {row.verdict!r} is not one of {list(VERDICTS)}")
+        if not row.model_a or not row.model_b or row.model_a == row.model_b:
+            raise ValueError(
+                f"{where}, line {i}: a vote needs two different models, got {row.model_a!r} "
+                f"and {row.model_b!r}"
+            )
+    return df
+
+
+def models_in(votes: pd.DataFrame) -> list[str]:
+    """Models in order of first appearance."""
+    seen: dict[str, None] = {}
+    for a, b in zip(votes["model_a"], votes["model_b"], strict=True):
+        seen.setdefault(a)
+        seen.setdefault(b)
+    return list(seen)
+
+
+# ---- pairs ------------------------------------------------------------------
+def pair_table(votes: pd.DataFrame, ties: Ties = "exclude", confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """One row per pair of models (in order of first appearance): counts, the first
+    model's win rate with its Wilson interval, the sign test's p-value, and the hint."""
+    if ties not in ("exclude", "split"):
+        raise ValueError(f"ties must be 'exclude' or 'split', got {ties!r}")
+    order = {m: i for i, m in enumerate(models_in(votes))}
+    rows = []
+    keys = [
+        tuple(sorted((a, b), key=order.__getitem__))
+        for a, b in zip(votes["model_a"], votes["model_b"], strict=True)
+    ]
+    for (x, y), group in votes.groupby(pd.Series(keys, index=votes.index), sort=False):
+        winners = [_winner(r.model_a, r.model_b, r.verdict) for r in group.itertuples(index=False)]
+        rows.append(_pair_row(x, y, winners, list(group["verdict"]), ties, confidence))
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+PAIR_COLUMNS = [
+    "model_x",
+    "model_y",
+    "votes",
+    "x_wins",
+    "y_wins",
+    "ties",
+    "both_bad",
+    "win_rate_x",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "decided_after",
+    "hint",
+]
+
+
+def _winner(model_a: str, model_b: str, verdict: str) -> str | None:
+    """The model a verdict prefers, with the shown positions undone (None: no preference)."""
+    return model_a if verdict == "a" else model_b if verdict == "b" else None
+
+
+def _pair_row(
+    x: str, y: str, winners: Sequence[str | None], verdicts: Sequence[str], ties: Ties, confidence: float
+) -> dict[str, object]:
+    x_wins = sum(w == x for w in winners)
+    y_wins = sum(w == y for w in winners)
+    n_ties = sum(v == "tie" for v in verdicts)
+    n_bad = sum(v == "both_bad" for v in verdicts)
+    undecided = n_ties + n_bad
+    if ties == "split":
+        k, n = x_wins + undecided / 2, len(winners)
+    else:
+        k, n = x_wins, x_wins + y_wins
+    rate = k / n if n else math.nan
+    low, high = wilson_interval(k, n, confidence)
+    # When did the interval come to exclude 50% and stay so? (votes counted in file order)
+    decided = None
+    kx = ky = und = 0
+    for i, w in enumerate(winners, start=1):
+        kx += w == x
+        ky += w == y
+        und += w is None
+        kk, nn = (kx + und / 2, i) if ties == "split" else (kx, kx + ky)
+        excluded = bool(nn) and excludes_half(*wilson_interval(kk, nn, confidence))
+        decided = (decided or i) if excluded else None
+    return {
+        "model_x": x,
+        "model_y": y,
+        "votes": len(winners),
+        "x_wins": x_wins,
+        "y_wins": y_wins,
+        "ties": n_ties,
+        "both_bad": n_bad,
+        "win_rate_x": rate,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": binomial_test(x_wins, x_wins + y_wins),
+        "decided_after": decided,
+        "hint": _hint(x, y, rate, decided, len(winners), n, confidence),
+    }
+
+
+def _hint(
+    x: str, y: str, rate: float, decided: int | None, votes: int, counted: int, confidence: float
+) -> str:
+    level = f"{confidence:.0%}"
+    if decided is not None:
+        better = x if rate > 0.5 else y
+        return f"{better} preferred: the {level} interval excludes 50% since vote {decided} (of {votes})"
+    if not counted or math.isnan(rate):
+        return "no decisive votes yet"
+    needed = votes_needed(rate, confidence)
+    if needed is None:
+        return f"no preference so far ({rate:.0%}); at this rate no number of votes would decide"
+    share = counted / votes  # decisive votes per vote, to turn decisive votes into votes
+    more = max(1, math.ceil(needed / share) - votes)
+    return f"not yet: at {rate:.0%}, about {more} more votes would make the {level} interval exclude 50%"
+
+
+# ---- Bradley-Terry ----------------------------------------------------------
+@dataclass(frozen=True)
+class _Encoded:
+    models: list[str]
+    winner: np.ndarray  # (V,) index of the winner; for ties, of model_a
+    loser: np.ndarray  # (V,)
+    tie: np.ndarray  # (V,) bool
+
+
+def _encode(votes: pd.DataFrame, models: Sequence[str]) -> _Encoded:
+    index = {m: i for i, m in enumerate(models)}
+    a = votes["model_a"].map(index).to_numpy()
+    b = votes["model_b"].map(index).to_numpy()
+    verdict = votes["verdict"].to_numpy()
+    b_won = verdict == "b"
+    return _Encoded(
+        list(models),
+        np.where(b_won, b, a),
+        np.where(b_won, a, b),
+        np.isin(verdict, TIE_VERDICTS),
+    )
+
+
+def _win_matrices(enc: _Encoded, weights: np.ndarray) -> np.ndarray:
+    """(B, N, N) wins[i, j] = weighted wins of i over j; a tie is half a win each way.
+    `weights` is (B, V): how often each vote is drawn."""
+    n = len(enc.models)
+    full = np.where(enc.tie, 0.5, 1.0)
+    half = np.where(enc.tie, 0.5, 0.0)
+    wins = np.zeros((weights.shape[0], n * n))
+    np.add.at(wins.T, enc.winner * n + enc.loser, (weights * full).T)
+    np.add.at(wins.T, enc.loser * n + enc.winner, (weights * half).T)
+    return wins.reshape(-1, n, n)
+
+
+def fit_bradley_terry(
+    wins: np.ndarray, prior: float = 1.0, tol: float = 1e-9, max_iter: int = 20_000
+) -> np.ndarray:
+    """Log-strengths (mean 0) maximising the Bradley-Terry likelihood of `wins`
+    ((N, N) or a batch (B, N, N): wins[i, j] = wins of i over j), by Hunter's MM
+    updates. `prior` virtual ties are added to every pair compared at least once."""
+    wins = np.asarray(wins, dtype=float)
+    single = wins.ndim == 2
+    wins = wins[None] if single else wins
+    compared = (wins + np.swapaxes(wins, 1, 2)).sum(0) > 0
+    wins = wins + compared * (prior / 2)
+    games = wins + np.swapaxes(wins, 1, 2)
+    total_wins = wins.sum(2)
+    log_p = np.zeros(wins.shape[:2])
+    for _ in range(max_iter):
+        p = np.exp(log_p)
+        denom = (games / (p[:, :, None] + p[:, None, :])).sum(2)
+        new = np.log(np.maximum(total_wins, 1e-300) / np.maximum(denom, 1e-300))
+        new -= new.mean(1, keepdims=True)
+        if np.max(np.abs(new - log_p)) < tol:
+            log_p = new
+            break
+        log_p = new
+    return log_p[0] if single else log_p
+
+
+def to_elo(log_strength: np.ndarray | float) -> np.ndarray | float:
+    """Bradley-Terry log-strength on the Elo scale: 400 points = 10x the odds."""
+    return ELO_BASE + ELO_SCALE * np.asarray(log_strength) / math.log(10)
+
+
+def connected(votes: pd.DataFrame, models: Sequence[str]) -> bool:
+    """Whether every model is linked to every other by a chain of compared pairs."""
+    index = {m: i for i, m in enumerate(models)}
+    adjacency = np.zeros((len(models), len(models)))
+    for a, b in zip(votes["model_a"], votes["model_b"], strict=True):
+        adjacency[index[a], index[b]] = adjacency[index[b], index[a]] = 1
+    return connected_components(adjacency, directed=False)[0] == 1
+
+
+BT_COLUMNS = ["model", "rating", "rating_low", "rating_high", "strength", "battles", "wins", "losses", "ties"]
+
+
+def bradley_terry(
+    votes: pd.DataFrame,
+    *,
+    bootstrap: int = BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+    prior: float = 1.0,
+) -> pd.DataFrame:
+    """One row per model, best first: Elo-scale rating with its bootstrap percentile
+    interval (`bootstrap` resamples of the votes, seeded), log-strength, and counts.
+    Ratings are NaN when the models do not form one connected comparison graph."""
+    models = models_in(votes)
+    counts = _counts(votes, models)
+    if len(models) < 2 or not connected(votes, models):
+        out = pd.DataFrame({"model": models, **counts})
+        for c in ("rating", "rating_low", "rating_high", "strength"):
+            out[c] = math.nan
+        return out[BT_COLUMNS]
+    enc = _encode(votes, models)
+    v = len(votes)
+    point = fit_bradley_terry(_win_matrices(enc, np.ones((1, v)))[0], prior)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(v, np.full(v, 1 / v), size=bootstrap) if bootstrap else np.ones((1, v))
+    boot = fit_bradley_terry(_win_matrices(enc, draws.astype(float)), prior)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha], axis=0)
+    out = pd.DataFrame(
+        {
+            "model": models,
+            "rating": to_elo(point),
+            "rating_low": to_elo(low),
+            "rating_high": to_elo(high),
+            "strength": point,
+            **counts,
+        }
+    )
+    return out[BT_COLUMNS].sort_values("rating", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _counts(votes: pd.DataFrame, models: Sequence[str]) -> dict[str, list[int]]:
+    battles = dict.fromkeys(models, 0)
+    wins, losses, ties = dict(battles), dict(battles), dict(battles)
+    for r in votes.itertuples(index=False):
+        for m in (r.model_a, r.model_b):
+            battles[m] += 1
+        winner = _winner(r.model_a, r.model_b, r.verdict)
+        if winner is None:
+            ties[r.model_a] += 1
+            ties[r.model_b] += 1
+        else:
+            wins[winner] += 1
+            losses[r.model_b if winner == r.model_a else r.model_a] += 1
+    return {
+        "battles": [battles[m] for m in models],
+        "wins": [wins[m] for m in models],
+        "losses": [losses[m] for m in models],
+        "ties": [ties[m] for m in models],
+    }
+
+
+# ---- speed and memory from the same battles --------------------------------
+SPEED_COLUMNS = ["model", "replies", "median_tps", "median_peak_memory_gb"]
+
+
+def model_speed(votes: pd.DataFrame) -> pd.DataFrame:
+    """Each model's median decode tok/s and peak memory over the replies in the votes
+    (a reply judged in several battles counts once). Empty when the file has no stats."""
+    parts = []
+    for side in ("a", "b"):
+        columns = {
+            f"model_{side}": "model",
+            f"generation_tps_{side}": "tps",
+            f"peak_memory_gb_{side}": "peak",
+        }
+        if not set(columns) <= set(votes.columns):
+            return pd.DataFrame(columns=SPEED_COLUMNS)
+        keep = [*columns, *(c for c in (f"output_{side}", "prompt") if c in votes.columns)]
+        part = votes[keep].rename(columns=columns | {f"output_{side}": "output"})
+        parts.append(part)
+    replies = pd.concat(parts, ignore_index=True).drop_duplicates()
+    replies[["tps", "peak"]] = replies[["tps", "peak"]].apply(pd.to_numeric, errors="coerce")
+    grouped = replies.groupby("model", sort=False)
+    out = pd.DataFrame(
+        {
+            "replies": grouped.size(),
+            "median_tps": grouped["tps"].median(),
+            "median_peak_memory_gb": grouped["peak"].median(),
+        }
+    ).reset_index()
+    return out[SPEED_COLUMNS]
+
+
+# ---- everything at once -----------------------------------------------------
+@dataclass(frozen=True)
+class ArenaStats:
+    """The tables the Arena tab, `workbench arena stats` and notebook 04 show."""
+
+    votes: int
+    ties: Ties
+    confidence: float
+    pairs: pd.DataFrame  # pair_table
+    models: pd.DataFrame  # bradley_terry joined with model_speed
+
+    def caption(self) -> str:
+        how = "excluded" if self.ties == "exclude" else "split (half a win each)"
+        return (
+            f"{self.votes} votes · win rates with Wilson {self.confidence:.0%} intervals, ties and "
+            f"'both bad' {how}; sign test two-sided, exact; Bradley-Terry ratings (Elo scale) with "
+            f"bootstrap {self.confidence:.0%} intervals"
+        )
+
+
+def arena_stats(
+    votes: pd.DataFrame,
+    *,
+    ties: Ties = "exclude",
+    confidence: float = CONFIDENCE,
+    bootstrap: int = BOOTSTRAP,
+    seed: int = 0,
+) -> ArenaStats:
+    """Pair table, Bradley-Terry ratings, and speed/memory of each model, from `votes`."""
+    votes = check_votes(votes)
+    if votes.empty:
+        raise ValueError("no votes yet")
+    bt = bradley_terry(votes, bootstrap=bootstrap, confidence=confidence, seed=seed)
+    models = bt.merge(model_speed(votes), on="model", how="left")
+    return ArenaStats(len(votes), ties, confidence, pair_table(votes, ties, confidence), models)
