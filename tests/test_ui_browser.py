@@ -417,3 +417,71 @@ def test_quantize_tab_makes_variants_plots_pareto_and_fills_the_pickers(
     assert page.get_by_role("option", name=re.compile("smollm2-135m-instruct-q3-g32")).count() == 1
     page.keyboard.press("Escape")
     assert "smollm2-135m-instruct-q3-g32" in [m.id for m in engine.models()]
+
+
+def test_arena_runs_battles_and_judges_three_blind(page: Any, ui: dict[str, Any], tmp_path: Path) -> None:
+    from workbench.arena.battles import read_battles
+
+    prompts = tmp_path / "uiarena.txt"
+    prompts.write_text("Say hello.\nName a fruit.\nName a colour.\n")
+    page.get_by_role("tab", name="Arena").click()
+    page.click("#arena-run-box button.label-wrap")
+    # The default model and its 4-bit sibling are picked; the prompt set is typed as a path.
+    assert F32 in page.inner_text("#arena-models") and Q4 in page.inner_text("#arena-models")
+    page.fill("#arena-prompts input", str(prompts))
+    page.press("#arena-prompts input", "Enter")
+    set_number(page, "#arena-temperature input[type=number]", 0)
+    set_number(page, "#arena-max-tokens input", 6)
+    page.click("#arena-run")
+    page.wait_for_function(
+        "document.querySelector('#arena-run-status')?.innerText.includes('3 battles')", timeout=300_000
+    )
+    # The new set opens for judging: blind, no model name anywhere in the judging area.
+    page.wait_for_function("document.querySelector('#arena-progress')?.innerText.includes('0 / 3 judged')")
+    battles = read_battles(ui["settings"].results_dir / "uiarena.battles.csv")
+    assert len(battles) == 3 and {b["picker_order"] for b in battles} <= {"1,2", "2,1"}
+    judging = ["#arena-progress", "#arena-prompt", "#arena-output-a", "#arena-output-b", "#arena-reveal"]
+    for sel in judging:
+        text = page.inner_text(sel)
+        assert F32 not in text and Q4 not in text, (sel, text)
+    assert battles[0]["prompt"] in page.inner_text("#arena-prompt")
+    assert page.inner_text("#arena-output-a").strip() == battles[0]["output_a"].strip()
+    screenshot(page, "arena-blind")
+
+    # Three votes: the keyboard (A), a click (B), the keyboard (T); each reveals its models.
+    page.click("#arena-progress")  # the focus leaves the text fields, so keys vote
+    for n, (how, verdict) in enumerate([("key", "a"), ("click", "b"), ("key", "t")], start=1):
+        battle = battles[n - 1]
+        if how == "key":
+            page.keyboard.press(verdict.upper())
+        else:
+            page.click(f"#arena-vote-{verdict}")
+        page.wait_for_function(
+            f"document.querySelector('#arena-progress')?.innerText.includes('{n} / 3 judged')"
+        )
+        reveal = page.inner_text("#arena-reveal")
+        assert f"A was {battle['model_a']}" in reveal and f"B was {battle['model_b']}" in reveal, reveal
+        # The table updates with every vote.
+        page.wait_for_function(
+            f"document.querySelector('#arena-caption')?.innerText.startsWith('{n} vote')", timeout=30_000
+        )
+    assert "all judged" in page.inner_text("#arena-progress")
+    pairs = page.inner_text("#arena-pair-table")
+    models = page.inner_text("#arena-model-table")
+    assert F32 in models and Q4 in models and "tok" not in pairs
+    page.wait_for_selector("#arena-plot img")
+    with open(ui["settings"].results_dir / "uiarena.votes.csv", newline="") as f:
+        votes = list(csv.DictReader(f))
+    assert [v["verdict"] for v in votes] == ["a", "b", "tie"]
+    assert [v["winner_model"] for v in votes] == [battles[0]["model_a"], battles[1]["model_b"], ""]
+    wins = {F32: 0, Q4: 0}
+    for v in votes[:2]:
+        wins[v["winner_model"]] += 1
+    # The pair row shows the same counts as the file: x wins, y wins, 1 tie.
+    # (The table's text: its label, the 12 headers, then the one row's 12 cells.)
+    texts = [t.strip() for t in pairs.splitlines() if t.strip()]
+    cells = texts[texts.index("hint") + 1 :]
+    x, y = cells[0], cells[1]
+    assert {x, y} == {F32, Q4} and cells[2] == "3"
+    assert (int(cells[3]), int(cells[4]), int(cells[5])) == (wins[x], wins[y], 1), cells
+    screenshot(page, "arena")

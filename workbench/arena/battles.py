@@ -242,7 +242,9 @@ def run_battles(
             for first, second in itertools.combinations(range(len(models)), 2):
                 swapped = rng.random() < 0.5
                 shown = (second, first) if swapped else (first, second)
-                rows.append(_battle_row(base, spec, len(rows), index, item, models, shown, swapped, replies))
+                rows.append(
+                    _battle_row(base, spec, len(rows) + 1, index, item, models, shown, swapped, replies)
+                )
         count = append_rows(path, BATTLE_FIELDS, rows)
     except BaseException:
         update_sidecar(sidecar, spec.name, record, "failed", 0)

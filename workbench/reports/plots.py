@@ -217,7 +217,7 @@ def arena_plot(models: pd.DataFrame, pairs: pd.DataFrame, caption: str = "") -> 
     50% line, and each model's median decode tok/s labelled with its peak memory."""
     if models.empty or pairs.empty:
         raise ValueError("no votes to plot")
-    fig = Figure(figsize=(15.0, 0.9 + 0.55 * max(len(models), len(pairs), 3)), layout="constrained")
+    fig = Figure(figsize=(15.0, 1.6 + 0.6 * max(len(models), len(pairs), 3)), layout="constrained")
     rating_ax, pair_ax, speed_ax = fig.subplots(1, 3)
     order = models.iloc[::-1]  # best on top
     y = np.arange(len(order))

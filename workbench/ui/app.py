@@ -1,4 +1,4 @@
-"""build_ui: the Gradio workbench (Chat, Compare, Models, Benchmark, Quantize tabs) on one
+"""build_ui: the Gradio workbench (Chat, Compare, Arena, Models, Benchmark, Quantize tabs) on one
 Engine, and mount_ui, which serves it inside the FastAPI app next to the HTTP API.
 
 Built before the engine starts (create_app builds everything at construction), so
@@ -15,6 +15,7 @@ import gradio as gr
 from workbench import __version__
 from workbench.config import Settings
 from workbench.engine import Engine
+from workbench.ui.arena_tab import KEYBOARD_JS, build_arena_tab
 from workbench.ui.bench_tab import build_bench_tab
 from workbench.ui.chat_tab import build_chat_tab
 from workbench.ui.common import user_errors
@@ -29,8 +30,8 @@ CSS = """
 
 
 def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> gr.Blocks:
-    """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides), Models, Benchmark,
-    Quantize."""
+    """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides), Arena, Models,
+    Benchmark, Quantize."""
     with gr.Blocks(title="MLX Workbench", analytics_enabled=False) as demo:
         header = gr.Markdown(f"## MLX Workbench {__version__}", elem_id="wb-header")
         with gr.Tabs():
@@ -38,6 +39,8 @@ def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> g
                 chat = build_chat_tab(engine, settings)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                 compare = build_compare_tab(engine, settings, sides=compare_sides)
+            with gr.Tab("Arena", id="arena", elem_id="tab-arena"):
+                arena_load = build_arena_tab(engine, settings)
             with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
                 models_load = build_models_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
             with gr.Tab("Benchmark", id="bench", elem_id="tab-bench"):
@@ -56,7 +59,7 @@ def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> g
                 )
 
         demo.load(describe, None, [header], api_visibility="private")
-        for fn, outputs in (chat.on_load, compare.on_load, models_load, bench_load, quant_load):
+        for fn, outputs in (chat.on_load, compare.on_load, arena_load, models_load, bench_load, quant_load):
             demo.load(fn, None, outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=None)
     return demo
@@ -86,4 +89,5 @@ def mount_ui(app: Any, engine: Engine, settings: Settings, path: str = UI_PATH) 
         ssr_mode=False,
         theme=_theme(),
         css=CSS,
+        head=f"<script>{KEYBOARD_JS}</script>",
     )
