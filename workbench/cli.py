@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key",
-        help="require 'Authorization: Bearer KEY' on /v1 routes, and KEY as the UI's sign-in "
-        "password (prefer WORKBENCH_API_KEY: command lines are visible to other users)",
+        help="require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on /v1 routes, and KEY as the "
+        "UI's sign-in password (prefer WORKBENCH_API_KEY: command lines are visible to other users)",
     )
 
     models = sub.add_parser(
