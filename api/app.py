@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import routes_chat, routes_completions, routes_health, routes_models
+from api import routes_chat, routes_completions, routes_health, routes_messages, routes_models
 from api.auth import require_api_key
 from api.errors import install_error_handlers
 from workbench import __version__
@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: Settings | None = None, engine: Engine | None = None, *, with_ui: bool = True
 ) -> FastAPI:
-    """The ASGI app: `/v1` (OpenAI-compatible), `/health` and, with `with_ui`, the
-    Gradio workbench at `/ui` (`/` redirects there), all on one `engine`.
+    """The ASGI app: `/v1` (OpenAI-compatible, plus Anthropic's `/v1/messages`),
+    `/health` and, with `with_ui`, the Gradio workbench at `/ui` (`/` redirects
+    there), all on one `engine`.
 
     Without `engine`, the app makes its own and owns it: started at lifespan startup
     (the default model is loaded then), stopped at shutdown. A given engine is started
@@ -58,15 +59,17 @@ def create_app(
     app = FastAPI(
         title="MLX Workbench API",
         version=__version__,
-        description="OpenAI-compatible API on one MLX engine. Responses carry a `timings` "
-        "extension next to `usage` (TTFT, prompt and generation tok/s, peak memory).",
+        description="OpenAI-compatible API (and Anthropic's Messages API at /v1/messages) on one "
+        "MLX engine. Responses carry a `timings` extension next to `usage` (TTFT, prompt and "
+        "generation tok/s, peak memory).",
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.engine = eng
-    install_error_handlers(app)
+    install_error_handlers(app, anthropic_prefix=routes_messages.PREFIX)
     protected = [Depends(require_api_key)]
-    for router in (routes_models.router, routes_chat.router, routes_completions.router):
+    routers = (routes_models.router, routes_chat.router, routes_completions.router, routes_messages.router)
+    for router in routers:
         app.include_router(router, dependencies=protected)
     app.include_router(routes_health.router)
     if with_ui:

@@ -13,17 +13,24 @@ from api.errors import ApiError
 
 
 async def require_api_key(request: Request) -> None:
-    """`Authorization: Bearer <key>` must match the configured key; 401 otherwise."""
+    """`Authorization: Bearer <key>` (OpenAI clients) or `x-api-key: <key>` (Anthropic
+    clients) must match the configured key; 401 otherwise."""
     key: str | None = request.app.state.settings.api_key
     if key is None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), key.encode()):
+    offered = [request.headers.get("x-api-key", "").strip()]
+    if scheme.lower() == "bearer":
+        offered.append(token.strip())
+    # Compare every offered key (no short cut), so timing says nothing about which one.
+    matches = [secrets.compare_digest(k.encode(), key.encode()) for k in offered if k]
+    if any(matches):
         return
-    given = "a wrong API key" if token else "no API key"
+    given = "a wrong API key" if token or offered[0] else "no API key"
     raise ApiError(
         401,
-        f"this server needs an API key (Authorization: Bearer <key>); the request carried {given}",
+        "this server needs an API key (Authorization: Bearer <key> or x-api-key: <key>); "
+        f"the request carried {given}",
         code="invalid_api_key",
         headers={"WWW-Authenticate": "Bearer"},
     )

@@ -1,5 +1,6 @@
-"""OpenAI-shaped error bodies, and the one mapping from engine exceptions and
-request-validation failures to HTTP status codes. Knows no routes."""
+"""Error bodies in OpenAI's and Anthropic's shapes, and the one mapping from engine
+exceptions and request-validation failures to HTTP status codes. Knows no routes:
+the app says which path prefix speaks Anthropic."""
 
 from __future__ import annotations
 
@@ -38,6 +39,24 @@ _ENGINE_ERRORS: tuple[tuple[type[EngineError], int, str, str | None], ...] = (
     (EngineError, 500, "server_error", None),
 )
 
+# Anthropic's error type for each status (4xx/5xx not listed fall back by class).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's `error.type` for an HTTP status."""
+    return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+
 
 class ApiError(Exception):
     """An error response decided at the HTTP edge (bad parameter, auth, ...)."""
@@ -61,7 +80,12 @@ class ApiError(Exception):
         self.headers = headers
 
     def body(self) -> dict[str, Any]:
+        """OpenAI's shape."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def anthropic_body(self) -> dict[str, Any]:
+        """Anthropic's shape: the type follows the status, the message is the same."""
+        return {"type": "error", "error": {"type": anthropic_type(self.status), "message": self.message}}
 
 
 class ClientDisconnectedError(Exception):
@@ -107,16 +131,25 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, "; ".join(parts) + more, param=first_param, code=code)
 
 
-def error_response(err: ApiError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+def error_response(err: ApiError, *, anthropic: bool = False) -> JSONResponse:
+    body = err.anthropic_body() if anthropic else err.body()
+    return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves in the OpenAI shape; validation failures are 400, not 422."""
+def install_error_handlers(app: FastAPI, *, anthropic_prefix: str | None = None) -> None:
+    """Every error leaves in the OpenAI shape, except under `anthropic_prefix` (a path
+    and everything below it), where it has Anthropic's; validation failures are 400, not 422."""
 
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+    def respond(request: Request, err: ApiError) -> JSONResponse:
+        path = request.url.path
+        anthropic = anthropic_prefix is not None and (
+            path == anthropic_prefix or path.startswith(anthropic_prefix.rstrip("/") + "/")
+        )
+        return error_response(err, anthropic=anthropic)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(_validation_error(exc))
+        return respond(request, _validation_error(exc))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -124,12 +157,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return error_response(ApiError(exc.status_code, message, type=kind, headers=exc.headers))
+        return respond(request, ApiError(exc.status_code, message, type=kind, headers=exc.headers))
 
-    async def on_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, ClientDisconnectedError):
             return JSONResponse({}, status_code=499)  # nobody is listening
-        return error_response(from_exception(exc))
+        return respond(request, from_exception(exc))
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -45,7 +45,9 @@ def timings(stats: list[GenerationStats]) -> dict[str, Any]:
             "concurrent_streams": max(s.concurrent_streams for s in stats),
             "choices": len(stats),
         }
+    # Each API reports why the reply ended in its own fields, not in timings.
     out.pop("finish_reason", None)
+    out.pop("stop_sequence", None)
     return out
 
 

@@ -1,7 +1,8 @@
-"""Client-facing plumbing: SSE framing (sse-starlette), and tying a generation's
-life to its client, so a dropped connection cancels the work on the engine.
+"""Client-facing plumbing: SSE framing (sse-starlette) in OpenAI's and Anthropic's
+dialects, and tying a generation's life to its client, so a dropped connection
+cancels the work on the engine.
 
-Knows no OpenAI field names beyond the `{"error": ...}` event and `[DONE]`.
+Knows no API field names beyond each dialect's error event, `[DONE]` and `type`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 
-from api.errors import ClientDisconnectedError, from_exception
+from api.errors import ApiError, ClientDisconnectedError, from_exception
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,29 +75,51 @@ async def start_stream(request: Request, items: AsyncIterator[T]) -> AsyncIterat
     return chained()
 
 
-def _data(payload: Any) -> dict[str, str]:
-    return {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
+@dataclass(frozen=True)
+class SseDialect:
+    """How one API frames its stream."""
+
+    named: bool  # each payload's "type" is also sent as the SSE `event:` name
+    error_body: Callable[[ApiError], dict[str, Any]]  # the event a late failure becomes
+    done: str | None  # the `data:` sent after the last event, if any
 
 
-def sse_response(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-    """Frame JSON payloads as `data:` events and end with `data: [DONE]`.
+# OpenAI: bare `data:` events, `data: [DONE]` at the end.
+OPENAI_SSE = SseDialect(named=False, error_body=ApiError.body, done="[DONE]")
+# Anthropic: `event: <type>` + `data:`, `event: error` for failures, no end marker.
+ANTHROPIC_SSE = SseDialect(named=True, error_body=ApiError.anthropic_body, done=None)
 
-    A failure after the headers went out is sent as one `{"error": ...}` event and the
-    stream is closed without [DONE]. A client that disconnects cancels the iteration
+
+def _frame(payload: dict[str, Any], named: bool) -> dict[str, str]:
+    frame = {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
+    if named:
+        frame["event"] = str(payload["type"])
+    return frame
+
+
+def sse_response(
+    events: AsyncIterator[dict[str, Any]], dialect: SseDialect = OPENAI_SSE
+) -> EventSourceResponse:
+    """Frame JSON payloads as SSE events in `dialect` (OpenAI's by default: `data:`
+    events ending with `data: [DONE]`).
+
+    A failure after the headers went out is sent as one error event and the stream is
+    closed without the end marker. A client that disconnects cancels the iteration
     (sse-starlette cancels it), which cancels the generation behind it.
     """
 
     async def framed() -> AsyncIterator[dict[str, str]]:
         try:
             async for payload in events:
-                yield _data(payload)
+                yield _frame(payload, dialect.named)
         except Exception as exc:
             err = from_exception(exc)
             log.warning("stream failed after headers: %s", err.message)
-            yield _data(err.body())
+            yield _frame(dialect.error_body(err), dialect.named)
             return
         finally:
             await events.aclose()  # type: ignore[attr-defined]
-        yield {"data": "[DONE]"}
+        if dialect.done is not None:
+            yield {"data": dialect.done}
 
     return EventSourceResponse(framed(), ping=PING_S, sep="\n")

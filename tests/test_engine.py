@@ -38,6 +38,7 @@ def test_default_model_answers_paris(engine: Engine) -> None:
     assert reply.finish_reason == "stop"
     stats = reply.stats
     assert stats.model == engine.default_model
+    assert stats.stop_sequence is None  # end-of-sequence, not a stop string, ended it
     assert stats.prompt_tokens > 10 and stats.generation_tokens > 2
     assert stats.ttft_s > 0 and stats.prompt_tps > 0 and stats.generation_tps > 0
     assert stats.peak_memory_gb > 0.1
@@ -91,6 +92,12 @@ def test_stop_string_spanning_tokens_ends_generation_unemitted(engine: Engine) -
     assert reply.text == expected
     assert stop not in reply.text
     assert reply.stats.generation_tokens < 40
+    assert reply.stats.stop_sequence == stop  # which of the stops it was
+
+
+def test_count_prompt_tokens_is_what_generation_reports(engine: Engine) -> None:
+    for request in (chat(max_tokens=1), GenerationRequest(prompt="Once upon a time", max_tokens=1)):
+        assert engine.count_prompt_tokens(request) == engine.generate(request).stats.prompt_tokens
 
 
 def test_cancel_mid_stream_finishes_cancelled_within_two_tokens(engine: Engine) -> None:

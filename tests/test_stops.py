@@ -37,3 +37,14 @@ def test_no_stops_passes_text_through() -> None:
 
 def test_held_text_is_flushed_at_the_end() -> None:
     assert feed(["STOP"], ["fin", "al ST"]) == ("final ST", False)
+
+
+def test_the_stop_that_matched_is_recorded() -> None:
+    buf = StopBuffer(["xyz", "b"])
+    assert buf.matched is None
+    assert buf.push("axy") == ("a", False)
+    assert buf.push("zb") == ("", True)
+    assert buf.matched == "xyz"  # the earliest in the text, not the first given
+    none = StopBuffer(["STOP"])
+    none.push("no stop here")
+    assert none.matched is None

@@ -69,11 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         parents=[common],
-        help="serve the workbench UI (http://127.0.0.1:8080/ui) and the OpenAI-compatible API (/v1)",
+        help="serve the workbench UI (http://127.0.0.1:8080/ui) and the OpenAI- and "
+        "Anthropic-compatible API (/v1)",
         description="Serve the workbench UI (/ui: chat, compare, models; / redirects there), the "
-        "OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions, /v1/completions) and "
-        "/health from one process on one MLX engine. Open http://HOST:PORT/ in a browser; point "
-        "an OpenAI client at http://HOST:PORT/v1. Ctrl-C stops it.",
+        "OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions, /v1/completions), "
+        "Anthropic's Messages API (/v1/messages, /v1/messages/count_tokens) and /health from one "
+        "process on one MLX engine. Open http://HOST:PORT/ in a browser; point an OpenAI client "
+        "at http://HOST:PORT/v1, an Anthropic client at http://HOST:PORT (ANTHROPIC_BASE_URL). "
+        "Ctrl-C stops it.",
     )
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; WORKBENCH_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; WORKBENCH_PORT)")
@@ -82,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key",
-        help="require 'Authorization: Bearer KEY' on /v1 routes, and KEY as the UI's sign-in "
-        "password (prefer WORKBENCH_API_KEY: command lines are visible to other users)",
+        help="require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on /v1 routes, and KEY as the "
+        "UI's sign-in password (prefer WORKBENCH_API_KEY: command lines are visible to other users)",
     )
 
     models = sub.add_parser(

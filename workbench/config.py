@@ -54,7 +54,7 @@ class Settings:
     blas            WORKBENCH_BLAS            'auto' (optimized BLAS if found), 'off', or a library path
     results_dir     WORKBENCH_RESULTS_DIR     CSV reports
     host, port      WORKBENCH_HOST/PORT       where `workbench serve` listens
-    api_key         WORKBENCH_API_KEY         when set, every /v1 route needs `Authorization: Bearer <key>`
+    api_key         WORKBENCH_API_KEY         when set, every /v1 route needs the key (Bearer or x-api-key)
     """
 
     models_dir: Path = field(default_factory=lambda: _default_models_dir(os.environ))

@@ -266,6 +266,15 @@ class Engine:
         """Async version of stream(); task cancellation (a dropped client) cancels."""
         return self._worker.astream(partial(self._generation, request), cancel or CancelToken())
 
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """How many prompt tokens `request` renders to (chat template included): the
+        `prompt_tokens` its generation would report. Loads the model if needed."""
+        from workbench.engine.generation import render_prompt
+
+        return self._worker.call(
+            lambda: len(render_prompt(self.registry.load(request.model)[0].tokenizer, request))
+        )
+
     def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Completion:
         """The whole completion at once."""
         return collect(self.stream(request, cancel))

@@ -228,5 +228,6 @@ def stream_chunks(
         load_s=load_s,
         seed=seed,
         concurrent_streams=state.max_concurrency,
+        stop_sequence=stops.matched if stop_hit else None,
     )
     yield Chunk(text=tail, stats=stats)

@@ -15,16 +15,19 @@ class StopBuffer:
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = tuple(s for s in stops if s)
         self._pending = ""
+        self.matched: str | None = None  # the stop string that ended the text, once one has
 
     def push(self, text: str) -> tuple[str, bool]:
         """Add text; return (text safe to emit now, stopped)."""
         if not self.stops:
             return text, False
         pending = self._pending + text
-        hits = [i for i in (pending.find(s) for s in self.stops) if i >= 0]
+        # (position, order given, stop) of each stop found: the earliest one wins.
+        hits = [(i, n, s) for n, s in enumerate(self.stops) if (i := pending.find(s)) >= 0]
         if hits:
+            at, _, self.matched = min(hits)
             self._pending = ""
-            return pending[: min(hits)], True
+            return pending[:at], True
         hold = self._held_suffix(pending)
         self._pending = pending[len(pending) - hold :]
         return pending[: len(pending) - hold], False

@@ -233,6 +233,8 @@ class GenerationStats:
     concurrent_streams == 1.
     concurrent_streams is the most generations that shared the engine thread
     during this one (1 = measured alone; above 1, tok/s are not comparable).
+    stop_sequence is the stop string that ended the reply (finish_reason "stop"), None
+    when end-of-sequence, the length limit or a cancel ended it.
     """
 
     model: str
@@ -248,6 +250,7 @@ class GenerationStats:
     load_s: float | None = None
     seed: int | None = None
     concurrent_streams: int = 1
+    stop_sequence: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
