@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from workbench.arena.votes import SAMPLING_FIELDS, STAT_FIELDS, vote_fields
+from workbench.arena.votes import PAIR_VERDICTS, SAMPLING_FIELDS, STAT_FIELDS, vote_fields
 from workbench.bench.provenance import capture
 from workbench.bench.runner import load_alone, now_utc, update_sidecar
 from workbench.bench.spec import NAME, experiments_dir
@@ -42,7 +42,6 @@ VOTE_ONLY = ("verdict", "winner_model")
 # A battle row: a two-sided vote row without its verdict, plus where it comes from.
 BATTLE_FIELDS: tuple[str, ...] = (*(f for f in vote_fields(2) if f not in VOTE_ONLY), *ARENA_FIELDS)
 ARENA_VOTE_FIELDS: tuple[str, ...] = (*vote_fields(2), *ARENA_FIELDS, "judged_at")
-ARENA_VERDICTS = ("a", "b", "tie", "both_bad")
 
 
 class ArenaError(ValueError):
@@ -179,11 +178,10 @@ def run_battles(
     prompt_file: str | Path | None = None,
     on_progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
-    position_seed: int | None = None,
 ) -> BattleRun:
     """Generate every prompt with every model, then write one battle per prompt and pair
-    with the shown positions drawn at random (`position_seed` fixes the draw, for tests;
-    by default it is unpredictable). A cancelled run writes nothing to the battle file."""
+    with the shown positions drawn at random (unpredictably: SystemRandom). A cancelled
+    run writes nothing to the battle file."""
     cancel = cancel or CancelToken()
     path = battles_path(results_dir, spec.name)
     if path.exists() and path.stat().st_size > 0:
@@ -236,7 +234,7 @@ def run_battles(
         if done < total:
             update_sidecar(sidecar, spec.name, record, "stopped", 0)
             return BattleRun(path, votes_path_for(path), base["run_id"], 0, False)
-        rng = random.Random(position_seed) if position_seed is not None else random.SystemRandom()
+        rng = random.SystemRandom()
         rows = []
         for index, item in enumerate(prompts):
             for first, second in itertools.combinations(range(len(models)), 2):
@@ -353,8 +351,8 @@ def record_vote(
     to the set's vote file; returns the vote row (models revealed) and the new state.
     A battle takes one vote: judging it again is refused."""
     verdict = str(verdict).strip().lower().replace(" ", "_")
-    if verdict not in ARENA_VERDICTS:
-        raise ArenaError(f"verdict must be one of {list(ARENA_VERDICTS)}, got {verdict!r}")
+    if verdict not in PAIR_VERDICTS:
+        raise ArenaError(f"verdict must be one of {list(PAIR_VERDICTS)}, got {verdict!r}")
     battles_csv = Path(battles_csv)
     battles = {b["battle_id"]: b for b in read_battles(battles_csv)}
     battle = battles.get(str(battle_id))

@@ -1,7 +1,9 @@
 """Blind comparisons: which model answers at which hidden label, and the vote CSV.
 
 One row per vote, appended with provenance to `results/votes.csv` (N-way
-comparisons: `votes_<N>way.csv`). Knows engine result types; nothing of Gradio.
+comparisons: `votes_<N>way.csv`); the arena's `<name>.votes.csv` shares its columns.
+read_votes checks a two-sided vote file for the statistics (arena.stats). Knows engine
+result types and pandas; nothing of Gradio.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from workbench.engine import GenerationStats, SamplingParams
 from workbench.reports.schema import PROVENANCE_FIELDS
@@ -28,6 +32,10 @@ STAT_FIELDS = (
     "concurrent_streams",
 )
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+# A two-sided vote file's verdicts, as the CSV spells them: the side shown, or no preference.
+TIE_VERDICTS = ("tie", "both_bad")
+PAIR_VERDICTS = ("a", "b", *TIE_VERDICTS)
+REQUIRED = ("model_a", "model_b", "verdict")
 
 
 def side_labels(n: int) -> list[str]:
@@ -131,3 +139,53 @@ def append_vote(
 def shown_in_order(items: Sequence[Any], order: Sequence[int]) -> list[Any]:
     """`items` (in picker order) rearranged into display order."""
     return [items[i] for i in order]
+
+
+# ---- reading two-sided vote files -------------------------------------------
+def read_votes(path: str | Path) -> pd.DataFrame:
+    """A vote CSV (Compare tab or arena) as a DataFrame, checked for the columns and
+    verdicts the statistics need; errors name the file, the column or the line."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such vote file")
+    try:
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"verdict": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a vote file of two sides: no column(s) {missing}")
+    return check_votes(df, str(path))
+
+
+def check_votes(df: pd.DataFrame, where: str = "votes") -> pd.DataFrame:
+    """`df` with verdicts normalised; raises ValueError naming the first bad row."""
+    df = df.copy()
+    df["verdict"] = df["verdict"].fillna("").astype(str).str.strip().str.lower().str.replace(" ", "_")
+    for column in ("model_a", "model_b"):
+        df[column] = df[column].fillna("").astype(str)
+    for i, row in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
+        if row.verdict not in PAIR_VERDICTS:
+            raise ValueError(
+                f"{where}, line {i}: verdict {row.verdict!r} is not one of {list(PAIR_VERDICTS)}"
+            )
+        if not row.model_a or not row.model_b or row.model_a == row.model_b:
+            raise ValueError(
+                f"{where}, line {i}: a vote needs two different models, got {row.model_a!r} "
+                f"and {row.model_b!r}"
+            )
+    return df
+
+
+def models_in(votes: pd.DataFrame) -> list[str]:
+    """Models in order of first appearance."""
+    seen: dict[str, None] = {}
+    for a, b in zip(votes["model_a"], votes["model_b"], strict=True):
+        seen.setdefault(a)
+        seen.setdefault(b)
+    return list(seen)
+
+
+def winner_of(model_a: str, model_b: str, verdict: str) -> str | None:
+    """The model a verdict prefers, with the shown positions undone (None: no preference)."""
+    return model_a if verdict == "a" else model_b if verdict == "b" else None
