@@ -21,6 +21,7 @@ from workbench.engine.errors import (
     ModelBusyError,
     ModelLoadError,
     ModelNotFoundError,
+    QueueFullError,
     UnsupportedModelError,
 )
 
@@ -36,6 +37,7 @@ _ENGINE_ERRORS: tuple[tuple[type[EngineError], int, str, str | None], ...] = (
     (MemoryBudgetError, 503, "server_error", "memory_budget_exceeded"),
     (ModelBusyError, 409, "invalid_request_error", "model_busy"),
     (EngineStoppedError, 503, "server_error", "engine_stopped"),
+    (QueueFullError, 429, "rate_limit_error", "queue_full"),
     (EngineError, 500, "server_error", None),
 )
 
@@ -106,7 +108,8 @@ def from_exception(exc: BaseException) -> ApiError:
             param = getattr(exc, "param", None)
             if isinstance(exc, ModelNotFoundError):
                 param = "model"
-            return ApiError(status, str(exc), type=kind, param=param, code=code)
+            headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFullError) else None
+            return ApiError(status, str(exc), type=kind, param=param, code=code, headers=headers)
     log.error("unexpected error", exc_info=exc)
     return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
 

@@ -51,11 +51,18 @@ def timings(stats: list[GenerationStats]) -> dict[str, Any]:
     return out
 
 
-def usage(stats: list[GenerationStats], per_prompt: int) -> dict[str, int]:
-    """OpenAI usage: each distinct prompt counted once, every choice's tokens counted."""
+def usage(stats: list[GenerationStats], per_prompt: int) -> dict[str, Any]:
+    """OpenAI usage: each distinct prompt counted once, every choice's tokens counted;
+    `prompt_tokens_details.cached_tokens`: prompt tokens the prompt cache supplied."""
     prompt = sum(s.prompt_tokens for s in stats[::per_prompt])
+    cached = sum(s.cached_tokens for s in stats[::per_prompt])
     completion = sum(s.generation_tokens for s in stats)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:

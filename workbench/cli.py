@@ -84,6 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-model", help="id used when a request says 'default' (WORKBENCH_DEFAULT_MODEL)"
     )
     serve.add_argument(
+        "--max-batch",
+        type=int,
+        help="generations decoded together per model (default 8; 1 = one at a time; WORKBENCH_MAX_BATCH)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        help="generations that may wait beyond --max-batch before requests get 429 with Retry-After "
+        "(default 64; WORKBENCH_MAX_QUEUE)",
+    )
+    serve.add_argument(
+        "--prompt-cache-entries",
+        type=int,
+        help="prompt prefixes kept per model for reuse across requests (default 8; 0 = no prompt cache; "
+        "WORKBENCH_PROMPT_CACHE_ENTRIES)",
+    )
+    serve.add_argument(
+        "--prompt-cache-gb",
+        type=float,
+        help="the prompt cache's bound per model (default 1.0; WORKBENCH_PROMPT_CACHE_GB)",
+    )
+    serve.add_argument(
         "--api-key",
         help="require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on /v1 routes, and KEY as the "
         "UI's sign-in password (prefer WORKBENCH_API_KEY: command lines are visible to other users)",
@@ -155,6 +177,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "WORKBENCH_PORT": None if args.port is None else str(args.port),
         "WORKBENCH_DEFAULT_MODEL": args.default_model,
         "WORKBENCH_API_KEY": args.api_key,
+        **{
+            f"WORKBENCH_{name.upper()}": None if getattr(args, name) is None else str(getattr(args, name))
+            for name in ("max_batch", "max_queue", "prompt_cache_entries", "prompt_cache_gb")
+        },
     }
     os.environ.update({k: v for k, v in flags.items() if v is not None})
     settings = Settings.from_env()  # fail here, with a plain message, on bad values

@@ -55,6 +55,10 @@ class Settings:
     results_dir     WORKBENCH_RESULTS_DIR     CSV reports
     host, port      WORKBENCH_HOST/PORT       where `workbench serve` listens
     api_key         WORKBENCH_API_KEY         when set, every /v1 route needs the key (Bearer or x-api-key)
+    max_batch       WORKBENCH_MAX_BATCH       generations decoded together per model (1 = one at a time)
+    max_queue       WORKBENCH_MAX_QUEUE       generations waiting beyond max_batch before 429 (Retry-After)
+    prompt_cache_entries WORKBENCH_PROMPT_CACHE_ENTRIES cached prompt prefixes per model (0 = no cache)
+    prompt_cache_gb WORKBENCH_PROMPT_CACHE_GB the prompt cache's size bound per model
     """
 
     models_dir: Path = field(default_factory=lambda: _default_models_dir(os.environ))
@@ -67,6 +71,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = field(default=None, repr=False)
+    max_batch: int = 8
+    max_queue: int = 64
+    prompt_cache_entries: int = 8
+    prompt_cache_gb: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models_dir", Path(self.models_dir).expanduser())
@@ -77,6 +85,12 @@ class Settings:
             object.__setattr__(self, "api_key", None)  # an empty key means "no key"
         if not (0 < self.port < 65536):
             raise ValueError(f"port must be in 1..65535, got {self.port}")
+        for name, low in (("max_batch", 1), ("max_queue", 0), ("prompt_cache_entries", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not self.prompt_cache_gb > 0:
+            raise ValueError(f"prompt_cache_gb must be > 0, got {self.prompt_cache_gb}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -108,6 +122,14 @@ class Settings:
                 raise ValueError(f"WORKBENCH_PORT={raw!r}: expected an integer") from None
         if raw := env.get("WORKBENCH_API_KEY"):
             values["api_key"] = raw.strip()
+        for name in ("max_batch", "max_queue", "prompt_cache_entries"):
+            if raw := env.get(f"WORKBENCH_{name.upper()}"):
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"WORKBENCH_{name.upper()}={raw!r}: expected an integer") from None
+        if raw := env.get("WORKBENCH_PROMPT_CACHE_GB"):
+            values["prompt_cache_gb"] = _parse_budget("WORKBENCH_PROMPT_CACHE_GB", raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -223,6 +223,7 @@ def run_battles(
                         model=model,
                         sampling=replace(spec.sampling, seed=spec.seed + index),
                         max_tokens=spec.max_tokens,
+                        cache=False,  # each reply's TTFT and tok/s are its own
                     )
                     reply = engine.generate(request, cancel.child())
                     if reply.stats.finish_reason == "cancelled":

@@ -43,7 +43,7 @@ def load_unload_memory(
         ids = exact_prompt(engine, model, prompt_tokens)
         engine.generate(
             GenerationRequest(
-                prompt_ids=tuple(ids), model=model, max_tokens=generation_tokens, ignore_eos=True
+                prompt_ids=tuple(ids), model=model, max_tokens=generation_tokens, ignore_eos=True, cache=False
             )
         )
         snap(f"after a {prompt_tokens}+{generation_tokens} token generation")

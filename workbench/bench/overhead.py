@@ -33,7 +33,9 @@ FIELDS = [
 
 def engine_run(engine: Engine, model: str, ids: list[int], max_tokens: int) -> dict[str, Any]:
     """One greedy, EOS-ignored generation through Engine.stream, timed by the consumer."""
-    request = GenerationRequest(prompt_ids=tuple(ids), model=model, max_tokens=max_tokens, ignore_eos=True)
+    request = GenerationRequest(
+        prompt_ids=tuple(ids), model=model, max_tokens=max_tokens, ignore_eos=True, cache=False
+    )
     start = time.perf_counter()
     first = last = start
     count = 0

@@ -94,6 +94,7 @@ def run_benchmark(
                     sampling=SamplingParams(seed=spec.seed),
                     max_tokens=config.generation_tokens,
                     ignore_eos=True,
+                    cache=False,  # every trial processes its whole prompt
                 )
                 for _ in range(spec.warmup):
                     _measure(engine, request, config, cancel)

@@ -14,6 +14,7 @@ from workbench.engine.errors import (
     ModelBusyError,
     ModelLoadError,
     ModelNotFoundError,
+    QueueFullError,
     UnsupportedModelError,
 )
 from workbench.engine.recipes import RECIPE_HELP, QuantRecipe, QuantResult
@@ -52,6 +53,7 @@ __all__ = [
     "ModelNotFoundError",
     "QuantRecipe",
     "QuantResult",
+    "QueueFullError",
     "SamplingParams",
     "TokenComparison",
     "TokenLogprob",

@@ -10,15 +10,16 @@ from __future__ import annotations
 import atexit
 import logging
 import platform
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from workbench.config import Settings
-from workbench.engine.errors import EngineStoppedError, InvalidRequestError
+from workbench.engine.errors import EngineStoppedError, InvalidRequestError, QueueFullError
 from workbench.engine.streams import CancelToken, StreamState
 from workbench.engine.types import (
     Chunk,
@@ -51,6 +52,9 @@ class Engine:
         self.device = "unknown"
         self.blas = "unknown"
         self.versions: dict[str, str] = {}
+        # Generations admitted (running, or waiting on the thread or in a batch).
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
         if start:
             self.start()
 
@@ -245,6 +249,7 @@ class Engine:
     def _generation(self, request: GenerationRequest, state: StreamState) -> Iterator[Chunk]:
         """Runs on the engine thread, stepped one chunk at a time by the worker."""
         from workbench.engine.generation import cancelled_before_start, stream_chunks
+        from workbench.engine.scheduler import ModelBatch, batched_chunks
 
         if state.cancel.cancelled:  # cancelled while queued: do not load a model for it
             yield cancelled_before_start(request.model or self.registry.default_id(), state)
@@ -252,19 +257,59 @@ class Engine:
         lm, load_s = self.registry.load(request.model)
         lm.busy += 1
         try:
-            yield from stream_chunks(lm, request, state, load_s=load_s)
+            if self.settings.max_batch > 1:
+                if lm.batch is None:
+                    lm.batch = ModelBatch(lm, self.settings)
+                yield from batched_chunks(lm.batch, request, state, load_s=load_s)
+            else:
+                yield from stream_chunks(lm, request, state, load_s=load_s)
         finally:
             lm.busy -= 1
             lm.last_used = time.monotonic()
 
+    @property
+    def queued_generations(self) -> int:
+        """Generations admitted and not yet finished (running or waiting)."""
+        return self._inflight
+
+    def _admit(self) -> None:
+        limit = self.settings.max_batch + self.settings.max_queue
+        with self._inflight_lock:
+            if self._inflight >= limit:
+                raise QueueFullError(
+                    f"the engine is full: {self._inflight} generations are running or waiting "
+                    f"(max_batch {self.settings.max_batch} + max_queue {self.settings.max_queue}); "
+                    "retry in a moment"
+                )
+            self._inflight += 1
+
+    def _leave(self) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+
     def stream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Iterator[Chunk]:
         """Chunks as they are generated; the last one carries stats. Closing the
-        iterator early, or cancelling `cancel`, stops generation within a token."""
-        return self._worker.stream(partial(self._generation, request), cancel or CancelToken())
+        iterator early, or cancelling `cancel`, stops generation within a token. The
+        first next() raises QueueFullError when max_batch + max_queue generations are
+        already running or waiting."""
+        self._admit()
+        try:
+            yield from self._worker.stream(partial(self._generation, request), cancel or CancelToken())
+        finally:
+            self._leave()
 
-    def astream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> AsyncIterator[Chunk]:
+    async def astream(
+        self, request: GenerationRequest, cancel: CancelToken | None = None
+    ) -> AsyncIterator[Chunk]:
         """Async version of stream(); task cancellation (a dropped client) cancels."""
-        return self._worker.astream(partial(self._generation, request), cancel or CancelToken())
+        self._admit()
+        try:
+            chunks = self._worker.astream(partial(self._generation, request), cancel or CancelToken())
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            self._leave()
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """How many prompt tokens `request` renders to (chat template included): the

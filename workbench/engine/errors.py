@@ -49,3 +49,11 @@ class EngineStoppedError(EngineError, RuntimeError):
 
 class ModelBusyError(EngineError):
     """The model is generating right now, so it cannot be unloaded."""
+
+
+class QueueFullError(EngineError):
+    """Too many generations are running or waiting; retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

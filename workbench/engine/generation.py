@@ -11,6 +11,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -104,7 +105,7 @@ def build_sampling(
     return _seeded(sampler, seed), processors, seed
 
 
-def _token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) -> TokenLogprob:
+def token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) -> TokenLogprob:
     top: tuple[tuple[int, str, float], ...] = ()
     if top_n > 0:
         idx = mx.argpartition(-logprobs, kth=top_n - 1)[:top_n]
@@ -132,15 +133,22 @@ def cancelled_before_start(model_id: str, state: StreamState) -> Chunk:
     return Chunk(text="", stats=stats)
 
 
-def stream_chunks(
-    lm: LoadedModel,
-    request: GenerationRequest,
-    state: StreamState,
-    *,
-    load_s: float | None = None,
-) -> Iterator[Chunk]:
-    """Generate for `request` on the loaded model; the last chunk carries the stats."""
-    start = time.perf_counter()
+@dataclass(frozen=True)
+class Prepared:
+    """A request made ready for the model: its prompt ids, room to generate, how to
+    sample, and which tokens end it."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampler: Callable[[mx.array], mx.array]
+    processors: list[Any]
+    seed: int | None
+    eos: frozenset[int]
+
+
+def prepare(lm: LoadedModel, request: GenerationRequest) -> Prepared:
+    """Render and check `request` for `lm` (the context window, the vocabulary, the
+    sampling parameters); raises InvalidRequestError / ContextLengthError."""
     tokenizer = lm.tokenizer
     prompt = render_prompt(tokenizer, request)
     context = lm.context_length
@@ -160,7 +168,24 @@ def stream_chunks(
             param="prompt_ids",
         )
     sampler, processors, seed = build_sampling(request.sampling, vocab_size)
-    eos = set() if request.ignore_eos else set(tokenizer.eos_token_ids)
+    eos = frozenset() if request.ignore_eos else frozenset(tokenizer.eos_token_ids)
+    return Prepared(prompt, max_tokens, sampler, processors, seed, eos)
+
+
+def stream_chunks(
+    lm: LoadedModel,
+    request: GenerationRequest,
+    state: StreamState,
+    *,
+    load_s: float | None = None,
+) -> Iterator[Chunk]:
+    """Generate for `request` on the loaded model, alone (mlx-lm's generate_step; the
+    scheduler batches instead); the last chunk carries the stats."""
+    start = time.perf_counter()
+    tokenizer = lm.tokenizer
+    ready = prepare(lm, request)
+    prompt, max_tokens, seed, eos = ready.prompt, ready.max_tokens, ready.seed, ready.eos
+    sampler, processors = ready.sampler, ready.processors
     detokenizer = tokenizer.detokenizer
     stops = StopBuffer(request.stop)
     if state.started_idle:
@@ -188,7 +213,7 @@ def stream_chunks(
                 detokenizer.add_token(token)
                 text, stop_hit = stops.push(detokenizer.last_segment)
                 logprob = (
-                    _token_logprob(tokenizer, token, logprobs, request.logprobs)
+                    token_logprob(tokenizer, token, logprobs, request.logprobs)
                     if request.logprobs is not None
                     else None
                 )

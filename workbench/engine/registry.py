@@ -69,6 +69,7 @@ class LoadedModel:
     load_s: float
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0
+    batch: Any = None  # scheduler.ModelBatch: the running batch and prompt cache, made on first use
 
     @property
     def context_length(self) -> int:

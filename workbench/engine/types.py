@@ -151,7 +151,9 @@ class GenerationRequest:
     the end-of-sequence token or the end of the context window. `stop` strings may span tokens
     and are never emitted. `logprobs=N` returns the chosen token's logprob and the
     top N alternatives per token (0..20). `ignore_eos` keeps generating past the
-    end-of-sequence token (benchmarks use it to reach an exact length).
+    end-of-sequence token (benchmarks use it to reach an exact length). `cache=False`
+    neither reuses nor fills the cross-request prompt cache (benchmarks: every trial
+    processes its whole prompt).
     """
 
     messages: tuple[Message, ...] | None = None
@@ -163,6 +165,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
     ignore_eos: bool = False
+    cache: bool = True
 
     def __post_init__(self) -> None:
         given = [n for n in ("messages", "prompt", "prompt_ids") if getattr(self, n) is not None]
@@ -235,6 +238,8 @@ class GenerationStats:
     during this one (1 = measured alone; above 1, tok/s are not comparable).
     stop_sequence is the stop string that ended the reply (finish_reason "stop"), None
     when end-of-sequence, the length limit or a cancel ended it.
+    cached_tokens of the prompt_tokens came from the prompt cache (not processed again);
+    batch_size is the most generations decoded together with this one (itself included).
     """
 
     model: str
@@ -251,6 +256,8 @@ class GenerationStats:
     seed: int | None = None
     concurrent_streams: int = 1
     stop_sequence: str | None = None
+    cached_tokens: int = 0
+    batch_size: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -3,9 +3,10 @@ bridges to it (on the sinks of streams.py).
 
 Jobs (plain calls) and streams (iterators stepped one item at a time) arrive on
 a queue. Active streams are stepped round-robin, so concurrent requests all make
-progress on this single thread; batching (scheduler.py, later) replaces the
-stepping without changing this interface. `exclusive()` gives one caller sole
-use of the thread (benchmarks). Knows nothing of models or mlx.
+progress on this single thread; a stream may yield None for "nothing yet" (the
+scheduler's batched generations do, while another stream steps their batch).
+`exclusive()` gives one caller sole use of the thread (benchmarks). Knows nothing
+of models or mlx.
 """
 
 from __future__ import annotations
@@ -299,6 +300,8 @@ class EngineWorker:
                 log.debug("stream failed", exc_info=True)
                 self._active.remove(stream)
                 sink.error(exc)
+                continue
+            if item is None:  # "nothing yet" (a batched stream waiting for its turn)
                 continue
             sink.put(item)
             # Hand the GIL over now: otherwise the consumer waits for it while the next

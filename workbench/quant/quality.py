@@ -87,6 +87,7 @@ def reference_continuations(
             sampling=SamplingParams(temperature=0.0),
             max_tokens=tokens,
             ignore_eos=True,
+            cache=False,
         )
         windows.append((len(ids), [*ids, *engine.generate(request).token_ids]))
         if on_step:

@@ -1,0 +1,193 @@
+"""Continuous batching and the prompt cache on the real embedded model: concurrent
+requests decode together yet each gets exactly what it gets alone; a cancelled one
+leaves the others alone; a full queue answers 429 with Retry-After and recovers; a
+continued conversation reuses its cached prefix (openai SDK against a live server)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from api.app import create_app
+from tests.helpers import LiveServer, wait_until
+from workbench.config import Settings
+from workbench.engine import Completion, Engine, GenerationRequest, Message, SamplingParams
+from workbench.engine.embedded import EMBEDDED_IDS
+
+F32 = EMBEDDED_IDS["f32"]
+TOPICS = ["a cat", "the sea", "a robot", "winter", "a city", "music", "a garden", "the moon"]
+
+
+def request(
+    i: int, *, stop: tuple[str, ...] = (), seed: int | None = None, max_tokens: int = 24
+) -> GenerationRequest:
+    sampling = SamplingParams(temperature=0.8, seed=seed) if seed is not None else SamplingParams()
+    return GenerationRequest(
+        messages=(Message("user", f"Write two sentences about {TOPICS[i]}."),),
+        model=F32,
+        sampling=sampling,
+        max_tokens=max_tokens,
+        stop=stop,
+        cache=False,
+    )
+
+
+def run_together(engine: Engine, requests: list[GenerationRequest]) -> list[Completion]:
+    """Start every request at once, from its own thread; wait for all."""
+    results: list[Any] = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def work(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = engine.generate(requests[i])
+        except Exception as exc:  # reported below, with its index
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    errors = [(i, r) for i, r in enumerate(results) if isinstance(r, Exception) or r is None]
+    assert not errors, errors
+    return results
+
+
+def test_eight_batched_streams_each_get_what_they_get_alone(engine: Engine) -> None:
+    engine.load(F32)
+    # Stop strings that cut some replies short: words from the middle of their greedy text.
+    plain = [engine.generate(request(i)).text for i in range(8)]
+    stops = [
+        (plain[i].split()[len(plain[i].split()) // 2],) if i % 2 == 0 else ("zzz-never",) for i in range(8)
+    ]
+    requests = [
+        request(i, stop=stops[i], seed=None if i < 4 else 1000 + i)  # 4 greedy, 4 seeded samplers
+        for i in range(8)
+    ]
+    alone = [engine.generate(r) for r in requests]
+    together = run_together(engine, requests)
+    for i, (a, t) in enumerate(zip(alone, together, strict=True)):
+        assert t.text == a.text, (i, a.text, t.text)
+        assert (
+            t.stats.finish_reason == a.stats.finish_reason and t.stats.stop_sequence == a.stats.stop_sequence
+        )
+        assert t.stats.seed == a.stats.seed
+    assert any(a.stats.stop_sequence for a in alone), "no stop string ended a reply: the test needs one"
+    # They really were decoded together.
+    assert max(t.stats.batch_size for t in together) >= 4
+    assert all(a.stats.batch_size == 1 for a in alone)
+    assert wait_until(lambda: engine.active_streams == 0, timeout_s=10)
+
+
+def test_cancelling_one_stream_leaves_the_others_untouched(engine: Engine) -> None:
+    requests = [request(i, max_tokens=20) for i in range(4)]
+    alone = [engine.generate(r).text for r in requests]
+    streams: list[Iterator[Any]] = [engine.stream(r) for r in requests]
+    texts = [""] * 4
+    stats: list[Any] = [None] * 4
+
+    def consume(i: int) -> None:
+        for n, chunk in enumerate(streams[i]):
+            texts[i] += chunk.text
+            stats[i] = chunk.stats or stats[i]
+            if i == 0 and n == 3:
+                streams[0].close()  # the consumer leaves: the engine cancels it
+                return
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert texts[1:] == alone[1:]
+    assert all(s is not None and s.finish_reason in ("length", "stop") for s in stats[1:])
+    assert alone[0].startswith(texts[0]) and len(texts[0]) < len(alone[0])
+    assert wait_until(lambda: engine.active_streams == 0, timeout_s=10)
+    assert engine.queued_generations == 0
+
+
+@pytest.fixture(scope="module")
+def small_queue(settings: Settings, engine: Engine) -> Iterator[tuple[str, Engine]]:
+    """A server on its own engine that decodes 2 at a time and lets 1 more wait."""
+    own = Engine(settings.with_(max_batch=2, max_queue=1))
+    own.load(F32)
+    with own, LiveServer(create_app(settings.with_(max_batch=2, max_queue=1), own, with_ui=False)) as server:
+        yield server.url, own
+
+
+def test_a_full_queue_answers_429_with_retry_after_and_recovers(small_queue: tuple[str, Engine]) -> None:
+    url, own = small_queue
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": "Count to fifty."}]
+    leave = threading.Event()
+    got: list[str] = []
+
+    def hold() -> None:  # a streaming client that reads until told to leave
+        stream = client.chat.completions.create(model=F32, messages=messages, max_tokens=300, stream=True)
+        with stream:
+            for chunk in stream:
+                got.append(chunk.id)
+                if leave.is_set():
+                    return
+
+    # Three streams fill the engine (2 decoding + 1 waiting for a slot).
+    holders = [threading.Thread(target=hold) for _ in range(3)]
+    for t in holders:
+        t.start()
+    try:
+        assert wait_until(lambda: own.queued_generations == 3 and len(got) > 4, timeout_s=60)
+        extra = httpx.post(
+            url + "/v1/chat/completions",
+            json={"model": F32, "messages": messages, "max_tokens": 2},
+            timeout=60,
+        )
+        assert extra.status_code == 429, extra.text
+        assert extra.headers["retry-after"] == "1"
+        error = extra.json()["error"]
+        assert error["code"] == "queue_full" and "max_queue 1" in error["message"]
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model=F32, messages=messages, max_tokens=2)
+    finally:
+        leave.set()  # the clients leave: their generations are cancelled
+        for t in holders:
+            t.join(timeout=120)
+    assert wait_until(lambda: own.queued_generations == 0 and own.active_streams == 0, timeout_s=30)
+    again = client.chat.completions.create(model=F32, messages=messages, max_tokens=4)
+    assert again.choices[0].message.content
+
+
+def test_a_continued_conversation_reuses_its_cached_prefix(settings: Settings, engine: Engine) -> None:
+    with LiveServer(create_app(settings, engine, with_ui=False)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        history = [
+            {"role": "system", "content": "You are a patient tutor who answers in full sentences. " * 8},
+            {"role": "user", "content": "What is photosynthesis? Explain it simply."},
+        ]
+        first = client.chat.completions.create(model=F32, messages=history, max_tokens=24, temperature=0)
+        history += [
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "And why do plants need water for it?"},
+        ]
+        t0 = time.perf_counter()
+        second = client.chat.completions.create(model=F32, messages=history, max_tokens=8, temperature=0)
+        assert time.perf_counter() - t0 < 120
+        cached = second.usage.prompt_tokens_details.cached_tokens
+        # The whole first turn (system prompt, question, reply) came from the cache.
+        assert cached >= first.usage.prompt_tokens, (cached, first.usage.prompt_tokens)
+        assert cached < second.usage.prompt_tokens
+        assert second.model_extra["timings"]["cached_tokens"] == cached
+        # A request that asks for no cache, through the engine, reports none.
+        req = GenerationRequest(
+            messages=tuple(Message(m["role"], m["content"]) for m in history),
+            model=F32,
+            max_tokens=2,
+            cache=False,
+        )
+        assert engine.generate(req).stats.cached_tokens == 0

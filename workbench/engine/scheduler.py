@@ -1,0 +1,259 @@
+"""Continuous batching on the engine thread, and the cross-request prompt (KV) cache.
+
+One `ModelBatch` per loaded model wraps mlx-lm's BatchGenerator: every generation
+for that model is a sequence in it, with its own sampler (seeded requests re-seed per
+draw, so a seed reproduces in any company), logits processors, end-of-sequence
+tokens, max_tokens, stop strings (our StopBuffer, on text), cancellation and stats.
+New requests join at a token boundary: their prompt is processed in the same step
+that decodes one token for everyone else. Nothing forces a request out of the batch.
+
+Each generation is a cooperative iterator the worker steps with every other stream
+(worker.py): it yields its chunks as the batch produces them, and None when it has
+nothing yet. The batch steps when every decoding sequence has handed over its last
+token, so it advances one token per worker round and no consumer falls behind.
+
+The prompt cache (mlx-lm's LRUPromptCache, per model, bounded by entries and bytes)
+holds the KV cache of finished generations keyed by their tokens; a request whose
+prompt extends a cached one (a chat continued with its history) processes only the
+rest, and its stats say how many tokens came from the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlx_lm.generate import BatchGenerator, StopSequences
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+
+from workbench.config import Settings
+from workbench.engine import memory
+from workbench.engine.generation import GB, Prepared, prepare, token_logprob
+from workbench.engine.registry import LoadedModel
+from workbench.engine.stops import StopBuffer
+from workbench.engine.streams import StreamState
+from workbench.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats
+
+PREFILL_STEP = 2048  # prompt tokens per sequence per step (mlx-lm's default)
+
+
+def _greedy(logprobs: Any) -> Any:
+    import mlx.core as mx
+
+    return mx.argmax(logprobs, axis=-1)
+
+
+@dataclass(eq=False)
+class _Seq:
+    """One generation in a batch: its request, what it has produced, its timings."""
+
+    uid: int
+    request: GenerationRequest
+    ready: Prepared
+    state: StreamState
+    detokenizer: Any
+    stops: StopBuffer
+    start: float
+    load_s: float | None
+    cached: int
+    pending: deque[Chunk] = field(default_factory=deque)
+    count: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    batch_size: int = 1
+    finished: bool = False
+    error: BaseException | None = None
+
+
+class ModelBatch:
+    """The running batch and the prompt cache of one loaded model (engine thread only)."""
+
+    def __init__(self, lm: LoadedModel, settings: Settings) -> None:
+        self.lm = lm
+        self.max_batch = settings.max_batch
+        self.seqs: dict[int, _Seq] = {}
+        self.gen = self._new_generator()
+        self.cache = (
+            LRUPromptCache(settings.prompt_cache_entries, int(settings.prompt_cache_gb * GB))
+            if settings.prompt_cache_entries > 0
+            else None
+        )
+
+    def _new_generator(self) -> BatchGenerator:
+        return BatchGenerator(
+            self.lm.model,
+            completion_batch_size=self.max_batch,
+            prefill_batch_size=self.max_batch,
+            prefill_step_size=PREFILL_STEP,
+        )
+
+    # ---- sequences in and out ------------------------------------------------
+    def add(self, request: GenerationRequest, state: StreamState, load_s: float | None) -> _Seq:
+        start = time.perf_counter()
+        ready = prepare(self.lm, request)
+        if state.started_idle:
+            memory.reset_peak()
+        prompt = ready.prompt
+        cache, rest = None, prompt
+        if self.cache is not None and request.cache:
+            cache, rest = self.cache.fetch_nearest_cache(self.lm.entry.id, prompt)
+            if cache is not None and not rest:  # an exact hit: the last token must still run
+                if can_trim_prompt_cache(cache):
+                    trim_prompt_cache(cache, 1)
+                    rest = prompt[-1:]
+                else:
+                    cache, rest = None, prompt
+        cached = len(prompt) - len(rest)
+        sampler = _greedy if request.sampling.greedy and ready.seed is None else ready.sampler
+        (uid,) = self.gen.insert(
+            [rest],
+            max_tokens=[ready.max_tokens],
+            caches=[cache],
+            all_tokens=[prompt[:cached]],
+            samplers=[sampler],
+            logits_processors=[ready.processors],
+            stop_sequences=[StopSequences([[t] for t in sorted(ready.eos)])],
+        )
+        seq = _Seq(
+            uid=uid,
+            request=request,
+            ready=ready,
+            state=state,
+            detokenizer=self.lm.tokenizer.detokenizer,
+            stops=StopBuffer(request.stop),
+            start=start,
+            load_s=load_s,
+            cached=cached,
+        )
+        self.seqs[uid] = seq
+        return seq
+
+    def can_step(self) -> bool:
+        """Every decoding sequence has handed over its tokens (the batch is not ahead)."""
+        return all(not s.pending for s in self.seqs.values() if s.count)
+
+    def step(self) -> None:
+        """One batch step: a token for every decoding sequence, a prompt chunk for new ones."""
+        try:
+            _, responses = self.gen.next()
+        except Exception as exc:  # the batch's state is unknown now: fail its sequences, start afresh
+            failed = list(self.seqs.values())
+            self.seqs.clear()
+            self.gen.close()
+            self.gen = self._new_generator()
+            for seq in failed:
+                seq.error = exc
+            return
+        size = len(responses)
+        stopped: list[_Seq] = []
+        for r in responses:
+            seq = self.seqs.get(r.uid)
+            if seq is None:
+                continue
+            seq.batch_size = max(seq.batch_size, size)
+            seq.last_at = time.perf_counter()
+            if not seq.count:
+                seq.first_at = seq.last_at
+            seq.count += 1
+            if r.finish_reason == "stop":  # an end-of-sequence token: counted, not shown
+                self._remember(seq, r.all_tokens, r.prompt_cache)
+                self._finish(seq, "stop")
+                continue
+            seq.detokenizer.add_token(r.token)
+            text, hit = seq.stops.push(seq.detokenizer.last_segment)
+            top = seq.request.logprobs
+            logprob = token_logprob(self.lm.tokenizer, r.token, r.logprobs, top) if top is not None else None
+            seq.pending.append(Chunk(text=text, token_id=r.token, logprob=logprob))
+            if hit:
+                stopped.append(seq)
+            elif r.finish_reason == "length":
+                self._remember(seq, r.all_tokens, r.prompt_cache)
+                self._finish(seq, "length")
+        if stopped:  # a stop string ended these: take them out of the batch
+            caches = self.gen.remove([s.uid for s in stopped], return_prompt_caches=True)
+            for seq in stopped:
+                cache, tokens = caches.get(seq.uid, (None, None))
+                self._remember(seq, tokens, cache)
+                self._finish(seq, "stop", stop_hit=True)
+
+    def cancel(self, seq: _Seq) -> None:
+        """Take `seq` out of the batch and end it as cancelled."""
+        if seq.finished:
+            return
+        self.gen.remove([seq.uid])
+        self._finish(seq, "cancelled")
+
+    def _remember(self, seq: _Seq, tokens: list[int] | None, cache: list[Any] | None) -> None:
+        if self.cache is not None and seq.request.cache and tokens and cache:
+            self.cache.insert_cache(self.lm.entry.id, list(tokens), cache)
+
+    def _finish(self, seq: _Seq, finish: FinishReason, *, stop_hit: bool = False) -> None:
+        tail = ""
+        if not stop_hit:
+            # Text the detokenizer or the stop buffer still holds belongs to the reply.
+            seq.detokenizer.finalize()
+            tail, stop_hit = seq.stops.push(seq.detokenizer.last_segment)
+            if stop_hit:
+                finish = "stop"
+            else:
+                tail += seq.stops.flush()
+        now = time.perf_counter()
+        count, prompt = seq.count, len(seq.ready.prompt)
+        ttft = seq.first_at - seq.start if count else now - seq.start
+        decode_s = seq.last_at - seq.first_at
+        processed = prompt - seq.cached
+        stats = GenerationStats(
+            model=self.lm.entry.id,
+            prompt_tokens=prompt,
+            generation_tokens=count,
+            ttft_s=ttft,
+            prompt_tps=processed / ttft if count and ttft > 0 else 0.0,
+            generation_tps=(count - 1) / decode_s if count > 1 and decode_s > 0 else 0.0,
+            peak_memory_gb=memory.peak_bytes() / GB,
+            finish_reason=finish,
+            total_s=now - seq.state.queued_at,
+            queue_s=seq.state.started_at - seq.state.queued_at,
+            load_s=seq.load_s,
+            seed=seq.ready.seed,
+            concurrent_streams=seq.state.max_concurrency,
+            stop_sequence=seq.stops.matched if stop_hit else None,
+            cached_tokens=seq.cached,
+            batch_size=seq.batch_size,
+        )
+        seq.pending.append(Chunk(text=tail, stats=stats))
+        seq.finished = True
+        self.seqs.pop(seq.uid, None)
+
+    def close(self) -> None:
+        self.gen.close()
+
+
+def batched_chunks(
+    batch: ModelBatch, request: GenerationRequest, state: StreamState, *, load_s: float | None = None
+) -> Iterator[Chunk | None]:
+    """`request` as a sequence of `batch`: its chunks as they come, None while it has
+    nothing yet (the worker then steps the other streams). Closing it early cancels."""
+    seq = batch.add(request, state, load_s)
+    try:
+        while True:
+            if seq.pending:
+                yield seq.pending.popleft()
+                continue
+            if seq.finished:
+                return
+            if seq.error is not None:
+                raise seq.error
+            if state.cancel.cancelled:
+                batch.cancel(seq)
+                continue
+            if batch.can_step():
+                batch.step()
+                if seq.pending or seq.finished or seq.error is not None:
+                    continue
+            yield None
+    finally:
+        if not seq.finished and seq.error is None:
+            batch.cancel(seq)
