@@ -55,7 +55,8 @@ def test_load_run_streams_every_request_and_its_row_reads_back(
     assert abs(row["prompt_tokens_reported"] - 32) <= 2
     # Prompts share no prefix, so a prompt cache (when the server has one) serves next to nothing.
     assert row["cached_tokens_reported"] is None or row["cached_tokens_reported"] < 8
-    assert all(t.ttft_s is not None and len(t.gaps_s) == 7 for t in result.timings)
+    # A chunk may carry more than one token (a detokenizer holding back a partial character).
+    assert all(t.ttft_s is not None and 1 <= len(t.gaps_s) <= 7 for t in result.timings)
     csv_path = tmp_path / "loadtest.csv"
     append_rows(csv_path, LOAD_FIELDS, [row])
     df = read_results(csv_path, LOAD_COLUMNS)
