@@ -70,7 +70,11 @@ def make_client(base_url: str, api_key: str | None, timeout_s: float) -> Any:
 
 
 def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+    """'Type: message', with the underlying cause the SDK wraps ('Connection error.' alone says little)."""
+    text = f"{type(exc).__name__}: {str(exc).strip()}"
+    if exc.__cause__ is not None:
+        text += f" ({type(exc.__cause__).__name__}: {str(exc.__cause__).strip()})"
+    return text[:300]
 
 
 @dataclass
