@@ -1,5 +1,6 @@
 """Thin argparse CLI: `workbench serve` (UI + API), `models`, `chat`; `bench`, `report` and
-`overhead` live in cli_bench, `quantize` in cli_quant, `arena` in cli_arena.
+`overhead` live in cli_bench, `quantize` in cli_quant, `arena` in cli_arena, `loadtest` in
+cli_load.
 
 Parses flags into Settings and a request, then calls the Engine; all behaviour
 lives below. Generated text goes to stdout, stats and notices to stderr.
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from workbench import __version__, cli_arena, cli_bench, cli_quant
+from workbench import __version__, cli_arena, cli_bench, cli_load, cli_quant
 from workbench.config import Settings
 from workbench.engine import (
     Chunk,
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_bench.add_commands(sub, common)
     cli_quant.add_commands(sub, common)
     cli_arena.add_commands(sub, common)
+    cli_load.add_commands(sub)
     return parser
 
 
@@ -317,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_bench.cmd_report(args)
         if args.command == "arena" and args.arena_command == "stats":  # files only, too
             return cli_arena.cmd_arena_stats(args)
+        if args.command == "loadtest":  # an HTTP client of some server: no engine here
+            return cli_load.cmd_loadtest(args)
         settings = _settings(args)
         with Engine(settings) as engine:
             commands = {

@@ -1,15 +1,18 @@
 """Where a result row came from: run id, time, git state, versions, platform, device, BLAS.
 
-Captured once per run and stamped on every row. Knows the Engine's reported
-runtime facts, nothing of mlx itself.
+Captured once per run and stamped on every row: `capture(engine)` for in-process runs,
+`capture_client(health)` for HTTP clients of a server that may not be ours. Knows the
+Engine's reported runtime facts and our /health JSON, nothing of mlx itself.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,8 +37,7 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def capture(engine: Engine) -> dict[str, Any]:
-    """One provenance record for a run on `engine`: reports.schema.PROVENANCE_FIELDS, in order."""
+def _common(python: str, mlx: str, mlx_lm: str, device: str, blas: str) -> dict[str, Any]:
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -43,12 +45,50 @@ def capture(engine: Engine) -> dict[str, Any]:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_sha": sha or "unknown",
         "git_dirty": bool(status) if status is not None else None,
-        "python_version": engine.versions.get("python", platform.python_version()),
-        "mlx_version": engine.versions.get("mlx", "unknown"),
-        "mlx_lm_version": engine.versions.get("mlx_lm", "unknown"),
+        "python_version": python,
+        "mlx_version": mlx,
+        "mlx_lm_version": mlx_lm,
         "workbench_version": __version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "device": engine.device,
-        "blas": engine.blas,
+        "device": device,
+        "blas": blas,
     }
+
+
+def capture(engine: Engine) -> dict[str, Any]:
+    """One provenance record for a run on `engine`: reports.schema.PROVENANCE_FIELDS, in order."""
+    return _common(
+        engine.versions.get("python", platform.python_version()),
+        engine.versions.get("mlx", "unknown"),
+        engine.versions.get("mlx_lm", "unknown"),
+        engine.device,
+        engine.blas,
+    )
+
+
+def _installed(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def capture_client(health: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance for an HTTP client run (reports.schema.PROVENANCE_FIELDS, in order).
+
+    `health` is the server's /health JSON: ours reports its engine's versions, device and
+    BLAS, and those win. A foreign server's facts are unknown, so mlx/mlx_lm versions are
+    this client's installed ones (the same when both run from one environment) and
+    device/BLAS say 'unknown'. Python, platform and CPU count are always this machine's.
+    """
+    engine = (health or {}).get("engine")
+    engine = engine if isinstance(engine, Mapping) else {}
+    versions = engine.get("versions") if isinstance(engine.get("versions"), Mapping) else {}
+    return _common(
+        platform.python_version(),
+        str(versions.get("mlx") or _installed("mlx")),
+        str(versions.get("mlx_lm") or _installed("mlx-lm")),
+        str(engine.get("device") or "unknown"),
+        str(engine.get("blas") or "unknown"),
+    )
