@@ -246,8 +246,9 @@ class Engine:
         return self._worker.exclusive()
 
     # ---- generation ------------------------------------------------------
-    def _generation(self, request: GenerationRequest, state: StreamState) -> Iterator[Chunk]:
-        """Runs on the engine thread, stepped one chunk at a time by the worker."""
+    def _generation(self, request: GenerationRequest, state: StreamState) -> Iterator[Chunk | None]:
+        """Runs on the engine thread, stepped one chunk at a time by the worker (None:
+        a batched generation has nothing yet)."""
         from workbench.engine.generation import cancelled_before_start, stream_chunks
         from workbench.engine.scheduler import ModelBatch, batched_chunks
 
