@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api import routes_chat, routes_completions, routes_health, routes_messages, routes_models
 from api.auth import require_api_key
 from api.errors import install_error_handlers
+from api.security import install_security
 from workbench import __version__
 from workbench.config import Settings
 from workbench.engine import Engine, EngineError
@@ -67,6 +68,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = eng
     install_error_handlers(app, anthropic_prefix=routes_messages.PREFIX)
+    install_security(app, settings.served_hosts(), settings.cors_origins, settings.max_body_mb)
     protected = [Depends(require_api_key)]
     routers = (routes_models.router, routes_chat.router, routes_completions.router, routes_messages.router)
     for router in routers:

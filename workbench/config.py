@@ -59,6 +59,10 @@ class Settings:
     max_queue       WORKBENCH_MAX_QUEUE       generations waiting beyond max_batch before 429 (Retry-After)
     prompt_cache_entries WORKBENCH_PROMPT_CACHE_ENTRIES cached prompt prefixes per model (0 = no cache)
     prompt_cache_gb WORKBENCH_PROMPT_CACHE_GB the prompt cache's size bound per model
+    allowed_hosts   WORKBENCH_ALLOWED_HOSTS   Host headers served (comma list; '*' = any); default:
+                                              loopback names and `host` (any, when it binds all)
+    cors_origins    WORKBENCH_CORS_ORIGINS    browser origins allowed cross-origin (comma list; none)
+    max_body_mb     WORKBENCH_MAX_BODY_MB     largest /v1 request body (413 beyond it)
     """
 
     models_dir: Path = field(default_factory=lambda: _default_models_dir(os.environ))
@@ -75,6 +79,9 @@ class Settings:
     max_queue: int = 64
     prompt_cache_entries: int = 8
     prompt_cache_gb: float = 1.0
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_body_mb: float = 8.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models_dir", Path(self.models_dir).expanduser())
@@ -91,6 +98,20 @@ class Settings:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not self.prompt_cache_gb > 0:
             raise ValueError(f"prompt_cache_gb must be > 0, got {self.prompt_cache_gb}")
+        if not self.max_body_mb > 0:
+            raise ValueError(f"max_body_mb must be > 0, got {self.max_body_mb}")
+        for name in ("allowed_hosts", "cors_origins"):
+            items = tuple(str(i).strip().lower() for i in getattr(self, name) if str(i).strip())
+            object.__setattr__(self, name, items)
+
+    def served_hosts(self) -> tuple[str, ...]:
+        """Host header names the server answers ('*' = any): `allowed_hosts` when set; else
+        the loopback names and `host`, or any host when `host` binds every interface."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        if self.host in ("0.0.0.0", "::", ""):
+            return ("*",)
+        return tuple(dict.fromkeys(("127.0.0.1", "localhost", "::1", self.host.lower())))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -130,6 +151,11 @@ class Settings:
                     raise ValueError(f"WORKBENCH_{name.upper()}={raw!r}: expected an integer") from None
         if raw := env.get("WORKBENCH_PROMPT_CACHE_GB"):
             values["prompt_cache_gb"] = _parse_budget("WORKBENCH_PROMPT_CACHE_GB", raw)
+        for name in ("allowed_hosts", "cors_origins"):
+            if raw := env.get(f"WORKBENCH_{name.upper()}"):
+                values[name] = tuple(raw.split(","))
+        if raw := env.get("WORKBENCH_MAX_BODY_MB"):
+            values["max_body_mb"] = _parse_budget("WORKBENCH_MAX_BODY_MB", raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
