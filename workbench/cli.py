@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the prompt cache's bound per model (default 1.0; WORKBENCH_PROMPT_CACHE_GB)",
     )
     serve.add_argument(
+        "--allowed-hosts",
+        help="Host headers to serve, comma-separated ('*' = any; default: loopback names and --host; "
+        "WORKBENCH_ALLOWED_HOSTS)",
+    )
+    serve.add_argument(
+        "--cors-origins",
+        help="browser origins allowed cross-origin, comma-separated (default none; WORKBENCH_CORS_ORIGINS)",
+    )
+    serve.add_argument(
+        "--max-body-mb", type=float, help="largest /v1 request body (default 8; WORKBENCH_MAX_BODY_MB)"
+    )
+    serve.add_argument(
         "--api-key",
         help="require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on /v1 routes, and KEY as the "
         "UI's sign-in password (prefer WORKBENCH_API_KEY: command lines are visible to other users)",
@@ -181,7 +193,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "WORKBENCH_API_KEY": args.api_key,
         **{
             f"WORKBENCH_{name.upper()}": None if getattr(args, name) is None else str(getattr(args, name))
-            for name in ("max_batch", "max_queue", "prompt_cache_entries", "prompt_cache_gb")
+            for name in (
+                "max_batch",
+                "max_queue",
+                "prompt_cache_entries",
+                "prompt_cache_gb",
+                "allowed_hosts",
+                "cors_origins",
+                "max_body_mb",
+            )
         },
     }
     os.environ.update({k: v for k, v in flags.items() if v is not None})
