@@ -7,6 +7,7 @@ so settings come from the environment the CLI prepared.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from api import routes_chat, routes_completions, routes_health, routes_messages, routes_models
 from api.auth import require_api_key
 from api.errors import install_error_handlers
+from api.metrics import Metrics, RequestCounter
+from api.metrics import router as metrics_router
 from api.security import install_security
 from workbench import __version__
 from workbench.config import Settings
@@ -34,7 +37,8 @@ def create_app(
     there), all on one `engine`.
 
     Without `engine`, the app makes its own and owns it: started at lifespan startup
-    (the default model is loaded then), stopped at shutdown. A given engine is started
+    (the default model then loads in the background; /health says 503 "loading" until it
+    has), stopped at shutdown. A given engine is started
     if needed and left running (its creator owns it).
     """
     settings = settings or Settings.from_env()
@@ -43,19 +47,31 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        app.state.status = ("loading", "the engine is starting and loading the default model")
         if not eng.running:
             eng.start()
-        try:
-            # Load the default model now, so the first request does not pay for it.
-            await run_in_threadpool(eng.load)
-        except EngineError as exc:
-            log.error("the default model could not be loaded (the server runs on): %s", exc)
-        log.info("serving on engine: device=%s blas=%s default=%s", eng.device, eng.blas, eng.default_model)
+
+        async def load_default() -> None:
+            try:
+                await run_in_threadpool(eng.load)
+                app.state.status = ("ok", "")
+                log.info(
+                    "serving on engine: device=%s blas=%s default=%s", eng.device, eng.blas, eng.default_model
+                )
+            except EngineError as exc:
+                log.error("the default model could not be loaded (the server runs on): %s", exc)
+                app.state.status = ("failed", f"the default model could not be loaded: {exc}")
+
+        # The default model loads (and, the first time, converts) in the background: the
+        # server answers at once (/health: 503 "loading"; the UI opens), and requests that
+        # need the engine meanwhile wait for it on the engine thread.
+        loading = asyncio.create_task(load_default())
         try:
             yield
         finally:
             if owns_engine:
                 eng.stop()
+            await asyncio.gather(loading, return_exceptions=True)
 
     app = FastAPI(
         title="MLX Workbench API",
@@ -67,10 +83,19 @@ def create_app(
     )
     app.state.settings = settings
     app.state.engine = eng
+    app.state.status = ("loading", "the engine has not started")
+    app.state.metrics = Metrics(eng)
     install_error_handlers(app, anthropic_prefix=routes_messages.PREFIX)
     install_security(app, settings.served_hosts(), settings.cors_origins, settings.max_body_mb)
+    app.add_middleware(RequestCounter, metrics=app.state.metrics)  # outermost: refusals count too
     protected = [Depends(require_api_key)]
-    routers = (routes_models.router, routes_chat.router, routes_completions.router, routes_messages.router)
+    routers = (
+        routes_models.router,
+        routes_chat.router,
+        routes_completions.router,
+        routes_messages.router,
+        metrics_router,
+    )
     for router in routers:
         app.include_router(router, dependencies=protected)
     app.include_router(routes_health.router)

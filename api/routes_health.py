@@ -1,4 +1,6 @@
-"""GET /health: engine state, loaded models and memory. Open even when an API key is set."""
+"""GET /health: engine state, loaded models and memory; 503 while the engine starts or
+loads its default model, after that load failed, and once it stopped. Open even when an
+API key is set."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ def health(request: Request) -> dict[str, Any] | JSONResponse:
     engine = engine_of(request)
     if not engine.running:
         return JSONResponse({"status": "stopped", "engine": {"running": False}}, status_code=503)
+    status, detail = getattr(request.app.state, "status", ("ok", ""))
+    if status != "ok":
+        return JSONResponse(
+            {"status": status, "detail": detail, "engine": {"running": True}}, status_code=503
+        )
     models = engine.models()
     return {
         "status": "ok",

@@ -27,7 +27,7 @@ def free_port() -> int:
 class LiveServer:
     """A real uvicorn serving `app` on 127.0.0.1 from a background thread."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, *, wait_ready: bool = True) -> None:
         import threading
 
         import uvicorn
@@ -38,6 +38,7 @@ class LiveServer:
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
         )
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self.wait_ready = wait_ready
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -45,7 +46,18 @@ class LiveServer:
             raise TimeoutError("uvicorn did not start")
         if not self.server.started:
             raise RuntimeError("uvicorn failed to start (see the log above)")
+        if self.wait_ready and not wait_until(self._ready, timeout_s=300, interval_s=0.05):
+            raise TimeoutError("the app stayed 'loading' (its default model) for 5 minutes")
         return self
+
+    def _ready(self) -> bool:
+        """The default model has loaded (or failed to): /health no longer says 'loading'."""
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/health", timeout=10).json().get("status") != "loading"
+        except (httpx.HTTPError, ValueError):
+            return False
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

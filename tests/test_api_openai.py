@@ -340,7 +340,7 @@ def test_dropping_a_non_streaming_request_stops_generation(server: LiveServer, e
     body = json.dumps(
         {"model": F32, "messages": HELLO, "max_tokens": 4000, "ignore_eos": True, "temperature": 0}
     ).encode()
-    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         assert wait_until(lambda: engine.active_streams == 1, timeout_s=30)

@@ -98,7 +98,9 @@ def test_serve_answers_openai_clients_and_stops_cleanly(env: dict[str, str]) -> 
 
     def healthy() -> bool:
         try:
-            return httpx.get(f"{url}/health", timeout=2).json()["loaded_models"] != []
+            # 503 "loading" until the default model is in; then 200 with it loaded.
+            r = httpx.get(f"{url}/health", timeout=2)
+            return r.status_code == 200 and r.json()["loaded_models"] != []
         except httpx.HTTPError:
             return proc.poll() is not None
 

@@ -13,8 +13,8 @@ import platform
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, aclosing
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, aclosing, closing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from workbench.engine.types import (
     Chunk,
     Completion,
     GenerationRequest,
+    GenerationStats,
     MemoryInfo,
     Message,
     ModelInfo,
@@ -55,6 +56,8 @@ class Engine:
         # Generations admitted (running, or waiting on the thread or in a batch).
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        self._listeners: list[Callable[[GenerationStats], None]] = []
+        self.model_loads = 0  # models loaded by this engine (counted on its thread)
         if start:
             self.start()
 
@@ -126,6 +129,27 @@ class Engine:
         """A benchmark holds the engine (exclusive()): other work waits until it ends."""
         return self._worker.exclusive_held
 
+    def _load(self, model_id: str | None) -> tuple[Any, float | None]:
+        """registry.load on the engine thread, counting the loads it performs."""
+        lm, load_s = self.registry.load(model_id)
+        if load_s is not None:
+            self.model_loads += 1
+        return lm, load_s
+
+    def add_stats_listener(self, listener: Callable[[GenerationStats], None]) -> None:
+        """Call `listener(stats)` with every finished generation's stats (API, UI,
+        benchmarks alike), on the consumer's thread; its errors are logged, never raised."""
+        self._listeners.append(listener)
+
+    def _observe(self, chunk: Chunk) -> None:
+        if chunk.stats is None:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(chunk.stats)
+            except Exception:
+                log.warning("stats listener failed", exc_info=True)
+
     @property
     def registry(self) -> ModelRegistry:
         if self._registry is None:
@@ -152,7 +176,7 @@ class Engine:
         """Load a model (converting a GGUF on first use); no-op if already loaded."""
 
         def work() -> ModelInfo:
-            lm, _ = self.registry.load(model_id)
+            lm, _ = self._load(model_id)
             return self.registry.info(lm.entry)
 
         return self._worker.call(work)
@@ -162,13 +186,13 @@ class Engine:
         return self._worker.call(lambda: self.registry.unload(model_id))
 
     def tokenize(self, text: str, model_id: str | None = None) -> list[int]:
-        return self._worker.call(lambda: list(self.registry.load(model_id)[0].tokenizer.encode(text)))
+        return self._worker.call(lambda: list(self._load(model_id)[0].tokenizer.encode(text)))
 
     def detokenize(self, ids: Sequence[int], model_id: str | None = None) -> str:
         """Text of token ids; ids outside the vocabulary are an InvalidRequestError."""
 
         def work() -> str:
-            lm, _ = self.registry.load(model_id)
+            lm, _ = self._load(model_id)
             vocab = int(lm.config.get("vocab_size") or len(lm.tokenizer))
             bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)]
             if bad:
@@ -194,7 +218,7 @@ class Engine:
         from workbench.engine.baseline import reference_stream_generate
 
         def work() -> dict[str, Any]:
-            lm, _ = self.registry.load(model_id)
+            lm, _ = self._load(model_id)
             return reference_stream_generate(lm, list(prompt_ids), max_tokens)
 
         return self._worker.call(work)
@@ -224,10 +248,10 @@ class Engine:
         def work() -> TokenComparison:
             from workbench.engine.quality import compare_next_tokens
 
-            ref, _ = self.registry.load(reference)
+            ref, _ = self._load(reference)
             ref.busy += 1  # keep it loaded while the other model loads
             try:
-                lm, _ = self.registry.load(model)
+                lm, _ = self._load(model)
             finally:
                 ref.busy -= 1
             vocab = int(ref.config.get("vocab_size") or len(ref.tokenizer))
@@ -255,7 +279,7 @@ class Engine:
         if state.cancel.cancelled:  # cancelled while queued: do not load a model for it
             yield cancelled_before_start(request.model or self.registry.default_id(), state)
             return
-        lm, load_s = self.registry.load(request.model)
+        lm, load_s = self._load(request.model)
         lm.busy += 1
         try:
             if self.settings.max_batch > 1:
@@ -295,7 +319,13 @@ class Engine:
         already running or waiting."""
         self._admit()
         try:
-            yield from self._worker.stream(partial(self._generation, request), cancel or CancelToken())
+            # closing(): a consumer that leaves early closes the worker stream at once.
+            with closing(
+                self._worker.stream(partial(self._generation, request), cancel or CancelToken())
+            ) as it:
+                for chunk in it:
+                    self._observe(chunk)
+                    yield chunk
         finally:
             self._leave()
 
@@ -308,6 +338,7 @@ class Engine:
             chunks = self._worker.astream(partial(self._generation, request), cancel or CancelToken())
             async with aclosing(chunks):
                 async for chunk in chunks:
+                    self._observe(chunk)
                     yield chunk
         finally:
             self._leave()
@@ -317,9 +348,7 @@ class Engine:
         `prompt_tokens` its generation would report. Loads the model if needed."""
         from workbench.engine.generation import render_prompt
 
-        return self._worker.call(
-            lambda: len(render_prompt(self.registry.load(request.model)[0].tokenizer, request))
-        )
+        return self._worker.call(lambda: len(render_prompt(self._load(request.model)[0].tokenizer, request)))
 
     def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Completion:
         """The whole completion at once."""

@@ -1,0 +1,130 @@
+"""GET /metrics in Prometheus' text format (prometheus_client), one registry per app.
+
+What is counted: HTTP requests by method, route and status (middleware); every finished
+generation on the engine, whoever asked for it (API, UI, benchmarks; an engine stats
+listener): generations by model and finish reason, prompt / cached / generated tokens,
+TTFT and decode tok/s histograms; read when scraped: queue depth (running + waiting
+generations), active streams, model loads, MLX and process memory. Guarded by the API
+key when one is set. Knows prometheus_client, Starlette and engine types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workbench.engine import Engine, GenerationStats
+
+router = APIRouter()
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+TPS_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
+
+
+class _EngineCollector:
+    """Engine figures read at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        e = self.engine
+        yield GaugeMetricFamily(
+            "workbench_queue_depth",
+            "generations admitted and not finished (running or waiting)",
+            e.queued_generations,
+        )
+        yield GaugeMetricFamily(
+            "workbench_active_streams", "generations on the engine thread", e.active_streams
+        )
+        yield CounterMetricFamily("workbench_model_loads", "models loaded by the engine", e.model_loads)
+        if e.running:
+            memory = GaugeMetricFamily("workbench_memory_bytes", "memory by kind", labels=["kind"])
+            for kind, gb in asdict(e.memory()).items():
+                if kind.endswith("_gb"):
+                    memory.add_metric([kind.removesuffix("_gb")], gb * 1e9)
+            yield memory
+
+
+class Metrics:
+    """The app's metrics; `observe` is the engine's stats listener."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "workbench_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=r
+        )
+        self.generations = Counter(
+            "workbench_generations", "generations finished", ["model", "finish_reason"], registry=r
+        )
+        self.prompt_tokens = Counter("workbench_prompt_tokens", "prompt tokens", ["model"], registry=r)
+        self.cached_tokens = Counter(
+            "workbench_cached_prompt_tokens", "prompt tokens the prompt cache supplied", ["model"], registry=r
+        )
+        self.generation_tokens = Counter(
+            "workbench_generation_tokens", "generated tokens", ["model"], registry=r
+        )
+        self.ttft = Histogram(
+            "workbench_ttft_seconds", "time to first token", ["model"], buckets=TTFT_BUCKETS, registry=r
+        )
+        self.tps = Histogram(
+            "workbench_generation_tokens_per_second",
+            "decode tok/s of each generation",
+            ["model"],
+            buckets=TPS_BUCKETS,
+            registry=r,
+        )
+        r.register(_EngineCollector(engine))  # type: ignore[arg-type]
+        engine.add_stats_listener(self.observe)
+
+    def observe(self, stats: GenerationStats) -> None:
+        model = stats.model
+        self.generations.labels(model, stats.finish_reason).inc()
+        self.prompt_tokens.labels(model).inc(stats.prompt_tokens)
+        self.cached_tokens.labels(model).inc(stats.cached_tokens)
+        self.generation_tokens.labels(model).inc(stats.generation_tokens)
+        if stats.generation_tokens:
+            self.ttft.labels(model).observe(stats.ttft_s)
+        if stats.generation_tps > 0:
+            self.tps.labels(model).observe(stats.generation_tps)
+
+
+class RequestCounter:
+    """ASGI middleware: counts each HTTP response by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            # The route template, not the raw path, so labels stay few.
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                route = "/ui" if scope.get("path", "").startswith("/ui") else "other"
+            self.metrics.requests.labels(scope.get("method", ""), route, str(status or 500)).inc()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
