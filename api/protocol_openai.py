@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0  # OpenAI's documented default; send 0 for greedy
 MAX_CHOICES = 16  # n x prompts per request
+MAX_LOGIT_BIAS = 300  # entries, as OpenAI allows
+MAX_STOP_LENGTH = 1000  # characters per stop string
 Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
@@ -107,7 +109,7 @@ class SamplingFields(WireModel):
     repetition_context_size: int | None = Field(None, ge=1, le=65536, description="extension")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, Bias] | None = None
+    logit_bias: dict[str, Bias] | None = Field(None, max_length=MAX_LOGIT_BIAS)
     seed: int | None = Field(None, ge=-(2**63), le=MAX_SEED, description="-1 = random, as in llama.cpp")
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=MAX_CHOICES)
@@ -125,6 +127,9 @@ class SamplingFields(WireModel):
             raise ApiError(400, "stream_options: only allowed when stream is true", param="stream_options")
         if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_STRINGS:
             raise ApiError(400, f"stop: at most {MAX_STOP_STRINGS} strings", param="stop")
+        stops = self.stop if isinstance(self.stop, list) else [self.stop] if self.stop else []
+        if any(len(s) > MAX_STOP_LENGTH for s in stops):
+            raise ApiError(400, f"stop: each string at most {MAX_STOP_LENGTH} characters", param="stop")
 
     @property
     def include_usage(self) -> bool:

@@ -99,3 +99,25 @@ def test_bodies_over_the_limit_get_413_declared_or_not(server: LiveServer) -> No
         timeout=120,
     )
     assert ok.status_code == 200, ok.text
+
+
+def test_limits_answer_400_naming_the_parameter(server: LiveServer) -> None:
+    url = f"{server.url}/v1/chat/completions"
+    hi = [{"role": "user", "content": "Hi"}]
+    cases = [
+        ({"max_tokens": 9000}, "max_tokens", "context of 8192"),  # prompt + max_tokens > context
+        ({"n": 17}, "n", "less than or equal to 16"),
+        ({"stop": [str(i) for i in range(17)]}, "stop", "at most 16"),
+        ({"stop": "x" * 1001}, "stop", "at most 1000 characters"),
+        ({"logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias", "at most 300"),
+        ({"top_logprobs": 21, "logprobs": True}, "top_logprobs", "less than or equal to 20"),
+    ]
+    for extra, param, words in cases:
+        r = httpx.post(url, json={"model": "default", "messages": hi, **extra}, timeout=60)
+        assert r.status_code == 400, (extra, r.text)
+        error = r.json()["error"]
+        assert error["param"] == param and words in error["message"], (extra, error)
+    r = httpx.post(
+        f"{server.url}/v1/messages", json={"model": "default", "max_tokens": 9000, "messages": hi}, timeout=60
+    )
+    assert r.status_code == 400 and "context of 8192" in r.json()["error"]["message"]

@@ -160,7 +160,14 @@ def prepare(lm: LoadedModel, request: GenerationRequest) -> Prepared:
             param=next(n for n in ("messages", "prompt", "prompt_ids") if getattr(request, n) is not None),
         )
     room = context - len(prompt)
-    max_tokens = room if request.max_tokens is None else min(request.max_tokens, room)
+    if request.max_tokens is not None and request.max_tokens > room:
+        raise ContextLengthError(
+            f"the prompt is {len(prompt)} tokens and max_tokens is {request.max_tokens}: "
+            f"{len(prompt) + request.max_tokens} tokens, beyond {lm.entry.id!r}'s context of {context}; "
+            f"ask for at most {room} tokens, or shorten the prompt",
+            param="max_tokens",
+        )
+    max_tokens = room if request.max_tokens is None else request.max_tokens
     vocab_size = int(lm.config.get("vocab_size") or len(tokenizer))
     if max(prompt) >= vocab_size:
         raise InvalidRequestError(
