@@ -163,7 +163,8 @@ def prepare(lm: LoadedModel, request: GenerationRequest) -> Prepared:
     if request.max_tokens is not None and request.max_tokens > room:
         raise ContextLengthError(
             f"the prompt is {len(prompt)} tokens and max_tokens is {request.max_tokens}: "
-            f"{len(prompt) + request.max_tokens} tokens, beyond {lm.entry.id!r}'s context of {context}; "
+            f"{len(prompt) + request.max_tokens} tokens, more than {lm.entry.id!r} holds (a context of "
+            f"{context} tokens); "
             f"ask for at most {room} tokens, or shorten the prompt",
             param="max_tokens",
         )
