@@ -81,10 +81,10 @@ class BodyLimit:
         self.limit = limit
 
     def _too_large(self, size: int | None = None) -> ApiError:
-        said = f"{size:,} bytes" if size is not None else "more"
+        said = f"is {size:,} bytes" if size is not None else "outgrew it while being sent"
         return ApiError(
             413,
-            f"the request body is {said}; the limit is {self.limit:,} bytes (WORKBENCH_MAX_BODY_MB)",
+            f"the request body {said}; the limit is {self.limit:,} bytes (WORKBENCH_MAX_BODY_MB)",
             type="invalid_request_error",
             code="request_too_large",
         )
