@@ -69,6 +69,7 @@ def create_app(
         try:
             yield
         finally:
+            eng.remove_stats_listener(app.state.metrics.observe)  # a shared engine outlives the app
             if owns_engine:
                 eng.stop()
             await asyncio.gather(loading, return_exceptions=True)

@@ -52,7 +52,8 @@ class _EngineCollector:
 
 
 class Metrics:
-    """The app's metrics; `observe` is the engine's stats listener."""
+    """The app's metrics; `observe` is the engine's stats listener (the app removes it
+    at shutdown)."""
 
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()

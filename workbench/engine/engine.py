@@ -141,6 +141,10 @@ class Engine:
         benchmarks alike), on the consumer's thread; its errors are logged, never raised."""
         self._listeners.append(listener)
 
+    def remove_stats_listener(self, listener: Callable[[GenerationStats], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _observe(self, chunk: Chunk) -> None:
         if chunk.stats is None:
             return
