@@ -22,6 +22,7 @@ from workbench.engine.errors import (
     ModelLoadError,
     ModelNotFoundError,
     QueueFullError,
+    RequestTimeoutError,
     UnsupportedModelError,
 )
 
@@ -38,6 +39,7 @@ _ENGINE_ERRORS: tuple[tuple[type[EngineError], int, str, str | None], ...] = (
     (ModelBusyError, 409, "invalid_request_error", "model_busy"),
     (EngineStoppedError, 503, "server_error", "engine_stopped"),
     (QueueFullError, 429, "rate_limit_error", "queue_full"),
+    (RequestTimeoutError, 504, "timeout_error", "request_timeout"),
     (EngineError, 500, "server_error", None),
 )
 
@@ -51,6 +53,7 @@ _ANTHROPIC_TYPES = {
     429: "rate_limit_error",
     500: "api_error",
     503: "overloaded_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 

@@ -24,13 +24,13 @@ async def chat_completions(
 ) -> dict[str, Any] | EventSourceResponse:
     body.log_unknown("chat.completions")
     engine = engine_of(request)
-    model_id = await resolve_model(engine, body.model)
+    model_id = await resolve_model(request, body.model)
     requests = body.to_engine_requests(model_id)
     head = fmt.ResponseHeader("chat", model_id, engine.device)
     if not body.stream:
-        results = await until_disconnect(request, collect_all(engine, requests))
+        results = await until_disconnect(request, collect_all(request, requests))
         return fmt.chat_completion(head, results)
-    items = await start_stream(request, stream_all(engine, requests))
+    items = await start_stream(request, stream_all(request, requests))
     return sse_response(_chunks(head, items, body.include_usage))
 
 

@@ -33,14 +33,14 @@ async def _echoes(engine: Engine, body: CompletionRequest, model_id: str) -> lis
 async def completions(body: CompletionRequest, request: Request) -> dict[str, Any] | EventSourceResponse:
     body.log_unknown("completions")
     engine = engine_of(request)
-    model_id = await resolve_model(engine, body.model)
+    model_id = await resolve_model(request, body.model)
     requests = body.to_engine_requests(model_id)
     echoes = await _echoes(engine, body, model_id)
     head = fmt.ResponseHeader("text", model_id, engine.device)
     if not body.stream:
-        results = await until_disconnect(request, collect_all(engine, requests))
+        results = await until_disconnect(request, collect_all(request, requests))
         return fmt.text_completion(head, results, body.n, echoes)
-    items = await start_stream(request, stream_all(engine, requests))
+    items = await start_stream(request, stream_all(request, requests))
     return sse_response(_chunks(head, items, body.n, echoes, body.include_usage))
 
 

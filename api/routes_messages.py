@@ -28,15 +28,15 @@ async def create_message(body: MessagesRequest, request: Request) -> dict[str, A
     # format served here is the one every version shares.
     body.log_unknown("messages")
     engine = engine_of(request)
-    model_id = await resolve_model(engine, body.model)
+    model_id = await resolve_model(request, body.model)
     req = body.to_engine_request(model_id)
     head = fmt.MessageHeader(model_id)
     if not body.stream:
-        (result,) = await until_disconnect(request, collect_all(engine, [req]))
+        (result,) = await until_disconnect(request, collect_all(request, [req]))
         return fmt.message(head, result)
     # message_start reports input_tokens before the last chunk's stats can say it.
     input_tokens = await run_in_threadpool(engine.count_prompt_tokens, req)
-    items = await start_stream(request, stream_all(engine, [req]))
+    items = await start_stream(request, stream_all(request, [req]))
     return sse_response(_events(head, items, input_tokens), ANTHROPIC_SSE)
 
 
@@ -45,7 +45,7 @@ async def count_tokens(body: CountTokensRequest, request: Request) -> dict[str, 
     """The prompt tokens a create with these messages would report as input_tokens."""
     body.log_unknown("messages.count_tokens")
     engine = engine_of(request)
-    req = body.to_engine_request(await resolve_model(engine, body.model))
+    req = body.to_engine_request(await resolve_model(request, body.model))
     return {"input_tokens": await run_in_threadpool(engine.count_prompt_tokens, req)}
 
 

@@ -5,15 +5,20 @@ Nothing reads os.environ after this; there is no global settings object.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 DEFAULT_MODEL_ALIAS = "default"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+# What a remote caller may name as a model: registered ids only, or hub ids too, or
+# also paths on this machine (engine.registry.resolve's scopes).
+ApiModels = Literal["registered", "hub", "any"]
+API_MODELS: tuple[str, ...] = get_args(ApiModels)
 
 
 def _default_models_dir(env: Mapping[str, str]) -> Path:
@@ -63,6 +68,13 @@ class Settings:
                                               loopback names and `host` (any, when it binds all)
     cors_origins    WORKBENCH_CORS_ORIGINS    browser origins allowed cross-origin (comma list; none)
     max_body_mb     WORKBENCH_MAX_BODY_MB     largest /v1 request body (413 beyond it)
+    api_models      WORKBENCH_API_MODELS      what an HTTP request may name: 'registered' ids and
+                                              aliases only (default), also 'hub' ids, or 'any'
+                                              (also this machine's paths)
+    request_timeout_s WORKBENCH_REQUEST_TIMEOUT_S longest a /v1 generation may take, queue included
+                                              (504 / a stream error beyond it; 0 = no limit)
+    drain_s         WORKBENCH_DRAIN_S         on SIGTERM, how long in-flight requests may finish
+                                              while new ones get 503
     """
 
     models_dir: Path = field(default_factory=lambda: _default_models_dir(os.environ))
@@ -82,6 +94,9 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     max_body_mb: float = 8.0
+    api_models: ApiModels = "registered"
+    request_timeout_s: float = 600.0
+    drain_s: float = 30.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models_dir", Path(self.models_dir).expanduser())
@@ -98,6 +113,12 @@ class Settings:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not self.prompt_cache_gb > 0:
             raise ValueError(f"prompt_cache_gb must be > 0, got {self.prompt_cache_gb}")
+        if self.api_models not in API_MODELS:
+            raise ValueError(f"api_models must be one of {', '.join(API_MODELS)}, got {self.api_models!r}")
+        for name in ("request_timeout_s", "drain_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if not self.max_body_mb > 0:
             raise ValueError(f"max_body_mb must be > 0, got {self.max_body_mb}")
         for name in ("allowed_hosts", "cors_origins"):
@@ -156,6 +177,14 @@ class Settings:
                 values[name] = tuple(raw.split(","))
         if raw := env.get("WORKBENCH_MAX_BODY_MB"):
             values["max_body_mb"] = _parse_budget("WORKBENCH_MAX_BODY_MB", raw)
+        if raw := env.get("WORKBENCH_API_MODELS"):
+            values["api_models"] = raw.strip().lower()
+        for name in ("request_timeout_s", "drain_s"):
+            if raw := env.get(f"WORKBENCH_{name.upper()}"):
+                try:
+                    values[name] = float(raw)
+                except ValueError:
+                    raise ValueError(f"WORKBENCH_{name.upper()}={raw!r}: expected seconds") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

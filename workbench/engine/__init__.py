@@ -15,6 +15,7 @@ from workbench.engine.errors import (
     ModelLoadError,
     ModelNotFoundError,
     QueueFullError,
+    RequestTimeoutError,
     UnsupportedModelError,
 )
 from workbench.engine.recipes import RECIPE_HELP, QuantRecipe, QuantResult
@@ -54,6 +55,7 @@ __all__ = [
     "QuantRecipe",
     "QuantResult",
     "QueueFullError",
+    "RequestTimeoutError",
     "SamplingParams",
     "TokenComparison",
     "TokenLogprob",

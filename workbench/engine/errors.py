@@ -57,3 +57,7 @@ class QueueFullError(EngineError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RequestTimeoutError(EngineError, TimeoutError):
+    """A generation ran past its deadline (the request timeout) and was stopped."""

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -23,18 +24,33 @@ class CancelToken:
     A stream cancels its own token when it ends, so one token serves one stream. A
     job of many streams (a benchmark run) gives each a `child()`: cancelling the
     parent stops whichever child is running; a child ending leaves the parent alone.
+    A token made with `timeout_s` also counts as cancelled once that time has passed
+    (`timed_out`), waiting in the queue included; so do its children.
     """
 
-    def __init__(self, parent: CancelToken | None = None) -> None:
+    def __init__(self, parent: CancelToken | None = None, *, timeout_s: float | None = None) -> None:
         self._event = threading.Event()
         self._parent = parent
+        self.timeout_s = timeout_s
+        self._deadline = time.monotonic() + timeout_s if timeout_s else None
 
     def cancel(self) -> None:
         self._event.set()
 
     @property
+    def timed_out(self) -> bool:
+        """The deadline (this token's or a parent's) has passed."""
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return True
+        return self._parent is not None and self._parent.timed_out
+
+    @property
     def cancelled(self) -> bool:
-        return self._event.is_set() or (self._parent is not None and self._parent.cancelled)
+        return (
+            self._event.is_set()
+            or (self._deadline is not None and time.monotonic() >= self._deadline)
+            or (self._parent is not None and self._parent.cancelled)
+        )
 
     def child(self) -> CancelToken:
         return CancelToken(parent=self)
