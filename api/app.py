@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api import routes_chat, routes_completions, routes_health, routes_messages, routes_models
 from api.auth import require_api_key
 from api.errors import install_error_handlers
+from api.lifecycle import Drain, DrainGate, install_sigterm_drain
 from api.metrics import Metrics, RequestCounter
 from api.metrics import router as metrics_router
 from api.security import install_security
@@ -27,6 +28,7 @@ from workbench.config import Settings
 from workbench.engine import Engine, EngineError
 
 log = logging.getLogger(__name__)
+DRAINING = "the server is shutting down (SIGTERM): requests in flight finish, new ones get 503"
 
 
 def create_app(
@@ -36,7 +38,8 @@ def create_app(
     `/health` and, with `with_ui`, the Gradio workbench at `/ui` (`/` redirects
     there), all on one `engine`.
 
-    Without `engine`, the app makes its own and owns it: started at lifespan startup
+    SIGTERM under `workbench serve` drains first (api/lifecycle.py). Without `engine`,
+    the app makes its own and owns it: started at lifespan startup
     (the default model then loads in the background; /health says 503 "loading" until it
     has), stopped at shutdown. A given engine is started
     if needed and left running (its creator owns it).
@@ -66,9 +69,16 @@ def create_app(
         # server answers at once (/health: 503 "loading"; the UI opens), and requests that
         # need the engine meanwhile wait for it on the engine thread.
         loading = asyncio.create_task(load_default())
+        undo_drain = install_sigterm_drain(
+            app.state.drain,
+            drain_s=settings.drain_s,
+            idle=lambda: eng.active_streams == 0 and eng.queued_generations == 0,
+            on_start=lambda: setattr(app.state, "status", ("draining", DRAINING)),
+        )
         try:
             yield
         finally:
+            undo_drain()
             eng.remove_stats_listener(app.state.metrics.observe)  # a shared engine outlives the app
             if owns_engine:
                 eng.stop()
@@ -87,6 +97,8 @@ def create_app(
     app.state.status = ("loading", "the engine has not started")
     app.state.metrics = Metrics(eng)
     install_error_handlers(app, anthropic_prefix=routes_messages.PREFIX)
+    app.state.drain = Drain()
+    app.add_middleware(DrainGate, drain=app.state.drain)
     install_security(app, settings.served_hosts(), settings.cors_origins, settings.max_body_mb)
     app.add_middleware(RequestCounter, metrics=app.state.metrics)  # outermost: refusals count too
     protected = [Depends(require_api_key)]

@@ -34,7 +34,8 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, err: ApiError) -> None:
+async def refuse(scope: Scope, receive: Receive, send: Send, err: ApiError) -> None:
+    """Answer `err` in the shape of the API the request hit, before any route runs."""
     path = scope.get("path", "")
     response = error_response(
         err, anthropic=path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")
@@ -70,7 +71,7 @@ class HostAllowlist:
             type="invalid_request_error",
             code="host_not_allowed",
         )
-        await _refuse(scope, receive, send, err)
+        await refuse(scope, receive, send, err)
 
 
 class BodyLimit:
@@ -96,7 +97,7 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _refuse(scope, receive, send, self._too_large(int(declared)))
+            await refuse(scope, receive, send, self._too_large(int(declared)))
             return
         # Read the body first (API bodies are small JSON), refusing it as soon as it
         # outgrows the limit, then hand it to the app as one message.
@@ -109,7 +110,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             received += len(chunks[-1])
             if received > self.limit:
-                await _refuse(scope, receive, send, self._too_large())
+                await refuse(scope, receive, send, self._too_large())
                 return
             if not message.get("more_body", False):
                 break

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Anthropic's Messages API (/v1/messages, /v1/messages/count_tokens) and /health from one "
         "process on one MLX engine. Open http://HOST:PORT/ in a browser; point an OpenAI client "
         "at http://HOST:PORT/v1, an Anthropic client at http://HOST:PORT (ANTHROPIC_BASE_URL). "
-        "Ctrl-C stops it.",
+        "Ctrl-C stops it; SIGTERM lets requests in flight finish first (--drain-s) while new ones get 503.",
     )
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; WORKBENCH_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; WORKBENCH_PORT)")
@@ -117,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-body-mb", type=float, help="largest /v1 request body (default 8; WORKBENCH_MAX_BODY_MB)"
+    )
+    serve.add_argument(
+        "--api-models",
+        choices=("registered", "hub", "any"),
+        help="what a request may name as its model: registered ids and aliases only (default), "
+        "also hub ids (owner/name), or also paths on this machine (WORKBENCH_API_MODELS)",
+    )
+    serve.add_argument(
+        "--request-timeout-s",
+        type=float,
+        help="longest a /v1 generation request may take, queueing included: 504 (or a stream error "
+        "event) beyond it (default 600; 0 = no limit; WORKBENCH_REQUEST_TIMEOUT_S)",
+    )
+    serve.add_argument(
+        "--drain-s",
+        type=float,
+        help="on SIGTERM, how long requests in flight may finish while new ones get 503 "
+        "(default 30; WORKBENCH_DRAIN_S)",
     )
     serve.add_argument(
         "--api-key",
@@ -201,6 +220,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "allowed_hosts",
                 "cors_origins",
                 "max_body_mb",
+                "api_models",
+                "request_timeout_s",
+                "drain_s",
             )
         },
     }
@@ -213,16 +235,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"health at /health, docs at /docs. Ctrl-C stops.",
         file=sys.stderr,
     )
+    # uvicorn re-raises the SIGTERM it handled once it has shut down: leave with status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level.lower(),
-        # Streams still running at Ctrl-C are cut after this long; the engine then stops.
+        # After Ctrl-C (or SIGTERM's drain, api/lifecycle.py) connections still open are cut
+        # after this long; the engine then stops.
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_models(args: argparse.Namespace, engine: Engine) -> int:
@@ -332,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(args, "log_level", None) or ("INFO" if args.command == "serve" else "WARNING")
     ).upper()
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM stops a command as Ctrl-C does: completed rows stay, sidecars say "stopped".
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "serve":
             return cmd_serve(args)

@@ -232,6 +232,9 @@ def run_to_csv(
             on_progress=on_progress,
             cancel=cancel,
         )
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into this)
+        save("stopped", len(skip) + len(written))
+        raise
     except BaseException:
         save("failed", len(skip) + len(written))
         raise

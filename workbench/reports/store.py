@@ -8,6 +8,7 @@ Knows files, columns and types (reports.schema), not what the rows mean.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -44,11 +45,14 @@ def append_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, A
             header = next(csv.reader(f), [])
         if header != fields:
             raise ValueError(f"{path}: the existing file has other columns; write to another file")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    if new:
+        writer.writeheader()
+    writer.writerows(rows)
+    # One write of whole lines: an interrupted process leaves rows in or out, never half.
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+        f.write(text.getvalue())
         f.flush()
         os.fsync(f.fileno())
     return count_rows(path)
