@@ -135,7 +135,7 @@ def test_spec_files_are_validated(tmp_path: Path, engine: Engine) -> None:
         run_benchmark(engine, batched)
 
 
-def test_sigkilled_run_keeps_its_rows_and_resume_finishes_it(
+def test_killed_or_terminated_runs_keep_their_rows_and_resume_finishes_them(
     settings: Settings, engine: Engine, tmp_path: Path
 ) -> None:
     engine.load(F32)  # converted once, in the shared models dir
@@ -169,6 +169,18 @@ def test_sigkilled_run_keeps_its_rows_and_resume_finishes_it(
     run_id = kept["run_id"].iloc[0]
     assert json.loads(sidecar_path(csv_path).read_text())["runs"][run_id]["status"] == "running"
 
+    if len(kept) < 5:  # SIGTERM stops a run as Ctrl-C does: whole rows kept, run marked stopped
+        proc = subprocess.Popen([*cmd, "--resume"], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            assert wait_until(lambda: count_rows(csv_path) > len(kept) or proc.poll() is not None, 120)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 130, proc.stderr.read() if proc.stderr else ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "interrupted: completed trials are in" in (proc.stderr.read() if proc.stderr else "")
+        kept = read_results(csv_path)
+        assert json.loads(sidecar_path(csv_path).read_text())["runs"][run_id]["status"] == "stopped"
     resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert (
