@@ -4,6 +4,7 @@ graceful drain on a real `workbench serve` process. All on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,3 +164,30 @@ def test_sigterm_lets_a_stream_finish_and_refuses_new_requests(settings: Setting
             proc.wait()
     log = proc.stdout.read() if proc.stdout else ""
     assert "SIGTERM: draining" in log and "drained (nothing in flight)" in log, log[-2000:]
+
+
+def test_code_shipped_with_a_model_never_runs(engine: Engine, tmp_path: Path) -> None:
+    """A model folder whose tokenizer and config point at a Python file (auto_map, as
+    trust_remote_code models do): loading it must not import that file."""
+    source = Path(engine.load("smollm2-135m-instruct-4bit").path)  # its converted MLX folder
+    folder = tmp_path / "remote-code-model"
+    folder.mkdir()
+    for item in source.iterdir():  # weights linked, small files copied (and edited below)
+        if item.suffix == ".safetensors":
+            (folder / item.name).symlink_to(item)
+        else:
+            (folder / item.name).write_bytes(item.read_bytes())
+    marker = tmp_path / "code-ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nclass Evil: pass\n")
+    for name, key in (("tokenizer_config.json", "AutoTokenizer"), ("config.json", "AutoConfig")):
+        data = json.loads((folder / name).read_text())
+        data["auto_map"] = {key: ["evil.Evil", None] if key == "AutoTokenizer" else "evil.Evil"}
+        (folder / name).write_text(json.dumps(data))
+    try:
+        engine.load(str(folder))  # may load (the code ignored) or refuse; either way no code runs
+    except Exception as exc:  # the outcome that matters is the marker
+        print("refused:", exc)
+    finally:
+        with contextlib.suppress(Exception):
+            engine.unload(str(folder))
+    assert not marker.exists()

@@ -167,7 +167,13 @@ class ModelRegistry(ModelCatalog):
             from mlx_lm.utils import load as mlx_lm_load
 
             folder = self.folder_for(entry)
-            model, tokenizer, config = mlx_lm_load(str(folder), return_config=True)
+            # Never run code shipped with a model (a config-file CVE made that an attack).
+            model, tokenizer, config = mlx_lm_load(
+                str(folder),
+                return_config=True,
+                trust_remote_code=False,
+                tokenizer_config={"trust_remote_code": False},
+            )
         except (ModelNotFoundError, ModelLoadError):
             raise
         except Exception as exc:
