@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import ApiError, unsupported
-from workbench.engine import GenerationRequest, Message, SamplingParams
+from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
 from workbench.engine.types import MAX_SEED, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,39 @@ class StreamOptions(WireModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(WireModel):
+    name: str = Field("response", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None  # true: objects without additionalProperties are closed
+
+
 class ResponseFormat(WireModel):
-    type: str = "text"
+    """OpenAI's `text` / `json_object` / `json_schema`, enforced token by token; llama.cpp's
+    `{"type": "json_object", "schema": {...}}` too."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JsonSchemaFormat | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="extension (llama.cpp)")
+
+    def constraint(self) -> Constraint | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return Constraint.json_schema(self.schema_ or {"type": "object"})
+        if self.json_schema is None or self.json_schema.schema_ is None:
+            raise ApiError(
+                400,
+                "response_format.json_schema.schema: required when type is 'json_schema'",
+                param="response_format.json_schema",
+            )
+        return Constraint.json_schema(
+            self.json_schema.schema_,
+            "response_format.json_schema.schema",
+            strict=bool(self.json_schema.strict),
+        )
 
 
 class ContentPart(WireModel):
@@ -116,6 +147,7 @@ class SamplingFields(WireModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = Field(False, description="extension: generate past end-of-sequence (benchmarks)")
+    response_format: ResponseFormat | None = None
     # Describe the caller only: accepted, no effect on generation.
     user: str | None = None
     metadata: dict[str, Any] | None = None
@@ -160,6 +192,9 @@ class SamplingFields(WireModel):
             temperature=temperature, top_p=top_p, seed=seed, logit_bias=self.logit_bias or {}, **extras
         )
 
+    def constraint(self) -> Constraint | None:
+        return self.response_format.constraint() if self.response_format is not None else None
+
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
@@ -172,7 +207,6 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    response_format: ResponseFormat | None = None
     # Known OpenAI parameters we cannot honour yet: rejected when they ask for something.
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -187,10 +221,6 @@ class ChatCompletionRequest(SamplingFields):
 
     def check(self) -> None:
         self.check_common()
-        if self.response_format is not None and self.response_format.type != "text":
-            raise unsupported(
-                "response_format", f"type {self.response_format.type!r} is not supported (only 'text')"
-            )
         if self.tools or self.functions:
             raise unsupported("tools" if self.tools else "functions", "tool calling is not supported")
         for name in ("tool_choice", "function_call"):
@@ -218,6 +248,7 @@ class ChatCompletionRequest(SamplingFields):
                 stop=self.stops(),
                 logprobs=(self.top_logprobs or 0) if self.logprobs else None,
                 ignore_eos=self.ignore_eos,
+                constraint=self.constraint(),
             )
             for i in range(self.n)
         ]
@@ -270,6 +301,7 @@ class CompletionRequest(SamplingFields):
                         stop=self.stops(),
                         logprobs=self.logprobs,
                         ignore_eos=self.ignore_eos,
+                        constraint=self.constraint(),
                     )
                 )
         return out

@@ -23,6 +23,7 @@ from workbench.engine.streams import CancelToken
 from workbench.engine.types import (
     Chunk,
     Completion,
+    Constraint,
     GenerationRequest,
     GenerationStats,
     MemoryInfo,
@@ -38,6 +39,7 @@ __all__ = [
     "CancelToken",
     "Chunk",
     "Completion",
+    "Constraint",
     "ContextLengthError",
     "Engine",
     "EngineError",

@@ -176,6 +176,15 @@ def prepare(lm: LoadedModel, request: GenerationRequest) -> Prepared:
             param="prompt_ids",
         )
     sampler, processors, seed = build_sampling(request.sampling, vocab_size)
+    if request.constraint is not None:
+        from workbench.engine.constrain import grammar_processor
+
+        if request.ignore_eos:
+            raise InvalidRequestError(
+                "ignore_eos cannot be combined with a constrained output (it ends on end-of-sequence)",
+                param="ignore_eos",
+            )
+        processors = [*processors, grammar_processor(lm, request.constraint)]  # last: masks the others
     eos = frozenset() if request.ignore_eos else frozenset(tokenizer.eos_token_ids)
     return Prepared(prompt, max_tokens, sampler, processors, seed, eos)
 

@@ -50,6 +50,7 @@ class LoadedModel:
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0
     batch: Any = None  # scheduler.ModelBatch: the running batch and prompt cache, made on first use
+    guidance: Any = None  # constrain.py's llguidance tokenizer, made on first constrained request
 
     @property
     def context_length(self) -> int:

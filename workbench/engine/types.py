@@ -142,6 +142,41 @@ def _coerce_logit_bias(
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """A grammar the output must match, enforced token by token (engine/constrain.py):
+    a JSON schema (`source` is its JSON text; '{"type": "object"}' for any JSON object)
+    or a Lark grammar (llguidance's dialect, which can embed JSON schemas). `param` names
+    the request field it came from, for error messages."""
+
+    kind: Literal["json_schema", "lark"]
+    source: str
+    param: str = "response_format"
+
+    @classmethod
+    def json_schema(
+        cls, schema: Mapping[str, Any] | bool, param: str = "response_format", *, strict: bool = False
+    ) -> Constraint:
+        """`strict` (OpenAI's strict mode) closes every object schema that does not say
+        otherwise (additionalProperties: false), so no key outside the schema appears."""
+        import json
+
+        _check(isinstance(schema, (Mapping, bool)), param, "the schema must be a JSON object")
+        return cls("json_schema", json.dumps(_closed(schema) if strict else schema), param)
+
+
+def _closed(schema: Any) -> Any:
+    """`schema` with additionalProperties: false on each object schema lacking it."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {k: _closed(v) for k, v in schema.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One generation from exactly one of: chat `messages` (rendered with the model's
     template), a raw text `prompt`, or `prompt_ids` (token ids, for exact-length
@@ -153,7 +188,8 @@ class GenerationRequest:
     top N alternatives per token (0..20). `ignore_eos` keeps generating past the
     end-of-sequence token (benchmarks use it to reach an exact length). `cache=False`
     neither reuses nor fills the cross-request prompt cache (benchmarks: every trial
-    processes its whole prompt).
+    processes its whole prompt). `constraint` keeps the output inside a grammar (JSON
+    schema or Lark): it always parses, unless max_tokens cuts it short.
     """
 
     messages: tuple[Message, ...] | None = None
@@ -166,6 +202,7 @@ class GenerationRequest:
     logprobs: int | None = None
     ignore_eos: bool = False
     cache: bool = True
+    constraint: Constraint | None = None
 
     def __post_init__(self) -> None:
         given = [n for n in ("messages", "prompt", "prompt_ids") if getattr(self, n) is not None]

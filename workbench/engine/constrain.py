@@ -1,0 +1,100 @@
+"""Constrained decoding: the output must match a grammar (a JSON schema, or a Lark
+grammar that may embed JSON schemas), enforced token by token with llguidance.
+
+Each constrained generation gets a `GrammarProcessor`, an mlx-lm logits processor: before
+every draw it masks out the tokens the grammar forbids (so greedy and sampled draws alike
+stay inside it), and once the grammar is complete only an end-of-sequence token is left.
+It is called once per drawn token, in order, in both the batched and the one-at-a-time
+paths: the first call comes at the end of the prompt; every later call first feeds the
+token drawn last (the last of its context) to the matcher.
+
+The llguidance tokenizer (built from the model's fast tokenizer, ~1 s) is made once per
+loaded model. Engine thread only; imports mlx.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from workbench.engine.errors import InvalidRequestError
+from workbench.engine.types import Constraint
+
+_BITS = None  # mx.arange(32), made on first use (on the engine thread)
+
+
+def guidance_tokenizer(lm: Any) -> Any:
+    """The llguidance tokenizer of a loaded model (cached on it)."""
+    if lm.guidance is None:
+        import llguidance.hf
+
+        vocab = int(lm.config.get("vocab_size") or len(lm.tokenizer))
+        hf = getattr(lm.tokenizer, "_tokenizer", lm.tokenizer)
+        try:
+            lm.guidance = llguidance.hf.from_tokenizer(
+                hf, n_vocab=vocab, eos_token=sorted(lm.tokenizer.eos_token_ids)
+            )
+        except ValueError as exc:  # a slow (non-Rust) tokenizer
+            raise InvalidRequestError(
+                f"{lm.entry.id!r} cannot constrain its output: {exc}", param="response_format"
+            ) from exc
+    return lm.guidance
+
+
+def grammar_of(constraint: Constraint) -> str:
+    """The llguidance grammar text of `constraint`."""
+    import llguidance
+
+    if constraint.kind == "json_schema":
+        schema = json.loads(constraint.source)
+        # Compact JSON (no free whitespace): a small model cannot pad the output forever.
+        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+    return llguidance.LLMatcher.grammar_from_lark(constraint.source)
+
+
+class GrammarProcessor:
+    """mlx-lm logits processor keeping one generation inside a grammar."""
+
+    def __init__(self, matcher: Any, vocab_size: int) -> None:
+        self.matcher = matcher
+        self.vocab_size = vocab_size
+        self.words = (vocab_size + 31) // 32
+        self.started = False
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        global _BITS
+        if self.started:
+            last = int(mx.reshape(tokens, (-1,))[-1].item())
+            if not self.matcher.is_stopped():
+                self.matcher.consume_token(last)
+        self.started = True
+        mask = np.full((self.words,), -1, dtype=np.int32)
+        self.matcher.unsafe_compute_mask_ptr(mask.ctypes.data, mask.nbytes)
+        if _BITS is None:
+            _BITS = mx.arange(32, dtype=mx.int32)
+        allowed = ((mx.array(mask)[:, None] >> _BITS) & 1).reshape(-1)[: logits.shape[-1]]
+        return mx.where(allowed.astype(mx.bool_), logits, mx.array(-mx.inf, dtype=logits.dtype))
+
+
+def grammar_processor(lm: Any, constraint: Constraint) -> GrammarProcessor:
+    """A fresh processor for one generation; InvalidRequestError for a grammar (or
+    schema) llguidance refuses, with its message."""
+    import llguidance
+
+    tokenizer = guidance_tokenizer(lm)
+    try:
+        grammar = grammar_of(constraint)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise InvalidRequestError(f"{constraint.param}: {exc}", param=constraint.param) from exc
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
+    if is_error:
+        why = "; ".join(messages)
+        raise InvalidRequestError(f"{constraint.param}: cannot be enforced: {why}", param=constraint.param)
+    matcher = llguidance.LLMatcher(tokenizer, grammar)
+    if matcher.is_error():
+        raise InvalidRequestError(f"{constraint.param}: {matcher.get_error()}", param=constraint.param)
+    vocab = int(lm.config.get("vocab_size") or len(lm.tokenizer))
+    return GrammarProcessor(matcher, vocab)
