@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import ApiError, unsupported
 from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
+from workbench.engine.tools import ToolSpec, call_text, tool_constraint
 from workbench.engine.types import MAX_SEED, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,40 @@ class ResponseFormat(WireModel):
         )
 
 
+class FunctionDef(WireModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(None, max_length=8192)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # accepted: arguments always follow the schema, objects closed
+
+
+class ToolDef(WireModel):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(WireModel):
+    name: str
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class CallFunction(WireModel):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(WireModel):
+    """A call in an assistant turn sent back in the history."""
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: CallFunction
+
+
 class ContentPart(WireModel):
     type: str
     text: str | None = None
@@ -96,22 +131,32 @@ class ChatMessage(WireModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     def to_engine(self, index: int) -> Message:
         where = f"messages.{index}"
-        if self.role in ("tool", "function"):
-            raise unsupported(
-                f"{where}.role", f"role {self.role!r} needs tool calling, which is not supported"
-            )
+        if self.role == "function":
+            raise unsupported(f"{where}.role", "the legacy 'function' role is not supported; use 'tool'")
         if self.tool_calls:
-            raise unsupported(f"{where}.tool_calls", "tool calling is not supported")
-        if self.name is not None:
+            if self.role != "assistant":
+                raise ApiError(400, f"{where}.tool_calls: only assistant turns make calls", param=where)
+            # The calls as the model writes them (engine/tools.py), after any text.
+            calls = "\n".join(call_text(c.function.name, c.function.arguments) for c in self.tool_calls)
+            text = self.text(where) if self.content else ""
+            return Message("assistant", f"{text}\n{calls}" if text else calls)
+        if self.name is not None and self.role != "tool":
             raise unsupported(
                 f"{where}.name", "participant names are not supported (chat templates drop them)"
             )
         if self.content is None:
             raise ApiError(400, f"{where}.content: required", param=f"{where}.content")
+        # "developer" is OpenAI's newer name for the system role; chat templates know "system".
+        return Message("system" if self.role == "developer" else self.role, self.text(where))
+
+    def text(self, where: str) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             text = self.content
         else:
@@ -124,8 +169,7 @@ class ChatMessage(WireModel):
                     )
                 texts.append(part.text)
             text = "".join(texts)
-        # "developer" is OpenAI's newer name for the system role; chat templates know "system".
-        return Message("system" if self.role == "developer" else self.role, text)
+        return text
 
 
 class SamplingFields(WireModel):
@@ -207,12 +251,12 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    # Known OpenAI parameters we cannot honour yet: rejected when they ask for something.
-    tools: list[Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    # Known OpenAI parameters we cannot honour: rejected when they ask for something.
     functions: list[Any] | None = None
     function_call: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
     audio: dict[str, Any] | None = None
     modalities: list[str] | None = None
     prediction: dict[str, Any] | None = None
@@ -221,11 +265,20 @@ class ChatCompletionRequest(SamplingFields):
 
     def check(self) -> None:
         self.check_common()
-        if self.tools or self.functions:
-            raise unsupported("tools" if self.tools else "functions", "tool calling is not supported")
-        for name in ("tool_choice", "function_call"):
-            if getattr(self, name) not in (None, "none", "auto"):
-                raise unsupported(name, "tool calling is not supported")
+        if self.functions or self.function_call not in (None, "none", "auto"):
+            raise unsupported(
+                "functions" if self.functions else "function_call",
+                "the legacy functions API is not supported; use tools and tool_choice",
+            )
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ApiError(400, "tool_choice: needs tools", param="tool_choice")
+        if self.offered_tools() and self.response_format is not None and self.response_format.type != "text":
+            raise ApiError(
+                400,
+                "response_format: cannot be combined with tools (tool calls have their own format); "
+                "set tool_choice to 'none' or drop response_format",
+                param="response_format",
+            )
         if self.modalities is not None and self.modalities != ["text"]:
             raise unsupported("modalities", "only ['text'] is supported")
         for name in ("audio", "prediction", "web_search_options", "reasoning_effort"):
@@ -234,11 +287,30 @@ class ChatCompletionRequest(SamplingFields):
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "top_logprobs: requires logprobs to be true", param="top_logprobs")
 
+    def offered_tools(self) -> tuple[ToolSpec, ...]:
+        """The tools the model may call (none when tool_choice is 'none')."""
+        if not self.tools or self.tool_choice == "none":
+            return ()
+        return tuple(
+            ToolSpec(f.name, f.description or "", f.parameters or {"type": "object"})
+            for f in (t.function for t in self.tools)
+        )
+
+    def choice_name(self) -> str:
+        c = self.tool_choice
+        return c.function.name if isinstance(c, NamedToolChoice) else (c or "auto")
+
     def to_engine_requests(self, model_id: str) -> list[GenerationRequest]:
         """One engine request per choice (n)."""
         self.check()
         messages = tuple(m.to_engine(i) for i, m in enumerate(self.messages))
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        tools, choice = self.offered_tools(), self.choice_name()
+        constraint = (
+            tool_constraint(tools, choice, parallel=self.parallel_tool_calls is not False)
+            if tools
+            else self.constraint()
+        )
         return [
             GenerationRequest(
                 messages=messages,
@@ -248,7 +320,9 @@ class ChatCompletionRequest(SamplingFields):
                 stop=self.stops(),
                 logprobs=(self.top_logprobs or 0) if self.logprobs else None,
                 ignore_eos=self.ignore_eos,
-                constraint=self.constraint(),
+                constraint=constraint,
+                tools=tools,
+                tool_choice=choice,
             )
             for i in range(self.n)
         ]

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from workbench import __version__
 from workbench.engine import Completion, GenerationStats, TokenLogprob
+from workbench.engine.tools import ToolSpec, parse_calls
 
 # The engine's "cancelled" only reaches a formatter when the engine stopped under a
 # live client (a client that left gets nothing); it is reported as an error instead.
@@ -122,7 +124,7 @@ def _body(
     stats = [r.stats for r in results]
     choices = []
     for i, (part, r) in enumerate(zip(parts, results, strict=True)):
-        choice = {"index": i, **part, "finish_reason": finish_reason(r.stats)}
+        choice = {"index": i, "finish_reason": finish_reason(r.stats), **part}
         if len(results) > 1:
             choice["timings"] = timings([r.stats])
         choices.append(choice)
@@ -134,15 +136,31 @@ def _body(
     }
 
 
-def chat_completion(head: ResponseHeader, results: list[Completion]) -> dict[str, Any]:
-    parts = [
-        {
-            "message": {"role": "assistant", "content": r.text, "refusal": None},
-            "logprobs": chat_logprobs(list(r.logprobs)) if r.logprobs else None,
-        }
-        for r in results
-    ]
+def chat_completion(
+    head: ResponseHeader, results: list[Completion], tools: Sequence[ToolSpec] = ()
+) -> dict[str, Any]:
+    """With `tools`, a reply made of calls becomes `tool_calls` (finish_reason
+    'tool_calls') and its content null."""
+    parts = []
+    for r in results:
+        text, calls = parse_calls(r.text, tools) if tools else (r.text, [])
+        message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+        part: dict[str, Any] = {"message": message}
+        if calls:
+            message["tool_calls"] = [tool_call(c.name, c.arguments) for c in calls]
+            part["finish_reason"] = "tool_calls"
+        else:
+            message["content"] = text
+        part["logprobs"] = chat_logprobs(list(r.logprobs)) if r.logprobs else None
+        parts.append(part)
     return _body(head, results, parts, len(results))
+
+
+def tool_call(name: str, arguments: str, *, index: int | None = None) -> dict[str, Any]:
+    """One entry of `tool_calls` (with `index` in stream deltas), with a fresh id."""
+    function = {"name": name, "arguments": arguments}
+    call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": function}
+    return call if index is None else {"index": index, **call}
 
 
 def text_completion(
@@ -163,12 +181,15 @@ def chat_chunk(
     *,
     logprobs: list[TokenLogprob] | None = None,
     stats: GenerationStats | None = None,
+    called: bool = False,
 ) -> dict[str, Any]:
+    """One chunk; `called`: the choice made tool calls (its finish_reason says so)."""
+    finish = finish_reason(stats) if stats else None
     choice = {
         "index": index,
         "delta": delta,
         "logprobs": chat_logprobs(logprobs) if logprobs else None,
-        "finish_reason": finish_reason(stats) if stats else None,
+        "finish_reason": "tool_calls" if called and finish == "stop" else finish,
     }
     out = {**head.base(True), "choices": [choice]}
     if stats is not None:

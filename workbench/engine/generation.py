@@ -52,7 +52,12 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
         )
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
     try:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        if request.tools:
+            from workbench.engine.tools import with_tools
+
+            ids = with_tools(tokenizer, messages, request.tools, request.tool_choice)
+        else:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     except TemplateError as exc:
         raise InvalidRequestError(
             f"the chat template rejected the messages: {exc}", param="messages"

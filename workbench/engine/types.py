@@ -161,16 +161,16 @@ class Constraint:
         import json
 
         _check(isinstance(schema, (Mapping, bool)), param, "the schema must be a JSON object")
-        return cls("json_schema", json.dumps(_closed(schema) if strict else schema), param)
+        return cls("json_schema", json.dumps(closed_schema(schema) if strict else schema), param)
 
 
-def _closed(schema: Any) -> Any:
+def closed_schema(schema: Any) -> Any:
     """`schema` with additionalProperties: false on each object schema lacking it."""
     if isinstance(schema, list):
-        return [_closed(s) for s in schema]
+        return [closed_schema(s) for s in schema]
     if not isinstance(schema, Mapping):
         return schema
-    out = {k: _closed(v) for k, v in schema.items()}
+    out = {k: closed_schema(v) for k, v in schema.items()}
     if "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
     return out
@@ -189,7 +189,10 @@ class GenerationRequest:
     end-of-sequence token (benchmarks use it to reach an exact length). `cache=False`
     neither reuses nor fills the cross-request prompt cache (benchmarks: every trial
     processes its whole prompt). `constraint` keeps the output inside a grammar (JSON
-    schema or Lark): it always parses, unless max_tokens cuts it short.
+    schema or Lark): it always parses, unless max_tokens cuts it short. `tools`
+    (engine.tools.ToolSpec) are shown to the chat template, or described in a system
+    note when the template ignores them; `tool_choice` ('auto', 'required' or a name)
+    is then in the note too (the constraint enforces it).
     """
 
     messages: tuple[Message, ...] | None = None
@@ -203,6 +206,8 @@ class GenerationRequest:
     ignore_eos: bool = False
     cache: bool = True
     constraint: Constraint | None = None
+    tools: tuple[Any, ...] = ()  # engine.tools.ToolSpec: offered to the chat template
+    tool_choice: str = "auto"
 
     def __post_init__(self) -> None:
         given = [n for n in ("messages", "prompt", "prompt_ids") if getattr(self, n) is not None]

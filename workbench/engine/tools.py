@@ -1,0 +1,212 @@
+"""Tool calls as the model writes them, one format for every API.
+
+A call is one line of JSON, `{"name": "<tool>", "arguments": {...}}`; parallel calls are
+one per line. When a request offers tools, the model's output is constrained (a Lark
+grammar for llguidance, engine/constrain.py) to: calls only (tool choice "required"),
+calls of one named tool, or (choice "auto") either calls or text that does not start
+with "{". Each tool's arguments follow its parameters schema, with objects that do not
+say otherwise closed (no keys beyond the schema), so a small model cannot ramble on.
+
+The chat template gets the tools (`tools=`); a template that ignores them (SmolLM2's)
+gets a system note describing them and the call format instead (`tool_note`).
+`parse_calls` splits a finished reply into text and calls; `CallSplitter` does the same
+incrementally for streams (a call's name as soon as it is known, then its arguments as
+they are generated). Pure Python: the API layers map this onto their wire formats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from workbench.engine.errors import InvalidRequestError
+from workbench.engine.types import Constraint, closed_schema
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Compact, readable JSON inside calls (no free whitespace for a model to pad with).
+_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, its parameters schema."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not TOOL_NAME.match(self.name):
+            raise InvalidRequestError(
+                f"tools: a tool name must be 1-64 letters, digits, '_' or '-', got {self.name!r}",
+                param="tools",
+            )
+        if not isinstance(self.parameters, Mapping):
+            raise InvalidRequestError(
+                f"tools: {self.name}: parameters must be a JSON schema object", param="tools"
+            )
+
+    def as_template_tool(self) -> dict[str, Any]:
+        """The OpenAI-style description chat templates expect."""
+        function = {"name": self.name, "description": self.description, "parameters": dict(self.parameters)}
+        return {"type": "function", "function": function}
+
+
+ToolChoice = Literal["auto", "required"] | str  # or the name of the one tool to call
+
+
+def call_prefix(name: str) -> str:
+    return f'{{"name": "{name}", "arguments": '
+
+
+def call_text(name: str, arguments: str) -> str:
+    """A call as the model writes it (for assistant turns sent back in the history)."""
+    return f"{call_prefix(name)}{arguments}}}"
+
+
+def tool_constraint(tools: Sequence[ToolSpec], choice: ToolChoice, *, parallel: bool) -> Constraint:
+    """The grammar a reply must follow for `choice` ('auto', 'required' or a tool name)."""
+    offered = {t.name: t for t in tools}
+    if choice not in ("auto", "required") and choice not in offered:
+        listed = ", ".join(offered) or "none"
+        raise InvalidRequestError(
+            f"tool_choice: {choice!r} is not one of the tools ({listed})", param="tool_choice"
+        )
+    callable_ = [offered[choice]] if choice in offered else list(tools)
+    rules = []
+    for i, tool in enumerate(callable_):
+        schema = {**closed_schema(dict(tool.parameters)), "x-guidance": _JSON_STYLE}
+        prefix = json.dumps(call_prefix(tool.name))
+        rules.append(f'call_{i}: {prefix} args_{i} "}}"\nargs_{i}: %json {json.dumps(schema)}')
+    one = " | ".join(f"call_{i}" for i in range(len(callable_)))
+    calls = 'call ("\\n" call)*' if parallel else "call"
+    start = f"TEXT | {calls}" if choice == "auto" else calls
+    text = "TEXT: /[^{\\s][\\s\\S]*/\n" if choice == "auto" else ""
+    grammar = f"start: {start}\ncall: {one}\n" + "\n".join(rules) + "\n" + text
+    return Constraint("lark", grammar, "tools")
+
+
+def tool_note(tools: Sequence[ToolSpec], choice: ToolChoice) -> str:
+    """The system note for templates that ignore `tools`."""
+    listed = json.dumps([t.as_template_tool()["function"] for t in tools], ensure_ascii=False)
+    how = (
+        "To call a tool, reply with only a JSON object on one line: "
+        '{"name": <tool name>, "arguments": <arguments object>} (one line per call).'
+    )
+    if choice == "auto":
+        how += " Otherwise reply in plain text."
+    return f"You can call these tools (JSON schemas of their arguments): {listed}\n{how}"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One parsed call: the tool, and its arguments as JSON text (as generated)."""
+
+    name: str
+    arguments: str
+
+    def parsed_arguments(self) -> Any:
+        return json.loads(self.arguments)
+
+
+def parse_calls(text: str, tools: Sequence[ToolSpec]) -> tuple[str, list[ToolCall]]:
+    """(text, calls) of a finished reply; a reply that is not a complete set of calls
+    (plain text, or cut short by max_tokens) is all text."""
+    if not text.startswith("{"):
+        return text, []
+    names = {t.name for t in tools}
+    calls = []
+    for line in text.split("\n"):
+        call = _parse_line(line, names)
+        if call is None:
+            return text, []
+        calls.append(call)
+    return "", calls
+
+
+def _parse_line(line: str, names: set[str]) -> ToolCall | None:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("name") not in names or set(data) != {"name", "arguments"}:
+        return None
+    prefix = call_prefix(data["name"])
+    arguments = line[len(prefix) : -1] if line.startswith(prefix) else json.dumps(data["arguments"])
+    return ToolCall(data["name"], arguments)
+
+
+@dataclass
+class CallSplitter:
+    """Incremental parse_calls for streams. `feed(text)` returns events: ("text", s),
+    ("call", index, name) when a call's name is known, ("args", index, s) for its
+    arguments as generated. The grammar guarantees the shape, so no look-back is
+    needed beyond the one character that may close the call."""
+
+    mode: Literal["?", "text", "calls"] = "?"
+    buffer: str = ""
+    index: int = -1
+    in_args: bool = False
+    held: str = ""
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def feed(self, text: str) -> list[tuple[Any, ...]]:
+        self.events = []
+        if self.mode == "?" and text:
+            self.mode = "calls" if text.startswith("{") else "text"
+        if self.mode == "text":
+            if text:
+                self.events.append(("text", text))
+            return self.events
+        for ch in text:
+            self._char(ch)
+        self._flush_args()
+        return self.events
+
+    def finish(self) -> list[tuple[Any, ...]]:
+        """Events at the end of the stream (an unfinished call's prefix is text)."""
+        self.events = []
+        if self.mode == "calls" and not self.in_args and self.buffer:
+            self.events.append(("text", self.buffer))
+        self.buffer = ""
+        return self.events
+
+    def _char(self, ch: str) -> None:
+        if self.in_args:
+            if ch == "\n" and self.held == "}":  # the call is complete; the next one starts
+                self.held, self.in_args = "", False
+                return
+            self.buffer += self.held
+            self.held = ch
+            return
+        self.buffer += ch
+        match = re.match(r'\{"name": "([A-Za-z0-9_-]{1,64})", "arguments": ', self.buffer)
+        if match and self.buffer == match.group(0):
+            self.index += 1
+            self.events.append(("call", self.index, match.group(1)))
+            self.buffer, self.in_args = "", True
+
+    def _flush_args(self) -> None:
+        if self.in_args and self.buffer:
+            self.events.append(("args", self.index, self.buffer))
+            self.buffer = ""
+
+
+def with_tools(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: Sequence[ToolSpec], choice: ToolChoice
+) -> list[int]:
+    """Prompt ids with the tools in the template; a template that renders the same with
+    and without them gets them as a system note (merged into a leading system turn)."""
+    described = [t.as_template_tool() for t in tools]
+    ids = tokenizer.apply_chat_template(messages, tools=described, add_generation_prompt=True)
+    if ids != tokenizer.apply_chat_template(messages, add_generation_prompt=True):
+        return list(ids)
+    note = tool_note(tools, choice)
+    if messages and messages[0]["role"] == "system":
+        messages = [{"role": "system", "content": f"{messages[0]['content']}\n\n{note}"}, *messages[1:]]
+    else:
+        messages = [{"role": "system", "content": note}, *messages]
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
