@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
@@ -41,8 +42,6 @@ PREFILL_STEP = 2048  # prompt tokens per sequence per step (mlx-lm's default)
 
 
 def _greedy(logprobs: Any) -> Any:
-    import mlx.core as mx
-
     return mx.argmax(logprobs, axis=-1)
 
 
@@ -188,6 +187,10 @@ class ModelBatch:
 
     def _remember(self, seq: _Seq, tokens: list[int] | None, cache: list[Any] | None) -> None:
         if self.cache is not None and seq.request.cache and tokens and cache:
+            # A cache extracted from the batch is a lazy slice of the whole batch's KV
+            # buffers: evaluate it now, or the entry pins those buffers (every sequence's
+            # rows, padded) while the cache's byte bound counts only its own rows.
+            mx.eval([c.state for c in cache])
             self.cache.insert_cache(self.lm.entry.id, list(tokens), cache)
 
     def _finish(self, seq: _Seq, finish: FinishReason, *, stop_hit: bool = False) -> None:
