@@ -1,13 +1,15 @@
 """Anthropic Messages wire models for /v1/messages and /v1/messages/count_tokens:
 pydantic with explicit bounds, and the one conversion into an engine GenerationRequest.
 
-Text content only: a block, tool or option we cannot honour is rejected with a 400
+Text content, tools (tool_use / tool_result blocks, engine/tools.py) and a JSON-schema
+output_config.format; a block, tool or option we cannot honour is rejected with a 400
 that names it; `metadata` only describes the caller and is accepted; unknown fields
 are accepted and logged. Knows no HTTP or engine thread.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Literal
 
@@ -15,7 +17,8 @@ from pydantic import Field
 
 from api.errors import ApiError, unsupported
 from api.protocol_openai import WireModel
-from workbench.engine import GenerationRequest, Message, SamplingParams
+from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
+from workbench.engine.tools import ToolSpec, call_text, tool_constraint
 from workbench.engine.types import MAX_STOP_STRINGS
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,19 @@ ANTHROPIC_DEFAULT_TEMPERATURE = 1.0  # Anthropic's documented default; send 0 fo
 
 
 class ContentBlock(WireModel):
-    """One block of `content` or `system`; only `text` blocks are supported."""
+    """One block of `content` or `system`: text; in the history also `tool_use` (an
+    assistant's call) and `tool_result` (its answer, in a user turn)."""
 
     type: str
     text: str | None = None
     cache_control: dict[str, Any] | None = None  # a prompt-caching hint: accepted, no effect
     citations: list[Any] | None = None  # only meaningful on replies; accepted when null or empty
+    id: str | None = None  # tool_use
+    name: str | None = None  # tool_use
+    input: dict[str, Any] | None = None  # tool_use
+    tool_use_id: str | None = None  # tool_result
+    content: str | list[ContentBlock] | None = None  # tool_result
+    is_error: bool | None = None  # tool_result
 
     def to_text(self, where: str) -> str:
         if self.type == "image":
@@ -51,6 +61,42 @@ def _text_of(content: str | list[ContentBlock], where: str) -> str:
     if isinstance(content, str):
         return content
     return "".join(block.to_text(f"{where}.{j}") for j, block in enumerate(content))
+
+
+def _turns(m: AnthropicMessage, where: str) -> list[Message]:
+    """Engine turns of one message: text, calls as the model writes them (engine/tools.py),
+    and each tool_result as a `tool` turn (before the user's own text)."""
+    if isinstance(m.content, str):
+        return [Message(m.role, m.content)]
+    texts: list[str] = []
+    results: list[Message] = []
+    for j, block in enumerate(m.content):
+        at = f"{where}.{j}"
+        if block.type == "tool_use" and m.role == "assistant":
+            if not block.name or block.input is None:
+                raise ApiError(400, f"{at}: a tool_use block needs name and input", param=at)
+            texts.append(call_text(block.name, json.dumps(block.input, ensure_ascii=False)))
+        elif block.type == "tool_result" and m.role == "user":
+            body = block.content if block.content is not None else ""
+            text = _text_of(body, f"{at}.content")
+            results.append(Message("tool", f"error: {text}" if block.is_error else text))
+        else:
+            texts.append(block.to_text(at))
+    joined = "\n".join(t for t in texts if t) if m.role == "assistant" else "".join(texts)
+    return results + ([Message(m.role, joined)] if joined or not results else [])
+
+
+class AnthropicTool(WireModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(None, max_length=8192)
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    type: str | None = None  # "custom" or absent; server tools (web search...) are refused
+
+
+class AnthropicToolChoice(WireModel):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
 
 
 class AnthropicMessage(WireModel):
@@ -77,25 +123,36 @@ class MessagesBase(WireModel):
     model: str = Field(min_length=1, max_length=1024)
     messages: list[AnthropicMessage] = Field(min_length=1, max_length=4096)
     system: str | list[ContentBlock] | None = None
+    tools: list[AnthropicTool] | None = Field(None, max_length=128)
+    tool_choice: AnthropicToolChoice | None = None
     # Known Anthropic parameters we cannot honour: rejected when they ask for something.
-    tools: list[Any] | None = None
-    tool_choice: dict[str, Any] | None = None
     thinking: Thinking | None = None
     mcp_servers: list[Any] | None = None
     output_config: OutputConfig | None = None
     cache_control: dict[str, Any] | None = None  # a prompt-caching hint: accepted, no effect
 
     def check_prompt(self) -> None:
-        if self.tools:
-            raise unsupported("tools", "tool use is not supported")
-        if self.tool_choice is not None and self.tool_choice.get("type") not in ("auto", "none"):
-            raise unsupported("tool_choice", "tool use is not supported")
+        for i, tool in enumerate(self.tools or ()):
+            if tool.type not in (None, "custom"):
+                raise unsupported(f"tools.{i}", f"server tool type {tool.type!r} is not supported")
+        choice = self.tool_choice
+        if choice is not None and choice.type in ("any", "tool") and not self.tools:
+            raise ApiError(400, "tool_choice: needs tools", param="tool_choice")
+        if choice is not None and choice.type == "tool" and not choice.name:
+            raise ApiError(400, "tool_choice.name: required when type is 'tool'", param="tool_choice.name")
+        if self.offered_tools() and self.output_config is not None and self.output_config.format:
+            raise ApiError(
+                400, "output_config.format: cannot be combined with tools", param="output_config.format"
+            )
         if self.thinking is not None and self.thinking.type != "disabled":
             raise unsupported("thinking", "extended thinking is not supported")
         if self.mcp_servers:
             raise unsupported("mcp_servers", "MCP servers are not supported")
-        if self.output_config is not None and self.output_config.format is not None:
-            raise unsupported("output_config.format", "structured output formats are not supported")
+        fmt = self.output_config.format if self.output_config is not None else None
+        if fmt is not None and (fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict)):
+            raise unsupported(
+                "output_config.format", "only {'type': 'json_schema', 'schema': {...}} is supported"
+            )
         if self.output_config is not None and self.output_config.effort is not None:
             log.info("messages: output_config.effort has no effect on this server's models")
         if self.messages[-1].role == "assistant":
@@ -111,14 +168,42 @@ class MessagesBase(WireModel):
         if self.system is not None:
             out.append(Message("system", _text_of(self.system, "system")))
         for i, m in enumerate(self.messages):
-            out.append(Message(m.role, _text_of(m.content, f"messages.{i}.content")))
+            out.extend(_turns(m, f"messages.{i}.content"))
         return tuple(out)
+
+    def offered_tools(self) -> tuple[ToolSpec, ...]:
+        """The tools the model may call (none when tool_choice is 'none')."""
+        if not self.tools or (self.tool_choice is not None and self.tool_choice.type == "none"):
+            return ()
+        return tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in self.tools)
+
+    def choice_name(self) -> str:
+        c = self.tool_choice
+        if c is None or c.type == "auto":
+            return "auto"
+        return "required" if c.type == "any" else str(c.name)
+
+    def engine_request(self, model_id: str, **rest: Any) -> GenerationRequest:
+        """The prompt part (turns, tools and the constraint they bring) plus `rest`."""
+        messages = self.engine_messages()
+        tools, choice = self.offered_tools(), self.choice_name()
+        if tools:
+            parallel = not (self.tool_choice and self.tool_choice.disable_parallel_tool_use)
+            constraint = tool_constraint(tools, choice, parallel=parallel)
+        elif self.output_config is not None and self.output_config.format is not None:
+            schema = self.output_config.format["schema"]
+            constraint = Constraint.json_schema(schema, "output_config.format.schema", strict=True)
+        else:
+            constraint = None
+        return GenerationRequest(
+            messages=messages, model=model_id, tools=tools, tool_choice=choice, constraint=constraint, **rest
+        )
 
 
 class CountTokensRequest(MessagesBase):
     def to_engine_request(self, model_id: str) -> GenerationRequest:
         """The request whose prompt is counted (nothing is generated for it)."""
-        return GenerationRequest(messages=self.engine_messages(), model=model_id)
+        return self.engine_request(model_id)
 
 
 class MessagesRequest(MessagesBase):
@@ -140,15 +225,8 @@ class MessagesRequest(MessagesBase):
         return SamplingParams(temperature=temperature, top_p=top_p, top_k=self.top_k or 0)
 
     def to_engine_request(self, model_id: str) -> GenerationRequest:
-        messages = self.engine_messages()
         stops = tuple(self.stop_sequences or ())
         for i, s in enumerate(stops):
             if s == "":
                 raise ApiError(400, f"stop_sequences.{i}: must not be empty", param=f"stop_sequences.{i}")
-        return GenerationRequest(
-            messages=messages,
-            model=model_id,
-            sampling=self.sampling(),
-            max_tokens=self.max_tokens,
-            stop=stops,
-        )
+        return self.engine_request(model_id, sampling=self.sampling(), max_tokens=self.max_tokens, stop=stops)

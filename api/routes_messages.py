@@ -17,6 +17,7 @@ from api.protocol_anthropic import CountTokensRequest, MessagesRequest
 from api.runs import collect_all, engine_of, resolve_model, stream_all
 from api.sse import ANTHROPIC_SSE, sse_response, start_stream, until_disconnect
 from workbench.engine import Chunk, EngineStoppedError
+from workbench.engine.tools import CallSplitter
 
 PREFIX = "/v1/messages"
 router = APIRouter()
@@ -33,11 +34,11 @@ async def create_message(body: MessagesRequest, request: Request) -> dict[str, A
     head = fmt.MessageHeader(model_id)
     if not body.stream:
         (result,) = await until_disconnect(request, collect_all(request, [req]))
-        return fmt.message(head, result)
+        return fmt.message(head, result, req.tools)
     # message_start reports input_tokens before the last chunk's stats can say it.
     input_tokens = await run_in_threadpool(engine.count_prompt_tokens, req)
     items = await start_stream(request, stream_all(request, [req]))
-    return sse_response(_events(head, items, input_tokens), ANTHROPIC_SSE)
+    return sse_response(_events(head, items, input_tokens, bool(req.tools)), ANTHROPIC_SSE)
 
 
 @router.post(f"{PREFIX}/count_tokens")
@@ -50,20 +51,39 @@ async def count_tokens(body: CountTokensRequest, request: Request) -> dict[str, 
 
 
 async def _events(
-    head: fmt.MessageHeader, items: AsyncIterator[tuple[int, Chunk]], input_tokens: int
+    head: fmt.MessageHeader, items: AsyncIterator[tuple[int, Chunk]], input_tokens: int, tools: bool
 ) -> AsyncIterator[dict[str, Any]]:
+    """message_start, then content blocks as they come (without tools: one text block,
+    opened at once), message_delta and message_stop."""
     yield fmt.message_start(head, input_tokens)
-    yield fmt.content_block_start(0)
+    split = CallSplitter(mode="?" if tools else "text")
+    block, kind = -1, None  # the open block: its index and "text" / "tool"
+    if not tools:
+        block, kind = 0, "text"
+        yield fmt.content_block_start(0)
     yield fmt.ping()
     stats = None
     # Closing this generator (sse_response does) must close `items`, and so the engine stream.
     async with aclosing(items) as stream:
         async for _, chunk in stream:
-            if chunk.text:
-                yield fmt.text_delta(0, chunk.text)
+            events = split.feed(chunk.text) + (split.finish() if chunk.stats is not None else [])
+            for event in events:
+                opens = "text" if event[0] == "text" else "tool" if event[0] == "call" else None
+                if opens and (opens != kind or opens == "tool"):  # a new block
+                    if block >= 0:
+                        yield fmt.content_block_stop(block)
+                    block, kind = block + 1, opens
+                    yield fmt.content_block_start(block, event[2] if opens == "tool" else None)
+                if event[0] == "text":
+                    yield fmt.text_delta(block, event[1])
+                elif event[0] == "args":
+                    yield fmt.input_json_delta(block, event[2])
             stats = chunk.stats or stats
     if stats is None:  # stream_all raises first; this keeps the type checker honest
         raise EngineStoppedError("the stream ended without its final chunk")
-    yield fmt.content_block_stop(0)
-    yield fmt.message_delta(stats)
+    if block < 0:  # nothing was said at all: one empty text block
+        block = 0
+        yield fmt.content_block_start(0)
+    yield fmt.content_block_stop(block)
+    yield fmt.message_delta(stats, split.index >= 0)
     yield fmt.message_stop()

@@ -177,6 +177,7 @@ class CallSplitter:
     def _char(self, ch: str) -> None:
         if self.in_args:
             if ch == "\n" and self.held == "}":  # the call is complete; the next one starts
+                self._flush_args()
                 self.held, self.in_args = "", False
                 return
             self.buffer += self.held
