@@ -10,6 +10,7 @@ skips the trials a killed run already wrote. Knows the Engine and reports, not m
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -20,12 +21,27 @@ from typing import Any
 from workbench.bench.prompts import exact_prompt, prompt_sha
 from workbench.bench.provenance import capture, new_run_id
 from workbench.bench.spec import BenchConfig, BenchSpec, BenchSpecError
-from workbench.engine import CancelToken, Engine, GenerationRequest, SamplingParams
+from workbench.engine import CancelToken, Constraint, Engine, GenerationRequest, SamplingParams
 from workbench.reports.schema import BENCH_FIELDS, TRIAL_KEY
 from workbench.reports.store import append_rows, read_results, write_json_atomic
 
 # on_progress(done, total, what): recorded trials so far, of all trials in the run.
 ProgressFn = Callable[[int, int, str], None]
+
+# `output = "json"` specs: records of a small JSON schema, one after another, never
+# closed, so generation runs to max_tokens with the grammar checked at every token.
+_RECORD = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string", "maxLength": 16},
+        "score": {"type": "number"},
+        "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "maxItems": 3},
+    },
+    "required": ["id", "name", "score", "tags"],
+    "additionalProperties": False,
+}
+JSON_RECORDS = f'start: "[" record ("," record)*\nrecord: %json {json.dumps(_RECORD)}\n'
 
 
 class BenchmarkError(ValueError):
@@ -88,13 +104,15 @@ def run_benchmark(
                 if not todo[config] or cancel.cancelled:
                     continue
                 ids = exact_prompt(engine, info.id, config.prompt_tokens)
+                json_output = spec.output == "json"
                 request = GenerationRequest(
                     prompt_ids=tuple(ids),
                     model=info.id,
                     sampling=SamplingParams(seed=spec.seed),
                     max_tokens=config.generation_tokens,
-                    ignore_eos=True,
+                    ignore_eos=not json_output,  # the JSON grammar never lets it end
                     cache=False,  # every trial processes its whole prompt
+                    constraint=Constraint("lark", JSON_RECORDS, "output") if json_output else None,
                 )
                 for _ in range(spec.warmup):
                     _measure(engine, request, config, cancel)

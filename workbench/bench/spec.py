@@ -46,7 +46,10 @@ class BenchSpec:
     and -f32; see `workbench models`) runs every batch size x prompt length x generation
     length, `warmup` unrecorded times, then `trials` recorded times. Generation is greedy
     with end-of-sequence ignored, so each trial reaches its length; `seed` fixes the
-    sampler anyway, and `cooldown_s` sleeps before each recorded trial.
+    sampler anyway, and `cooldown_s` sleeps before each recorded trial. `output = "json"`
+    constrains generation to an endless stream of JSON records of a small schema
+    (runner.JSON_RECORDS), so every trial still reaches its length and the tok/s show what
+    constrained decoding costs against the same spec with `output = "text"`.
     """
 
     name: str
@@ -59,10 +62,12 @@ class BenchSpec:
     seed: int = 0
     cooldown_s: float = 0.0
     question: str = ""
+    output: str = "text"
 
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and NAME.match(self.name), "name", self.name, "a short name")
         require(isinstance(self.question, str), "question", self.question, "a string")
+        require(self.output in ("text", "json"), "output", self.output, "'text' or 'json'")
         models = as_list(self.models, "models")
         for m in models:
             require(isinstance(m, str) and m.strip(), "models", m, "non-empty model ids")
@@ -113,6 +118,8 @@ class BenchSpec:
         """Content hash of everything that shapes the measurements (the question text
         excluded), so --resume can tell the same spec from an edited one."""
         measured = {k: v for k, v in self.as_dict().items() if k != "question"}
+        if measured["output"] == "text":  # the default: specs from before it existed keep their hash
+            del measured["output"]
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
