@@ -31,7 +31,17 @@ cases = [
     ("301 `logit_bias` entries", chat(logit_bias={str(i): 1 for i in range(301)})),
     ("`logit_bias` token outside the vocabulary", chat(logit_bias={"999999": 5})),
     ("`top_logprobs: 21`", chat(logprobs=True, top_logprobs=21)),
-    ("`tools` (not supported yet)", chat(tools=[{"type": "function", "function": {"name": "f"}}])),
+    (
+        "`tool_choice` naming a tool not offered",
+        chat(
+            tools=[{"type": "function", "function": {"name": "f"}}],
+            tool_choice={"type": "function", "function": {"name": "g"}},
+        ),
+    ),
+    (
+        "`response_format` schema llguidance cannot enforce",
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}),
+    ),
     (
         "image content",
         chat(
