@@ -40,7 +40,7 @@ cases = [
     ),
     (
         "`response_format` schema llguidance cannot enforce",
-        chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}),
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no"}}}),
     ),
     (
         "image content",
