@@ -195,14 +195,24 @@ def test_bad_requests_get_anthropic_shaped_400s(client: anthropic.Anthropic) -> 
     assert message.startswith("messages.0.content.1:") and "image" in message and "text-only" in message
     for kwargs, where in (
         ({"stop_sequences": [""]}, "stop_sequences.0"),
-        ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "tools"),
+        ({"tools": [{"name": "a b", "input_schema": {"type": "object"}}]}, "tools"),
+        (
+            {
+                "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+                "tool_choice": {"type": "tool", "name": "g"},
+            },
+            "tool_choice",
+        ),
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
         ({"messages": [*HELLO, {"role": "assistant", "content": "The"}]}, "messages.1"),
         ({"messages": [{"role": "system", "content": "hi"}]}, "messages.0.role"),
         ({"messages": []}, "messages"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"extra_body": {"top_k": -1}}, "top_k"),
-        ({"output_config": {"format": {"type": "json_schema", "schema": {}}}}, "output_config.format"),
+        (
+            {"output_config": {"format": {"type": "json_schema", "schema": {"type": "no"}}}},
+            "output_config.format",
+        ),
     ):
         with pytest.raises(anthropic.BadRequestError) as bad:
             client.messages.create(**{"model": F32, "max_tokens": 4, "messages": HELLO, **kwargs})
