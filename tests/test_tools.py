@@ -182,26 +182,20 @@ def test_anthropic_sdk_gets_tool_use_blocks(server: LiveServer) -> None:
     client = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0)
     tools = [{"name": "get_weather", "description": "Weather now", "input_schema": WEATHER}]
     forced = {"type": "tool", "name": "get_weather"}
-    reply = client.messages.create(
-        model="default",
-        max_tokens=80,
-        messages=ASK,
-        tools=tools,
-        tool_choice=forced,
-        extra_body={"temperature": 0},  # type: ignore[arg-type]
-    )
+    args: dict[str, Any] = {
+        "model": "default",
+        "max_tokens": 80,
+        "messages": ASK,
+        "tools": tools,
+        "tool_choice": forced,
+        "extra_body": {"temperature": 0},
+    }
+    reply = client.messages.create(**args)
     assert reply.stop_reason == "tool_use"
     uses = [b for b in reply.content if b.type == "tool_use"]
     assert uses and uses[0].name == "get_weather" and uses[0].id.startswith("toolu_")
     jsonschema.validate(uses[0].input, WEATHER)
-    with client.messages.stream(
-        model="default",
-        max_tokens=80,
-        messages=ASK,
-        tools=tools,
-        tool_choice=forced,
-        extra_body={"temperature": 0},  # type: ignore[arg-type]
-    ) as stream:
+    with client.messages.stream(**args) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use"
     assert [(b.name, b.input) for b in final.content if b.type == "tool_use"] == [
