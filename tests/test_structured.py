@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,9 @@ import pytest
 
 from api.app import create_app
 from tests.helpers import LiveServer
+from workbench.bench.runner import JSON_RECORDS
 from workbench.config import Settings
-from workbench.engine import Constraint, Engine, GenerationRequest, InvalidRequestError, Message
+from workbench.engine import Constraint, Engine, GenerationRequest, Message
 
 S = {"type": "string", "maxLength": 24}
 SCHEMAS: list[dict[str, Any]] = [
@@ -218,11 +220,39 @@ def test_bad_schemas_get_a_clear_400(server: LiveServer, engine: Engine) -> None
     assert "response_format.json_schema.schema" in str(caught.value)
     with pytest.raises(openai.BadRequestError, match="response_format"):
         client.chat.completions.create(model="default", messages=hi, response_format={"type": "xml"})  # type: ignore[arg-type,typeddict-item]
-    with pytest.raises(InvalidRequestError, match="ignore_eos cannot be combined"):
-        engine.generate(
-            GenerationRequest(
-                messages=(Message("user", "hi"),),
-                ignore_eos=True,
-                constraint=Constraint.json_schema({"type": "object"}),
-            )
+
+
+def test_ignore_eos_runs_an_endless_grammar_to_max_tokens(engine: Engine) -> None:
+    # What `output = "json"` benchmarks rely on: end-of-sequence is masked while the
+    # grammar allows another record, so every trial reaches its length.
+    done = engine.generate(
+        GenerationRequest(
+            messages=(Message("user", "Write one JSON record."),),
+            max_tokens=48,
+            ignore_eos=True,
+            cache=False,
+            constraint=Constraint("lark", JSON_RECORDS, "output"),
         )
+    )
+    assert done.stats.generation_tokens == 48 and done.finish_reason == "length"
+    assert done.text.startswith("[{") and "<|im_end|>" not in done.text
+
+
+def test_logprobs_under_a_schema_list_only_allowed_tokens(server: LiveServer) -> None:
+    # Forbidden tokens have logprob -inf; listing them made a 500 (-inf is not JSON).
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    schema = {"type": "object", "properties": {"name": S}, "required": ["name"]}
+    format_ = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema, "strict": True}}
+    for stream in (False, True):
+        args = {"model": "default", "messages": [{"role": "user", "content": "A name?"}], "max_tokens": 12}
+        reply = client.chat.completions.create(
+            **args, response_format=format_, logprobs=True, top_logprobs=5, stream=stream, temperature=0
+        )
+        chunks = list(reply) if stream else [reply]
+        tokens = [
+            t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content
+        ]
+        assert tokens and all(1 <= len(t.top_logprobs) <= 5 for t in tokens)
+        assert all(math.isfinite(a.logprob) for t in tokens for a in t.top_logprobs)
+        # Right after the opening `{` only `"` can follow: a single alternative.
+        assert min(len(t.top_logprobs) for t in tokens) == 1

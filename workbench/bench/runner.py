@@ -29,7 +29,8 @@ from workbench.reports.store import append_rows, read_results, write_json_atomic
 ProgressFn = Callable[[int, int, str], None]
 
 # `output = "json"` specs: records of a small JSON schema, one after another, never
-# closed, so generation runs to max_tokens with the grammar checked at every token.
+# closed (ignore_eos masks end-of-sequence while the grammar allows a next record), so
+# generation runs to max_tokens with the grammar checked at every token.
 _RECORD = {
     "type": "object",
     "properties": {
@@ -110,7 +111,7 @@ def run_benchmark(
                     model=info.id,
                     sampling=SamplingParams(seed=spec.seed),
                     max_tokens=config.generation_tokens,
-                    ignore_eos=not json_output,  # the JSON grammar never lets it end
+                    ignore_eos=True,  # under the JSON grammar: masked while a "," can follow
                     cache=False,  # every trial processes its whole prompt
                     constraint=Constraint("lark", JSON_RECORDS, "output") if json_output else None,
                 )

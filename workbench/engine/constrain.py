@@ -4,6 +4,8 @@ grammar that may embed JSON schemas), enforced token by token with llguidance.
 Each constrained generation gets a `GrammarProcessor`, an mlx-lm logits processor: before
 every draw it masks out the tokens the grammar forbids (so greedy and sampled draws alike
 stay inside it), and once the grammar is complete only an end-of-sequence token is left.
+With `ignore_eos` end-of-sequence is masked too while the grammar allows anything else
+(benchmarks: an endless grammar then runs to max_tokens).
 It is called once per drawn token, in order, in both the batched and the one-at-a-time
 paths: the first call comes at the end of the prompt; every later call first feeds the
 token drawn last (the last of its context) to the matcher.
@@ -22,8 +24,6 @@ import numpy as np
 
 from workbench.engine.errors import InvalidRequestError
 from workbench.engine.types import Constraint
-
-_BITS = None  # mx.arange(32), made on first use (on the engine thread)
 
 
 def guidance_tokenizer(lm: Any) -> Any:
@@ -58,30 +58,37 @@ def grammar_of(constraint: Constraint) -> str:
 class GrammarProcessor:
     """mlx-lm logits processor keeping one generation inside a grammar."""
 
-    def __init__(self, matcher: Any, vocab_size: int) -> None:
+    def __init__(self, matcher: Any, vocab_size: int, forbid: frozenset[int] = frozenset()) -> None:
         self.matcher = matcher
         self.vocab_size = vocab_size
-        self.words = (vocab_size + 31) // 32
+        self.mask = np.zeros(((vocab_size + 31) // 32,), dtype=np.uint32)
+        # `forbid` (end-of-sequence under ignore_eos): bits cleared while another token is allowed.
+        self.keep = np.full_like(self.mask, 0xFFFFFFFF)
+        for token in forbid:
+            self.keep[token // 32] &= ~np.uint32(1 << (token % 32))
         self.started = False
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
-        global _BITS
         if self.started:
             last = int(mx.reshape(tokens, (-1,))[-1].item())
             if not self.matcher.is_stopped():
                 self.matcher.consume_token(last)
         self.started = True
-        mask = np.full((self.words,), -1, dtype=np.int32)
+        mask = self.mask
         self.matcher.unsafe_compute_mask_ptr(mask.ctypes.data, mask.nbytes)
-        if _BITS is None:
-            _BITS = mx.arange(32, dtype=mx.int32)
-        allowed = ((mx.array(mask)[:, None] >> _BITS) & 1).reshape(-1)[: logits.shape[-1]]
-        return mx.where(allowed.astype(mx.bool_), logits, mx.array(-mx.inf, dtype=logits.dtype))
+        kept = mask & self.keep
+        if kept.any():
+            mask = kept
+        bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[: logits.shape[-1]]
+        return mx.where(mx.array(bits.astype(np.bool_)), logits, mx.array(-mx.inf, dtype=logits.dtype))
 
 
-def grammar_processor(lm: Any, constraint: Constraint) -> GrammarProcessor:
-    """A fresh processor for one generation; InvalidRequestError for a grammar (or
-    schema) llguidance refuses, with its message."""
+def grammar_processor(
+    lm: Any, constraint: Constraint, vocab_size: int, forbid: frozenset[int] = frozenset()
+) -> GrammarProcessor:
+    """A fresh processor for one generation (`forbid`: tokens masked while the grammar
+    allows others); InvalidRequestError for a grammar (or schema) llguidance refuses,
+    with its message."""
     import llguidance
 
     tokenizer = guidance_tokenizer(lm)
@@ -96,5 +103,4 @@ def grammar_processor(lm: Any, constraint: Constraint) -> GrammarProcessor:
     matcher = llguidance.LLMatcher(tokenizer, grammar)
     if matcher.is_error():
         raise InvalidRequestError(f"{constraint.param}: {matcher.get_error()}", param=constraint.param)
-    vocab = int(lm.config.get("vocab_size") or len(lm.tokenizer))
-    return GrammarProcessor(matcher, vocab)
+    return GrammarProcessor(matcher, vocab_size, forbid)

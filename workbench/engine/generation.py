@@ -8,6 +8,7 @@ make_logits_processors. Yields Chunk objects; knows nothing of queues or HTTP.
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -115,7 +116,8 @@ def token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) ->
     if top_n > 0:
         idx = mx.argpartition(-logprobs, kth=top_n - 1)[:top_n]
         pairs = sorted(zip(idx.tolist(), logprobs[idx].tolist(), strict=True), key=lambda p: -p[1])
-        top = tuple((i, tokenizer.decode([i]), float(v)) for i, v in pairs)
+        # Tokens a grammar forbids have logprob -inf: not alternatives (nor valid JSON).
+        top = tuple((i, tokenizer.decode([i]), float(v)) for i, v in pairs if math.isfinite(v))
     return TokenLogprob(token, tokenizer.decode([token]), float(logprobs[token].item()), top)
 
 
@@ -184,12 +186,9 @@ def prepare(lm: LoadedModel, request: GenerationRequest) -> Prepared:
     if request.constraint is not None:
         from workbench.engine.constrain import grammar_processor
 
-        if request.ignore_eos:
-            raise InvalidRequestError(
-                "ignore_eos cannot be combined with a constrained output (it ends on end-of-sequence)",
-                param="ignore_eos",
-            )
-        processors = [*processors, grammar_processor(lm, request.constraint)]  # last: masks the others
+        forbid = frozenset(tokenizer.eos_token_ids) if request.ignore_eos else frozenset()
+        processor = grammar_processor(lm, request.constraint, vocab_size, forbid)
+        processors = [*processors, processor]  # last: masks the others
     eos = frozenset() if request.ignore_eos else frozenset(tokenizer.eos_token_ids)
     return Prepared(prompt, max_tokens, sampler, processors, seed, eos)
 

@@ -186,7 +186,8 @@ class GenerationRequest:
     the end-of-sequence token or the end of the context window. `stop` strings may span tokens
     and are never emitted. `logprobs=N` returns the chosen token's logprob and the
     top N alternatives per token (0..20). `ignore_eos` keeps generating past the
-    end-of-sequence token (benchmarks use it to reach an exact length). `cache=False`
+    end-of-sequence token (benchmarks use it to reach an exact length; under a
+    `constraint` it is masked while the grammar allows any other token). `cache=False`
     neither reuses nor fills the cross-request prompt cache (benchmarks: every trial
     processes its whole prompt). `constraint` keeps the output inside a grammar (JSON
     schema or Lark): it always parses, unless max_tokens cuts it short. `tools`
