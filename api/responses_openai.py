@@ -144,13 +144,11 @@ def chat_completion(
     parts = []
     for r in results:
         text, calls = parse_calls(r.text, tools) if tools else (r.text, [])
-        message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+        message: dict[str, Any] = {"role": "assistant", "content": None if calls else text, "refusal": None}
         part: dict[str, Any] = {"message": message}
         if calls:
             message["tool_calls"] = [tool_call(c.name, c.arguments) for c in calls]
             part["finish_reason"] = "tool_calls"
-        else:
-            message["content"] = text
         part["logprobs"] = chat_logprobs(list(r.logprobs)) if r.logprobs else None
         parts.append(part)
     return _body(head, results, parts, len(results))
@@ -183,13 +181,15 @@ def chat_chunk(
     stats: GenerationStats | None = None,
     called: bool = False,
 ) -> dict[str, Any]:
-    """One chunk; `called`: the choice made tool calls (its finish_reason says so)."""
+    """One chunk; `called`: the choice made tool calls (its finish_reason says so when
+    the model ended the reply; a call cut by max_tokens or a stop string keeps 'length'
+    / 'stop', as the non-stream reply does)."""
     finish = finish_reason(stats) if stats else None
     choice = {
         "index": index,
         "delta": delta,
         "logprobs": chat_logprobs(logprobs) if logprobs else None,
-        "finish_reason": "tool_calls" if called and finish == "stop" else finish,
+        "finish_reason": "tool_calls" if called and stats and stats.at_eos else finish,
     }
     out = {**head.base(True), "choices": [choice]}
     if stats is not None:

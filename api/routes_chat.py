@@ -48,7 +48,7 @@ async def _chunks(
                 splitters[i] = CallSplitter(mode="?" if tools else "text")
                 yield fmt.chat_chunk(head, i, {"role": "assistant", "content": ""})
             split = splitters[i]
-            events = split.feed(chunk.text) + (split.finish() if chunk.stats is not None else [])
+            events = split.feed(chunk.text) + (split.finish(chunk.stats.at_eos) if chunk.stats else [])
             logprobs = [chunk.logprob] if chunk.logprob is not None else None
             for delta in _deltas(events):
                 yield fmt.chat_chunk(head, i, delta, logprobs=logprobs)

@@ -66,7 +66,7 @@ async def _events(
     # Closing this generator (sse_response does) must close `items`, and so the engine stream.
     async with aclosing(items) as stream:
         async for _, chunk in stream:
-            events = split.feed(chunk.text) + (split.finish() if chunk.stats is not None else [])
+            events = split.feed(chunk.text) + (split.finish(chunk.stats.at_eos) if chunk.stats else [])
             for event in events:
                 opens = "text" if event[0] == "text" else "tool" if event[0] == "call" else None
                 if opens and (opens != kind or opens == "tool"):  # a new block

@@ -123,6 +123,20 @@ def test_streamed_tool_call_deltas_reassemble_to_the_same_call(client: openai.Op
     assert [(c["name"], c["arguments"]) for _, c in sorted(calls.items())] == expected
     assert all(c["id"].startswith("call_") for c in calls.values())
     assert pieces > 1  # the arguments arrived as they were generated, not in one piece
+    # A stop string that cuts the call: every argument character so far arrives, and
+    # finish_reason stays "stop" (not "tool_calls"), as in the non-stream reply.
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    cut = {**ask, "tool_choice": forced, "stop": ["celsius", "fahrenheit"], "temperature": 0}
+    whole = client.chat.completions.create(**cut)
+    assert whole.choices[0].finish_reason == "stop" and not whole.choices[0].message.tool_calls
+    text = whole.choices[0].message.content or ""
+    assert text.startswith('{"name": "get_weather", "arguments": {') and text.endswith('"unit": "')
+    arguments, finish = "", None
+    for chunk in client.chat.completions.create(**cut, stream=True):
+        for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+            arguments += delta.function.arguments or "" if delta.function else ""
+        finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
+    assert finish == "stop" and text == f'{{"name": "get_weather", "arguments": {arguments}'
 
 
 def test_tool_results_go_back_and_auto_and_none_answer_in_text(client: openai.OpenAI) -> None:
@@ -241,3 +255,9 @@ def test_call_parsing_and_splitting_agree() -> None:
         assert names == ["add", "get_weather"] and args == [c.arguments for c in calls], size
     assert parse_calls("Plain words.", tools) == ("Plain words.", [])
     assert parse_calls('{"name": "add", "arguments": {"a": 1', tools)[1] == []  # cut short: text
+    cut = '{"name": "add", "arguments": {"a": 12'
+    for size in (1, 3, 64):
+        split = CallSplitter()
+        events = [e for i in range(0, len(cut), size) for e in split.feed(cut[i : i + size])]
+        events += split.finish(complete=False)  # max_tokens or a stop string ended it
+        assert "".join(e[2] for e in events if e[0] == "args") == '{"a": 12', size

@@ -166,12 +166,16 @@ class CallSplitter:
         self._flush_args()
         return self.events
 
-    def finish(self) -> list[tuple[Any, ...]]:
-        """Events at the end of the stream (an unfinished call's prefix is text)."""
+    def finish(self, complete: bool = True) -> list[tuple[Any, ...]]:
+        """Events at the end of the stream (an unfinished call's prefix is text).
+        `complete`: the grammar ended it (end-of-sequence), so the character held back
+        closes the last call; otherwise (max_tokens, a stop string) it is arguments."""
         self.events = []
         if self.mode == "calls" and not self.in_args and self.buffer:
             self.events.append(("text", self.buffer))
-        self.buffer = ""
+        if self.in_args and self.held and not complete:
+            self.events.append(("args", self.index, self.held))
+        self.buffer, self.held = "", ""
         return self.events
 
     def _char(self, ch: str) -> None:

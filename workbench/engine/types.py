@@ -190,7 +190,7 @@ class GenerationRequest:
     `constraint` it is masked while the grammar allows any other token). `cache=False`
     neither reuses nor fills the cross-request prompt cache (benchmarks: every trial
     processes its whole prompt). `constraint` keeps the output inside a grammar (JSON
-    schema or Lark): it always parses, unless max_tokens cuts it short. `tools`
+    schema or Lark): it always parses, unless max_tokens or a stop string cuts it short. `tools`
     (engine.tools.ToolSpec) are shown to the chat template, or described in a system
     note when the template ignores them; `tool_choice` ('auto', 'required' or a name)
     is then in the note too (the constraint enforces it).
@@ -304,6 +304,11 @@ class GenerationStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @property
+    def at_eos(self) -> bool:
+        """The model ended the reply (end-of-sequence), not a limit, a stop string or a cancel."""
+        return self.finish_reason == "stop" and self.stop_sequence is None
 
     def summary(self) -> str:
         """One human line, as the CLI and the UI print under a reply."""
