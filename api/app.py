@@ -28,7 +28,6 @@ from workbench.config import Settings
 from workbench.engine import Engine, EngineError
 
 log = logging.getLogger(__name__)
-DRAINING = "the server is shutting down (SIGTERM): requests in flight finish, new ones get 503"
 
 
 def create_app(
@@ -73,7 +72,6 @@ def create_app(
             app.state.drain,
             drain_s=settings.drain_s,
             idle=lambda: eng.active_streams == 0 and eng.queued_generations == 0,
-            on_start=lambda: setattr(app.state, "status", ("draining", DRAINING)),
         )
         try:
             yield

@@ -79,9 +79,7 @@ class DrainGate:
             self.drain.in_flight -= counted
 
 
-def install_sigterm_drain(
-    drain: Drain, *, drain_s: float, idle: Callable[[], bool], on_start: Callable[[], None]
-) -> Callable[[], None]:
+def install_sigterm_drain(drain: Drain, *, drain_s: float, idle: Callable[[], bool]) -> Callable[[], None]:
     """Put the drain in front of the current SIGTERM handler; returns the undo. A no-op
     outside the main thread, or when no Python handler is installed (not under uvicorn)."""
     previous = signal.getsignal(signal.SIGTERM)
@@ -92,7 +90,6 @@ def install_sigterm_drain(
     hand_over: Callable[[int, FrameType | None], Any] = previous
 
     async def finish(sig: int, frame: FrameType | None) -> None:
-        on_start()
         deadline = time.monotonic() + drain_s
         log.warning("SIGTERM: draining (new requests get 503; at most %.0f s)", drain_s)
         while time.monotonic() < deadline and not (drain.in_flight == 0 and idle()):

@@ -18,7 +18,7 @@ from pydantic import Field
 from api.errors import ApiError, unsupported
 from api.protocol_openai import WireModel
 from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
-from workbench.engine.tools import ToolSpec, call_text, tool_constraint
+from workbench.engine.tools import ToolSpec, call_text, forced, tool_constraint
 from workbench.engine.types import MAX_STOP_STRINGS
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class MessagesBase(WireModel):
         c = self.tool_choice
         if c is None or c.type == "auto":
             return "auto"
-        return "required" if c.type == "any" else str(c.name)
+        return "required" if c.type == "any" else forced(str(c.name))
 
     def engine_request(self, model_id: str, **rest: Any) -> GenerationRequest:
         """The prompt part (turns, tools and the constraint they bring) plus `rest`."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import ApiError, unsupported
 from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
-from workbench.engine.tools import ToolSpec, call_text, tool_constraint
+from workbench.engine.tools import ToolSpec, call_text, forced, tool_constraint
 from workbench.engine.types import MAX_SEED, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class ChatCompletionRequest(SamplingFields):
 
     def choice_name(self) -> str:
         c = self.tool_choice
-        return c.function.name if isinstance(c, NamedToolChoice) else (c or "auto")
+        return forced(c.function.name) if isinstance(c, NamedToolChoice) else (c or "auto")
 
     def to_engine_requests(self, model_id: str) -> list[GenerationRequest]:
         """One engine request per choice (n)."""

@@ -1,6 +1,6 @@
 """GET /health: engine state, loaded models and memory; 503 while the engine starts or
-loads its default model, after that load failed, and once it stopped. Open even when an
-API key is set."""
+loads its default model, after that load failed, while draining (SIGTERM) and once it
+stopped. Open even when an API key is set."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from api.runs import engine_of
 
 router = APIRouter()
+DRAINING = "the server is shutting down (SIGTERM): requests in flight finish, new ones get 503"
 
 
 @router.get("/health", response_model=None)
@@ -21,6 +22,8 @@ def health(request: Request) -> dict[str, Any] | JSONResponse:
     if not engine.running:
         return JSONResponse({"status": "stopped", "engine": {"running": False}}, status_code=503)
     status, detail = getattr(request.app.state, "status", ("ok", ""))
+    if request.app.state.drain.draining:  # whatever the default model's load did meanwhile
+        status, detail = "draining", DRAINING
     if status != "ok":
         return JSONResponse(
             {"status": status, "detail": detail, "engine": {"running": True}}, status_code=503

@@ -18,7 +18,7 @@ from api.app import create_app
 from tests.helpers import LiveServer
 from workbench.config import Settings
 from workbench.engine import Engine
-from workbench.engine.tools import CallSplitter, ToolSpec, parse_calls
+from workbench.engine.tools import CallSplitter, ToolSpec, parse_calls, tool_constraint
 
 WEATHER = {
     "type": "object",
@@ -190,6 +190,17 @@ def test_bad_tool_requests_get_a_clear_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="tools"):
         bad = [{"type": "function", "function": {"name": "has space"}}]
         client.chat.completions.create(model="default", messages=ASK, tools=bad)  # type: ignore[arg-type]
+    # A tool named like a mode: 'required' still means any tool; forcing it by name is a 400.
+    named = [{"type": "function", "function": {"name": "required", "parameters": ADD}}, *TOOLS]
+    with pytest.raises(openai.BadRequestError, match="'required' cannot be forced by name"):
+        client.chat.completions.create(
+            model="default",
+            messages=ASK,
+            tools=named,  # type: ignore[arg-type]
+            tool_choice={"type": "function", "function": {"name": "required"}},
+        )
+    specs = [ToolSpec("required", "", ADD), ToolSpec("add", "", ADD)]
+    assert "call_1" in tool_constraint(specs, "required", parallel=False).source
 
 
 def test_anthropic_sdk_gets_tool_use_blocks(server: LiveServer) -> None:

@@ -56,6 +56,18 @@ class ToolSpec:
 
 
 ToolChoice = Literal["auto", "required"] | str  # or the name of the one tool to call
+MODES = ("auto", "required")
+
+
+def forced(name: str) -> ToolChoice:
+    """The ToolChoice forcing the tool `name`; a tool named like a mode cannot be forced
+    by name (the engine would read the mode)."""
+    if name in MODES:
+        raise InvalidRequestError(
+            f"tool_choice: a tool named {name!r} cannot be forced by name here; rename the tool",
+            param="tool_choice",
+        )
+    return name
 
 
 def call_prefix(name: str) -> str:
@@ -70,12 +82,12 @@ def call_text(name: str, arguments: str) -> str:
 def tool_constraint(tools: Sequence[ToolSpec], choice: ToolChoice, *, parallel: bool) -> Constraint:
     """The grammar a reply must follow for `choice` ('auto', 'required' or a tool name)."""
     offered = {t.name: t for t in tools}
-    if choice not in ("auto", "required") and choice not in offered:
+    if choice not in MODES and choice not in offered:
         listed = ", ".join(offered) or "none"
         raise InvalidRequestError(
             f"tool_choice: {choice!r} is not one of the tools ({listed})", param="tool_choice"
         )
-    callable_ = [offered[choice]] if choice in offered else list(tools)
+    callable_ = list(tools) if choice in MODES else [offered[choice]]
     rules = []
     for i, tool in enumerate(callable_):
         schema = {**closed_schema(dict(tool.parameters)), "x-guidance": _JSON_STYLE}
