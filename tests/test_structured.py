@@ -256,3 +256,25 @@ def test_logprobs_under_a_schema_list_only_allowed_tokens(server: LiveServer) ->
         assert all(math.isfinite(a.logprob) for t in tokens for a in t.top_logprobs)
         # Right after the opening `{` only `"` can follow: a single alternative.
         assert min(len(t.top_logprobs) for t in tokens) == 1
+
+
+def test_strict_closes_object_subschemas_and_leaves_values_alone() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "properties": {"type": "object", "properties": {"x": S}},  # a field named "properties"
+            "opts": {"type": "object", "default": {"properties": {}}},
+        },
+        "items": [{"type": "object"}],
+        "anyOf": [{"type": "object"}],
+        "$defs": {"open": {"type": "object", "additionalProperties": True}},
+    }
+    closed = json.loads(Constraint.json_schema(schema, strict=True).source)
+    assert closed["additionalProperties"] is False
+    assert set(closed["properties"]) == {"properties", "opts"}  # no key added among the fields
+    assert closed["properties"]["properties"]["additionalProperties"] is False
+    assert closed["properties"]["opts"]["additionalProperties"] is False  # no properties: still closed
+    assert closed["properties"]["opts"]["default"] == {"properties": {}}  # a value, not a schema
+    assert closed["items"][0]["additionalProperties"] is False
+    assert closed["anyOf"][0]["additionalProperties"] is False
+    assert closed["$defs"]["open"]["additionalProperties"] is True
