@@ -8,23 +8,22 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
-from starlette.concurrency import run_in_threadpool
 
 from api import responses_openai as fmt
 from api.protocol_openai import CompletionRequest
-from api.runs import collect_all, engine_of, resolve_model, stream_all
+from api.runs import collect_all, engine_of, on_engine, resolve_model, stream_all
 from api.sse import sse_response, start_stream, until_disconnect
-from workbench.engine import Chunk, Engine, GenerationStats
+from workbench.engine import Chunk, GenerationStats
 
 router = APIRouter()
 
 
-async def _echoes(engine: Engine, body: CompletionRequest, model_id: str) -> list[str]:
+async def _echoes(request: Request, body: CompletionRequest, model_id: str) -> list[str]:
     """With echo, each prompt's text (token-id prompts decoded) leads its choices."""
     if not body.echo:
         return []
     return [
-        p if isinstance(p, str) else await run_in_threadpool(engine.detokenize, p, model_id)
+        p if isinstance(p, str) else await on_engine(request, engine_of(request).detokenize, p, model_id)
         for p in body.prompts()
     ]
 
@@ -35,7 +34,7 @@ async def completions(body: CompletionRequest, request: Request) -> dict[str, An
     engine = engine_of(request)
     model_id = await resolve_model(request, body.model)
     requests = body.to_engine_requests(model_id)
-    echoes = await _echoes(engine, body, model_id)
+    echoes = await _echoes(request, body, model_id)
     head = fmt.ResponseHeader("text", model_id, engine.device)
     if not body.stream:
         results = await until_disconnect(request, collect_all(request, requests))

@@ -10,11 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
-from starlette.concurrency import run_in_threadpool
 
 from api import responses_anthropic as fmt
 from api.protocol_anthropic import CountTokensRequest, MessagesRequest
-from api.runs import collect_all, engine_of, resolve_model, stream_all
+from api.runs import collect_all, engine_of, on_engine, resolve_model, stream_all
 from api.sse import ANTHROPIC_SSE, sse_response, start_stream, until_disconnect
 from workbench.engine import Chunk, EngineStoppedError
 from workbench.engine.tools import CallSplitter
@@ -36,7 +35,7 @@ async def create_message(body: MessagesRequest, request: Request) -> dict[str, A
         (result,) = await until_disconnect(request, collect_all(request, [req]))
         return fmt.message(head, result, req.tools)
     # message_start reports input_tokens before the last chunk's stats can say it.
-    input_tokens = await run_in_threadpool(engine.count_prompt_tokens, req)
+    input_tokens = await on_engine(request, engine.count_prompt_tokens, req)
     items = await start_stream(request, stream_all(request, [req]))
     return sse_response(_events(head, items, input_tokens, bool(req.tools)), ANTHROPIC_SSE)
 
@@ -47,7 +46,7 @@ async def count_tokens(body: CountTokensRequest, request: Request) -> dict[str, 
     body.log_unknown("messages.count_tokens")
     engine = engine_of(request)
     req = body.to_engine_request(await resolve_model(request, body.model))
-    return {"input_tokens": await run_in_threadpool(engine.count_prompt_tokens, req)}
+    return {"input_tokens": await on_engine(request, engine.count_prompt_tokens, req)}
 
 
 async def _events(

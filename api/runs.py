@@ -1,15 +1,17 @@
 """Running engine requests for a route without blocking the event loop: model
 resolution, whole completions, and chunk streams over several choices.
 
-Every MLX call still happens on the engine thread; the loop only awaits it.
+Every MLX call still happens on the engine thread; the loop only awaits it, for no
+longer than the request timeout (queueing behind other work on the engine included).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
+from typing import Any, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from workbench.config import Settings
@@ -25,6 +27,8 @@ from workbench.engine import (
     collect,
 )
 
+T = TypeVar("T")
+
 
 def engine_of(request: Request) -> Engine:
     return request.app.state.engine
@@ -35,19 +39,55 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
+async def on_engine(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` (an Engine call: it waits for the engine thread) from a worker thread,
+    within the request's time limit."""
+    return await within(deadline(request), asyncio.get_running_loop().run_in_executor(None, fn, *args))
+
+
 async def resolve_model(request: Request, model: str) -> str:
     """The registered id behind `model`: a registered id or alias, plus hub ids or server
-    paths only as far as the api_models setting allows; 404s when unknown. The pool
-    thread only waits for the engine thread's answer."""
+    paths only as far as the api_models setting allows; 404s when unknown."""
     engine, scope = engine_of(request), settings_of(request).api_models
-    info = await run_in_threadpool(lambda: engine.model_info(model, scope=scope))
+    info = await on_engine(request, lambda: engine.model_info(model, scope=scope))
     return info.id
 
 
 def deadline(request: Request) -> CancelToken:
-    """The request's clock: a parent token every generation of one HTTP request shares,
-    cancelled once the request_timeout_s setting has passed (0 = never)."""
-    return CancelToken(timeout_s=settings_of(request).request_timeout_s or None)
+    """The request's clock, started by its first engine call: a parent token every
+    generation of one HTTP request shares, cancelled once the request_timeout_s setting
+    has passed (0 = never)."""
+    clock = getattr(request.state, "clock", None)
+    if clock is None:
+        clock = request.state.clock = CancelToken(timeout_s=settings_of(request).request_timeout_s or None)
+    return clock
+
+
+def _timeout(clock: CancelToken, doing: str) -> RequestTimeoutError:
+    return RequestTimeoutError(
+        f"the request ran past the server's request timeout ({clock.timeout_s:g} s, "
+        f"WORKBENCH_REQUEST_TIMEOUT_S) {doing}"
+    )
+
+
+# A generation the engine is stepping ends at the deadline by itself (its last chunk
+# says what was made); `within` is the backstop for work the engine thread has not
+# reached (it is busy elsewhere), this much later.
+_BACKSTOP_S = 1.0
+
+
+async def within(clock: CancelToken, awaitable: Awaitable[T]) -> T:
+    """`awaitable`'s result, or RequestTimeoutError once `clock` has run out, even while
+    the engine thread is busy elsewhere (a model load, a benchmark holding it); the
+    clock is then cancelled, which stops the generations it governs."""
+    left = clock.remaining_s
+    if left is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, max(left, 0.0) + _BACKSTOP_S)
+    except TimeoutError:
+        clock.cancel()
+        raise _timeout(clock, "waiting for the engine") from None
 
 
 def check_finished(stats: GenerationStats, clock: CancelToken) -> None:
@@ -56,11 +96,12 @@ def check_finished(stats: GenerationStats, clock: CancelToken) -> None:
     if stats.finish_reason != "cancelled":
         return
     if clock.timed_out:
-        raise RequestTimeoutError(
-            f"the request ran past the server's request timeout ({clock.timeout_s:g} s, "
-            f"WORKBENCH_REQUEST_TIMEOUT_S) after {stats.generation_tokens} generated tokens"
-        )
+        raise _timeout(clock, f"after {stats.generation_tokens} generated tokens")
     raise EngineStoppedError("the engine stopped during this generation")
+
+
+async def _chunks(stream: AsyncIterator[Chunk]) -> list[Chunk]:
+    return [chunk async for chunk in stream]
 
 
 async def collect_all(request: Request, requests: Sequence[GenerationRequest]) -> list[Completion]:
@@ -70,7 +111,7 @@ async def collect_all(request: Request, requests: Sequence[GenerationRequest]) -
     results = []
     for req in requests:
         async with aclosing(engine.astream(req, clock.child())) as stream:
-            chunks = [chunk async for chunk in stream]
+            chunks = await within(clock, _chunks(stream))
         result = collect(iter(chunks))
         check_finished(result.stats, clock)
         results.append(result)
@@ -89,7 +130,11 @@ async def stream_all(
         # aclosing: a client that leaves mid-stream closes this generator, and with it
         # the engine stream at once (not whenever the garbage collector gets to it).
         async with aclosing(engine.astream(req, clock.child())) as stream:
-            async for chunk in stream:
+            while not finished:
+                try:
+                    chunk = await within(clock, anext(stream))
+                except StopAsyncIteration:
+                    break
                 if chunk.stats is not None:
                     check_finished(chunk.stats, clock)
                     finished = True

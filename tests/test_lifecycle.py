@@ -33,7 +33,7 @@ REFUSED = ("../../etc/passwd", "/etc/passwd", HUB_ID, "owner/..", "a/../../b", "
 
 @pytest.fixture(scope="module")
 def server(settings: Settings, engine: Engine) -> Iterator[LiveServer]:
-    with LiveServer(create_app(settings.with_(request_timeout_s=1.5), engine, with_ui=False)) as live:
+    with LiveServer(create_app(settings.with_(request_timeout_s=3), engine, with_ui=False)) as live:
         yield live
 
 
@@ -95,7 +95,7 @@ def test_the_request_timeout_stops_the_generation(server: LiveServer, engine: En
     with pytest.raises(openai.InternalServerError) as caught:
         client.completions.create(**long, extra_body={"ignore_eos": True})
     took = time.monotonic() - started
-    assert caught.value.status_code == 504 and 1.5 <= took < 10, took
+    assert caught.value.status_code == 504 and 3 <= took < 12, took
     body = caught.value.body
     assert isinstance(body, dict) and body["code"] == "request_timeout"
     assert "WORKBENCH_REQUEST_TIMEOUT_S" in body["message"]
@@ -117,6 +117,17 @@ def test_the_request_timeout_stops_the_generation(server: LiveServer, engine: En
     body = {"model": "default", "max_tokens": 400, "messages": count}
     r = httpx.post(f"{server.url}/v1/messages", json=body, timeout=30)
     assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error", r.text
+    assert wait_until(lambda: engine.active_streams == 0 and engine.queued_generations == 0, 10)
+    # The clock runs while the engine thread is held elsewhere (here by a benchmark's
+    # exclusive use): the 504 comes on time, not when the engine is free again.
+    with engine.exclusive():
+        for stream in (False, True):
+            started = time.monotonic()
+            chat = {"model": "default", "messages": count, "max_tokens": 4, "stream": stream}
+            r = httpx.post(f"{server.url}/v1/chat/completions", json=chat, timeout=30)
+            took = time.monotonic() - started
+            assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout", r.text
+            assert "waiting for the engine" in r.json()["error"]["message"] and took < 8, took
     assert wait_until(lambda: engine.active_streams == 0 and engine.queued_generations == 0, 10)
 
 

@@ -38,19 +38,22 @@ class CancelToken:
         self._event.set()
 
     @property
+    def remaining_s(self) -> float | None:
+        """Seconds to the nearest deadline (this token's or a parent's); None: no deadline."""
+        own = self._deadline - time.monotonic() if self._deadline is not None else None
+        parent = self._parent.remaining_s if self._parent is not None else None
+        left = [s for s in (own, parent) if s is not None]
+        return min(left) if left else None
+
+    @property
     def timed_out(self) -> bool:
         """The deadline (this token's or a parent's) has passed."""
-        if self._deadline is not None and time.monotonic() >= self._deadline:
-            return True
-        return self._parent is not None and self._parent.timed_out
+        left = self.remaining_s
+        return left is not None and left <= 0
 
     @property
     def cancelled(self) -> bool:
-        return (
-            self._event.is_set()
-            or (self._deadline is not None and time.monotonic() >= self._deadline)
-            or (self._parent is not None and self._parent.cancelled)
-        )
+        return self._event.is_set() or self.timed_out or (self._parent is not None and self._parent.cancelled)
 
     def child(self) -> CancelToken:
         return CancelToken(parent=self)
