@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from starlette.requests import Request
 
 from workbench.config import Settings
@@ -41,8 +42,9 @@ def settings_of(request: Request) -> Settings:
 
 async def on_engine(request: Request, fn: Callable[..., T], *args: Any) -> T:
     """`fn(*args)` (an Engine call: it waits for the engine thread) from a worker thread,
-    within the request's time limit."""
-    return await within(deadline(request), asyncio.get_running_loop().run_in_executor(None, fn, *args))
+    within the request's time limit (past it, the thread is left to finish alone)."""
+    call = anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+    return await within(deadline(request), call)
 
 
 async def resolve_model(request: Request, model: str) -> str:
