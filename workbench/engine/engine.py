@@ -195,7 +195,7 @@ class Engine:
 
         def work() -> str:
             lm, _ = self._load(model_id)
-            vocab = int(lm.config.get("vocab_size") or len(lm.tokenizer))
+            vocab = lm.vocab_size
             bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)]
             if bad:
                 raise InvalidRequestError(
@@ -256,7 +256,7 @@ class Engine:
                 lm, _ = self._load(model)
             finally:
                 ref.busy -= 1
-            vocab = int(ref.config.get("vocab_size") or len(ref.tokenizer))
+            vocab = ref.vocab_size
             bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)]
             if bad:
                 raise InvalidRequestError(

@@ -176,7 +176,7 @@ def prepare(lm: LoadedModel, request: GenerationRequest) -> Prepared:
             param="max_tokens",
         )
     max_tokens = room if request.max_tokens is None else request.max_tokens
-    vocab_size = int(lm.config.get("vocab_size") or len(tokenizer))
+    vocab_size = lm.vocab_size
     if max(prompt) >= vocab_size:
         raise InvalidRequestError(
             f"prompt_ids: token id {max(prompt)} is outside the vocabulary (size {vocab_size})",

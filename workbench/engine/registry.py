@@ -59,6 +59,11 @@ class LoadedModel:
                 return int(self.config[key])
         return 4096
 
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the model's output (token ids at or past it are out of the vocabulary)."""
+        return int(self.config.get("vocab_size") or len(self.tokenizer))
+
 
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
