@@ -113,9 +113,9 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         repetition_penalty: float,
         max_tokens: int,
         seed: int | None,
-        json_schema: str,
-        strict: bool,
-        request: gr.Request,
+        json_schema: str | None = None,  # None: optional for gradio_client callers (free text)
+        strict: bool = True,
+        request: gr.Request | None = None,
     ) -> AsyncIterator[tuple[Any, Turns, Any, structured.Outcome]]:
         values = (temperature, top_p, top_k, min_p, repetition_penalty, max_tokens, seed)
         if not text or not text.strip():
