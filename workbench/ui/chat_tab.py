@@ -218,7 +218,10 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         schema.reset_on(trigger)
     for reply in replies:
         schema.show_after(reply, outcome)
-    stop.click(stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private")
+    stopping = stop.click(
+        stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private"
+    )
+    schema.show_stopped(stopping, turns)
     clear.click(
         lambda: ([], [], "", gr.update(value=None, visible=False)),
         outputs=[turns, chatbot, pending, exported],
