@@ -22,7 +22,7 @@ def test_ui_and_api_share_one_server(settings: Settings, engine: Engine) -> None
         assert page.status_code == 200 and "<html" in page.text
         config = client.get("/ui/config").json()
         ids = {c["props"].get("elem_id") for c in config["components"]}
-        assert {"chat-input", "compare-run", "models-table", "vote-A"} <= ids
+        assert {"chat-input", "chat-schema", "chat-parsed", "compare-run", "models-table", "vote-A"} <= ids
         assert client.get("/v1/models").status_code == 200
         # /v1 keeps OpenAI's error shape; the UI mount does not swallow its 404s.
         missing = client.get("/v1/nope")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+import jsonschema
 import pytest
 
 from api.app import create_app
@@ -51,6 +53,19 @@ RECORD_REPLIES = """() => { window.seen = []; const last = LAST_REPLY;
         if (t && t !== window.seen[window.seen.length - 1]) window.seen.push(t); })
     .observe(document.querySelector('#chat-log'),
              {subtree: true, childList: true, characterData: true}); }""".replace("LAST_REPLY", LAST_REPLY)
+# The last reply's own text, without its stats line.
+LAST_REPLY_TEXT = """() => {
+    const m = document.querySelectorAll('#chat-log [data-testid=bot] .message-content');
+    if (!m.length) return ''; const c = m[m.length - 1].cloneNode(true);
+    c.querySelectorAll('.wb-stats').forEach(s => s.remove()); return c.textContent.trim(); }"""
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "color": {"type": "string", "enum": ["red", "green", "blue"]},
+        "count": {"type": "integer", "minimum": 0, "maximum": 100},
+    },
+    "required": ["color", "count"],
+}
 # Keeps every text the element `sel` shows in window.shown.
 RECORD_TEXTS = """(sel) => { window.shown = []; const el = document.querySelector(sel);
     new MutationObserver(() => { const t = el.innerText.trim();
@@ -152,6 +167,46 @@ def test_chat_streams_a_reply_with_its_stats_line(page: Any, engine: Engine) -> 
     reply = exported["messages"][1]
     assert reply["content"].strip() and reply["stats"]["model"] == F32
     assert reply["stats"]["generation_tokens"] > 0 and reply["sampling"]["max_tokens"] == 32
+
+
+def test_chat_follows_a_json_schema_and_shows_the_parsed_object(page: Any) -> None:
+    chat_settings(page, max_tokens=48)
+    page.click("#chat-schema-box button.label-wrap")
+    status = "document.querySelector('#chat-schema-status')?.innerText"
+    # Not JSON: said at once, as it is typed.
+    page.fill("#chat-schema textarea", '{"type": "object",')
+    page.wait_for_function(f"{status}.includes('not valid JSON')")
+    page.fill("#chat-schema textarea", json.dumps(SCHEMA, indent=2))
+    page.wait_for_function(f"{status}.includes('Replies follow this schema')")
+    page.fill("#chat-input textarea", "Pick a colour and a number of apples.")
+    page.press("#chat-input textarea", "Enter")
+    page.wait_for_selector("#chat-log .wb-stats", timeout=120_000)
+    page.wait_for_function(f"{status}.includes('parsed')")
+    reply = json.loads(page.evaluate(LAST_REPLY_TEXT))
+    jsonschema.validate(reply, SCHEMA)
+    # The panel shows the same object (its tree view puts each token on a line of its own).
+    label, *tree = page.inner_text("#chat-parsed").splitlines()
+    assert label == "Parsed reply" and json.loads("".join(tree)) == reply, tree
+    screenshot(page, "chat-schema")
+
+    # A schema llguidance cannot enforce: a clear message, and nothing is lost.
+    history = page.inner_text("#chat-log")
+    page.fill("#chat-schema textarea", '{"type": "nonsense"}')
+    page.fill("#chat-input textarea", "And another one?")
+    page.click("#chat-send")
+    page.wait_for_function(f"{status}.includes('cannot be enforced')")
+    page.wait_for_selector("text=JSON schema: cannot be enforced")  # the warning toast, too
+    assert page.input_value("#chat-input textarea") == "And another one?"
+    assert page.inner_text("#chat-log") == history
+    assert page.evaluate("document.querySelectorAll('#chat-log [data-testid=bot]').length") == 1
+    assert "color" not in page.inner_text("#chat-parsed")  # emptied when the reply was asked for
+    assert "Traceback" not in page.content()
+    screenshot(page, "chat-schema-error")
+
+    # Clearing the schema means free text again: the status and the panel empty.
+    page.fill("#chat-schema textarea", "")
+    page.wait_for_function(f"{status}.trim() === ''")
+    assert page.inner_text("#chat-parsed").strip() == "Parsed reply"  # its label only
 
 
 def test_compare_runs_the_4bit_and_f32_variants_side_by_side(page: Any) -> None:
@@ -320,6 +375,22 @@ def test_gradio_client_calls_the_chat_endpoint(ui: dict[str, Any], engine: Engin
     # Errors reach API callers as readable messages too.
     with pytest.raises(Exception, match="unknown model"):
         client.predict(text="Hi", model_id="no-such-model", system_prompt="", max_tokens=4, api_name="/chat")
+
+
+def test_gradio_client_chat_takes_a_json_schema(ui: dict[str, Any]) -> None:
+    from gradio_client import Client
+
+    client = Client(ui["url"] + "/ui/", verbose=False)
+    ask = dict(model_id=F32, system_prompt="", temperature=0, max_tokens=48, api_name="/chat")
+    conversation, _ = client.predict(
+        text="Pick a colour and a number of apples.", json_schema=json.dumps(SCHEMA), seed=1, **ask
+    )
+    reply = conversation[-1]["content"][0]["text"].split("<span")[0].strip()
+    jsonschema.validate(json.loads(reply), SCHEMA)
+    # A bad schema is refused with a readable message.
+    for bad, why in (('{"type": ', "not valid JSON"), ('{"type": "nonsense"}', "cannot be enforced")):
+        with pytest.raises(Exception, match=f"JSON schema: {why}"):
+            client.predict(text="Hi", json_schema=bad, **ask)
 
 
 def test_benchmark_tab_runs_shows_results_and_stops(page: Any, ui: dict[str, Any], engine: Engine) -> None:

@@ -1,5 +1,6 @@
 """Chat tab: one conversation with one model, streamed, with a stats line under each
-reply; Stop, regenerate, clear and JSON export.
+reply; Stop, regenerate, clear and JSON export; an optional JSON schema the replies
+follow (ui/structured.py).
 
 The conversation lives in a per-session State of turns ({"role", "content", "stats"});
 the chatbot only shows it. Knows engine types and Gradio, no HTTP formats.
@@ -21,6 +22,7 @@ import gradio as gr
 
 from workbench.config import Settings
 from workbench.engine import Engine, GenerationRequest
+from workbench.ui import structured
 from workbench.ui.common import (
     SessionCancels,
     chat_messages,
@@ -89,6 +91,8 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         clear = gr.Button("Clear", size="sm", elem_id="chat-clear")
         export = gr.Button("Export JSON", size="sm", elem_id="chat-export")
     exported = gr.File(label="Conversation (JSON)", visible=False, elem_id="chat-export-file")
+    schema = structured.schema_controls("chat")
+    outcome = gr.State(None)  # for the schema panel: what the last reply came to
     sampling = sampling_controls("chat")
 
     def post(text: str, history: Turns) -> tuple[Any, str, list[dict[str, str]]]:
@@ -99,6 +103,7 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
     async def respond(
         text: str,
         history: Turns,
+        in_page: bool,
         model_id: str | None,
         system_prompt: str,
         temperature: float,
@@ -108,28 +113,33 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         repetition_penalty: float,
         max_tokens: int,
         seed: int | None,
-        request: gr.Request,
-    ) -> AsyncIterator[tuple[Any, Turns, Any]]:
+        json_schema: str | None = None,  # None: optional for gradio_client callers (free text)
+        strict: bool = True,
+        request: gr.Request | None = None,
+    ) -> AsyncIterator[tuple[Any, Turns, Any, structured.Outcome]]:
         values = (temperature, top_p, top_k, min_p, repetition_penalty, max_tokens, seed)
         if not text or not text.strip():
             raise gr.Error("Type a message first.", print_exception=False)
         asked = [*history, {"role": "user", "content": text}]
         reply: dict[str, Any] = {"role": "assistant", "content": "", "note": "", "stats": None}
+        done: structured.Outcome = None
         try:
             with user_errors():
                 params, max_new, _ = read_sampling(values)
+                constraint = structured.read_schema(json_schema, strict)
                 req = GenerationRequest(
                     messages=chat_messages(system_prompt, asked),
                     model=picked(model_id),
                     sampling=params,
                     max_tokens=max_new,
+                    constraint=constraint,
                 )
                 reply["sampling"] = sampling_dict(params, max_new)
                 # A worker call, so off the event loop; it also fails fast on an unknown model.
                 info = await asyncio.to_thread(engine.model_info, picked(model_id))
                 if not info.loaded:
                     reply["note"] = f"loading {info.id} (a GGUF is converted to MLX on first use)…"
-                    yield render([*asked, reply]), [*asked, reply], gr.update()
+                    yield render([*asked, reply]), [*asked, reply], gr.update(), None
                 with cancels.track(request.session_hash if request else None) as (token,):
                     async with aclosing(stream_text(engine, req, token)) as stream:
                         async for so_far, stats in stream:
@@ -139,10 +149,18 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
                                 if stats.finish_reason == "cancelled":
                                     note = f"{STOPPED} · {note}"
                                 reply |= {"stats": stats.as_dict(), "note": note}
-                            yield render([*asked, reply]), [*asked, reply], gr.update()
-        except gr.Error:
+                                if constraint is not None:
+                                    done = structured.outcome_of(so_far, stats)
+                            yield render([*asked, reply]), [*asked, reply], gr.update(), done
+        except gr.Error as exc:
             # Nothing is lost: the conversation is as before and the message is back in the box.
-            yield render(history), history, text
+            problem = structured.schema_error(exc.__cause__)
+            yield render(history), history, text, {"error": problem} if problem else None
+            if problem and in_page:
+                # The schema box says what is wrong (and a warning pops up); an error would
+                # cover the conversation with Gradio's error badge. API callers get the error.
+                gr.Warning(problem, title="JSON schema")
+                return
             raise
 
     def prepare_regenerate(history: Turns) -> tuple[str, Turns, list[dict[str, str]]]:
@@ -174,24 +192,36 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
         return gr.update(value=str(path), visible=True)
 
-    answer = dict(
-        fn=respond,
-        inputs=[pending, turns, model, system, *sampling.inputs],
-        outputs=[chatbot, turns, message],
-        show_progress="minimal",
-    )
+    def answer(in_page: bool, **event: Any) -> dict[str, Any]:
+        return dict(
+            fn=respond,
+            inputs=[pending, turns, gr.State(in_page), model, system, *sampling.inputs, *schema.inputs],
+            outputs=[chatbot, turns, message, outcome],  # States are not among the API's outputs
+            show_progress="minimal",
+            **engine_event(**event),
+        )
+
     posted = [
         trigger(post, [message, turns], [message, pending, chatbot], queue=False, api_visibility="private")
         for trigger in (message.submit, send.click)
     ]
-    replies = [posted[0].success(**answer, **engine_event(api_name="chat"))]
-    replies.append(posted[1].success(**answer, **engine_event(api_visibility="private")))
+    replies = [p.success(**answer(True, api_visibility="private")) for p in posted]
     replies.append(
         regenerate.click(
             prepare_regenerate, [turns], [pending, turns, chatbot], queue=False, api_visibility="private"
-        ).success(**answer, **engine_event(api_visibility="private"))
+        ).success(**answer(True, api_visibility="private"))
     )
-    stop.click(stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private")
+    # gradio_client's "/chat": the same reply, on a button the page never shows.
+    replies.append(gr.Button(visible=False).click(**answer(False, api_name="chat")))
+    # The schema panel: cleared when a reply starts (no stale object), filled when it ends.
+    for trigger in (message.submit, send.click, regenerate.click, clear.click):
+        schema.reset_on(trigger)
+    for reply in replies:
+        schema.show_after(reply, outcome)
+    stopping = stop.click(
+        stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private"
+    )
+    schema.show_stopped(stopping, turns)
     clear.click(
         lambda: ([], [], "", gr.update(value=None, visible=False)),
         outputs=[turns, chatbot, pending, exported],
