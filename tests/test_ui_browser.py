@@ -128,8 +128,15 @@ def screenshot(page: Any, name: str) -> None:
 
 
 def set_number(page: Any, selector: str, value: Any) -> None:
-    page.fill(selector, str(value))
-    page.press(selector, "Tab")  # Gradio takes a number's value on blur
+    # Gradio takes a number's value on blur; a fill made while the page is still
+    # settling has been seen not to stick, so it is checked (and made again).
+    for _ in range(3):
+        page.fill(selector, str(value))
+        page.press(selector, "Tab")
+        page.wait_for_timeout(200)
+        if page.input_value(selector) == str(value):
+            return
+    raise AssertionError(f"{selector} did not take {value!r}: it shows {page.input_value(selector)!r}")
 
 
 def pick(page: Any, selector: str, model_id: str) -> None:
