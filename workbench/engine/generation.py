@@ -8,6 +8,7 @@ make_logits_processors. Yields Chunk objects; knows nothing of queues or HTTP.
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -117,7 +118,9 @@ def token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) ->
     if top_n > 0:
         idx = mx.argpartition(-logprobs, kth=top_n - 1)[:top_n]
         pairs = sorted(zip(idx.tolist(), logprobs[idx].tolist(), strict=True), key=lambda p: -p[1])
-        top = tuple((i, tokenizer.decode([i]), float(v)) for i, v in pairs)
+        # A token a constraint masked out (log-probability -inf) could not have been
+        # chosen: it is no alternative (and -inf is no JSON number).
+        top = tuple((i, tokenizer.decode([i]), float(v)) for i, v in pairs if math.isfinite(v))
     return TokenLogprob(token, tokenizer.decode([token]), float(logprobs[token].item()), top)
 
 
