@@ -185,12 +185,12 @@ def cheapen(case: Case, data: st.DataObject) -> None:
     if not isinstance(body, dict):
         return
     for key in LIMITS:
-        if _is_int(body.get(key)) and body[key] > MAX_TOKENS:
+        if _is_number(body.get(key)) and body[key] > MAX_TOKENS:
             body[key] = MAX_TOKENS
     generates = case.operation.path in ("/v1/chat/completions", "/v1/completions")
     if generates and all(body.get(k) is None for k in LIMITS):
         body["max_tokens"] = MAX_TOKENS  # unset or null: until end of sequence (or the context)
-    if _is_int(body.get("n")) and body["n"] > MAX_CHOICES:
+    if _is_number(body.get("n")) and body["n"] > MAX_CHOICES:
         body["n"] = MAX_CHOICES
     if isinstance(body.get("model"), str):
         body["model"] = data.draw(st.sampled_from([F32, "default", "default", body["model"]]))
@@ -209,5 +209,6 @@ def repair(case: Case) -> None:
         body["prompt"] = "Once upon a time"
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_number(value: object) -> bool:
+    """An int or float (JSON's 4897.0 is a valid integer too), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
