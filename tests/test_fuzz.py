@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
+from api.protocol_openai import MAX_CHOICES
 from tests.helpers import LiveServer
 from workbench.config import Settings
 from workbench.engine import Engine
@@ -52,8 +53,9 @@ OPERATIONS = [
 RUNS = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST"
 ]
-MAX_TOKENS = 4  # generation is the slow part: valid length limits are clamped to this
-MAX_CHOICES = 2
+MAX_TOKENS = 4  # generation is the slow part: length limits up to CONTEXT are clamped to this
+CONTEXT = 8192  # the embedded model's: a larger limit is refused before anything is generated
+FEW_CHOICES = 2  # n up to the bound is clamped to this
 LIMITS = ("max_tokens", "max_completion_tokens")
 CHECKS = [
     not_a_server_error,
@@ -178,20 +180,20 @@ def test_operation_survives_fuzzing(
 
 
 def cheapen(case: Case, data: st.DataObject) -> None:
-    """Most requests name the real model (a random name is a quick 404), and valid
-    length limits and choice counts are kept small so generation stays short; invalid
-    values (wrong type, out of range) pass through untouched."""
+    """Most requests name the real model (a random name is a quick 404), and length
+    limits and choice counts that would be honoured are kept small so generation stays
+    short; the rest (wrong type, out of range, past the context) pass through untouched."""
     body = case.body
     if not isinstance(body, dict):
         return
     for key in LIMITS:
-        if _is_number(body.get(key)) and body[key] > MAX_TOKENS:
+        if _is_number(body.get(key)) and MAX_TOKENS < body[key] <= CONTEXT:
             body[key] = MAX_TOKENS
     generates = case.operation.path in ("/v1/chat/completions", "/v1/completions")
     if generates and all(body.get(k) is None for k in LIMITS):
         body["max_tokens"] = MAX_TOKENS  # unset or null: until end of sequence (or the context)
-    if _is_number(body.get("n")) and body["n"] > MAX_CHOICES:
-        body["n"] = MAX_CHOICES
+    if _is_number(body.get("n")) and FEW_CHOICES < body["n"] <= MAX_CHOICES:
+        body["n"] = FEW_CHOICES
     if isinstance(body.get("model"), str):
         body["model"] = data.draw(st.sampled_from([F32, "default", "default", body["model"]]))
 
