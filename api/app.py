@@ -22,6 +22,7 @@ from api.errors import install_error_handlers
 from api.lifecycle import Drain, DrainGate, install_sigterm_drain
 from api.metrics import Metrics, RequestCounter
 from api.metrics import router as metrics_router
+from api.openapi import drop_validation_422
 from api.security import install_security
 from workbench import __version__
 from workbench.config import Settings
@@ -95,6 +96,7 @@ def create_app(
     app.state.status = ("loading", "the engine has not started")
     app.state.metrics = Metrics(eng)
     install_error_handlers(app, anthropic_prefix=routes_messages.PREFIX)
+    drop_validation_422(app)
     app.state.drain = Drain()
     app.add_middleware(DrainGate, drain=app.state.drain)
     install_security(app, settings.served_hosts(), settings.cors_origins, settings.max_body_mb)

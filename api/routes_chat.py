@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
 
 from api import responses_openai as fmt
+from api.openapi import GENERATION_ERRORS, ChatCompletion, errors, success
 from api.protocol_openai import ChatCompletionRequest
 from api.runs import collect_all, engine_of, resolve_model, stream_all
 from api.sse import sse_response, start_stream, until_disconnect
@@ -19,7 +20,11 @@ from workbench.engine.tools import CallSplitter
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={**success(ChatCompletion, streams=True), **errors(GENERATION_ERRORS)},
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> dict[str, Any] | EventSourceResponse:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
 
 from api import responses_openai as fmt
+from api.openapi import GENERATION_ERRORS, TextCompletion, errors, success
 from api.protocol_openai import CompletionRequest
 from api.runs import collect_all, engine_of, on_engine, resolve_model, stream_all
 from api.sse import sse_response, start_stream, until_disconnect
@@ -28,7 +29,11 @@ async def _echoes(request: Request, body: CompletionRequest, model_id: str) -> l
     ]
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    responses={**success(TextCompletion, streams=True), **errors(GENERATION_ERRORS)},
+)
 async def completions(body: CompletionRequest, request: Request) -> dict[str, Any] | EventSourceResponse:
     body.log_unknown("completions")
     engine = engine_of(request)

@@ -10,13 +10,22 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.openapi import Health, errors
 from api.runs import engine_of
 
 router = APIRouter()
 DRAINING = "the server is shutting down (SIGTERM): requests in flight finish, new ones get 503"
 
 
-@router.get("/health", response_model=None)
+@router.get(
+    "/health",
+    response_model=None,
+    responses={
+        200: {"model": Health, "description": "The engine runs and its default model is loaded"},
+        503: {"model": Health, "description": "Loading the default model, failed to, draining or stopped"},
+        **errors((403,)),
+    },
+)
 def health(request: Request) -> dict[str, Any] | JSONResponse:
     engine = engine_of(request)
     if not engine.running:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
 
 from api import responses_anthropic as fmt
+from api.openapi import GENERATION_ERRORS, MessageReply, TokenCount, errors, success
 from api.protocol_anthropic import CountTokensRequest, MessagesRequest
 from api.runs import collect_all, engine_of, on_engine, resolve_model, stream_all
 from api.sse import ANTHROPIC_SSE, sse_response, start_stream, until_disconnect
@@ -22,7 +23,11 @@ PREFIX = "/v1/messages"
 router = APIRouter()
 
 
-@router.post(PREFIX, response_model=None)
+@router.post(
+    PREFIX,
+    response_model=None,
+    responses={**success(MessageReply, streams=True), **errors(GENERATION_ERRORS, anthropic=True)},
+)
 async def create_message(body: MessagesRequest, request: Request) -> dict[str, Any] | EventSourceResponse:
     # anthropic-version / anthropic-beta headers are accepted as they come: the wire
     # format served here is the one every version shares.
@@ -40,7 +45,11 @@ async def create_message(body: MessagesRequest, request: Request) -> dict[str, A
     return sse_response(_events(head, items, input_tokens, bool(req.tools)), ANTHROPIC_SSE)
 
 
-@router.post(f"{PREFIX}/count_tokens")
+@router.post(
+    f"{PREFIX}/count_tokens",
+    response_model=None,
+    responses={**success(TokenCount), **errors(GENERATION_ERRORS, anthropic=True)},
+)
 async def count_tokens(body: CountTokensRequest, request: Request) -> dict[str, int]:
     """The prompt tokens a create with these messages would report as input_tokens."""
     body.log_unknown("messages.count_tokens")

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from api.openapi import MODEL_ERRORS, MODELS_ERRORS, ModelList, ModelObject, errors, success
 from api.runs import engine_of
 from workbench.engine import ModelInfo, ModelNotFoundError
 
@@ -24,12 +25,16 @@ def _model(info: ModelInfo) -> dict[str, Any]:
     return {"id": info.id, "object": "model", "created": created, "owned_by": info.source, **extras}
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=None, responses={**success(ModelList), **errors(MODELS_ERRORS)})
 def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [_model(i) for i in engine_of(request).models()]}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get(
+    "/v1/models/{model_id:path}",
+    response_model=None,
+    responses={**success(ModelObject), **errors(MODEL_ERRORS)},
+)
 def get_model(model_id: str, request: Request) -> dict[str, Any]:
     for info in engine_of(request).models():
         if info.id == model_id:

@@ -103,7 +103,9 @@ def build_sampling(
         temp=params.temperature,
         top_p=params.top_p if params.top_p < 1.0 else 0.0,
         min_p=params.min_p,
-        top_k=params.top_k,
+        # A top_k of the whole vocabulary or more keeps every token, which is no top-k at
+        # all; mlx-lm raises (at the first sampled token) instead of saying so.
+        top_k=params.top_k if params.top_k < vocab_size else 0,
     )
     if params.greedy:
         return sampler, processors, None
