@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from workbench import __version__, cli_arena, cli_bench, cli_load, cli_quant
-from workbench.config import Settings
+from workbench.config import add_setting_flags, env_from_args, settings_from_args
 from workbench.engine import (
     Chunk,
     Engine,
@@ -45,24 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models-dir", help="converted models and user model folders (WORKBENCH_MODELS_DIR)")
-    common.add_argument(
-        "--model-path",
-        action="append",
-        dest="model_paths",
-        metavar="PATH",
-        help="register an MLX model folder or a .gguf file (repeatable)",
-    )
-    common.add_argument("--blas", help="'auto' (default), 'off', or a BLAS library path (WORKBENCH_BLAS)")
-    common.add_argument(
-        "--memory-budget-gb", type=float, help="memory budget for loaded models (default: 60%% of system RAM)"
-    )
-    common.add_argument(
-        "--allow-download",
-        action="store_true",
-        default=None,
-        help="fetch hub ids that are not in the local cache",
-    )
+    add_setting_flags(common, "common")
     common.add_argument(
         "--log-level", help="DEBUG, INFO, WARNING, ERROR (default: INFO for serve, WARNING otherwise)"
     )
@@ -80,68 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "at http://HOST:PORT/v1, an Anthropic client at http://HOST:PORT (ANTHROPIC_BASE_URL). "
         "Ctrl-C stops it; SIGTERM lets requests in flight finish first (--drain-s) while new ones get 503.",
     )
-    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; WORKBENCH_HOST)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080; WORKBENCH_PORT)")
-    serve.add_argument(
-        "--default-model", help="id used when a request says 'default' (WORKBENCH_DEFAULT_MODEL)"
-    )
-    serve.add_argument(
-        "--max-batch",
-        type=int,
-        help="generations decoded together per model (default 8; 1 = one at a time; WORKBENCH_MAX_BATCH)",
-    )
-    serve.add_argument(
-        "--max-queue",
-        type=int,
-        help="generations that may wait beyond --max-batch before requests get 429 with Retry-After "
-        "(default 64; WORKBENCH_MAX_QUEUE)",
-    )
-    serve.add_argument(
-        "--prompt-cache-entries",
-        type=int,
-        help="prompt prefixes kept per model for reuse across requests (default 8; 0 = no prompt cache; "
-        "WORKBENCH_PROMPT_CACHE_ENTRIES)",
-    )
-    serve.add_argument(
-        "--prompt-cache-gb",
-        type=float,
-        help="the prompt cache's bound per model (default 1.0; WORKBENCH_PROMPT_CACHE_GB)",
-    )
-    serve.add_argument(
-        "--allowed-hosts",
-        help="Host headers to serve, comma-separated ('*' = any; default: loopback names and --host; "
-        "WORKBENCH_ALLOWED_HOSTS)",
-    )
-    serve.add_argument(
-        "--cors-origins",
-        help="browser origins allowed cross-origin, comma-separated (default none; WORKBENCH_CORS_ORIGINS)",
-    )
-    serve.add_argument(
-        "--max-body-mb", type=float, help="largest /v1 request body (default 8; WORKBENCH_MAX_BODY_MB)"
-    )
-    serve.add_argument(
-        "--api-models",
-        choices=("registered", "hub", "any"),
-        help="what a request may name as its model: registered ids and aliases only (default), "
-        "also hub ids (owner/name), or also paths on this machine (WORKBENCH_API_MODELS)",
-    )
-    serve.add_argument(
-        "--request-timeout-s",
-        type=float,
-        help="longest a /v1 generation request may take, queueing included: 504 (or a stream error "
-        "event) beyond it (default 600; 0 = no limit; WORKBENCH_REQUEST_TIMEOUT_S)",
-    )
-    serve.add_argument(
-        "--drain-s",
-        type=float,
-        help="on SIGTERM, how long requests in flight may finish while new ones get 503 "
-        "(default 30; WORKBENCH_DRAIN_S)",
-    )
-    serve.add_argument(
-        "--api-key",
-        help="require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on /v1 routes, and KEY as the "
-        "UI's sign-in password (prefer WORKBENCH_API_KEY: command lines are visible to other users)",
-    )
+    add_setting_flags(serve, "serve")
 
     models = sub.add_parser(
         "models",
@@ -182,16 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        models_dir=args.models_dir,
-        model_paths=tuple(args.model_paths) if args.model_paths else None,
-        blas=args.blas,
-        memory_budget_gb=args.memory_budget_gb,
-        allow_download=args.allow_download,
-    )
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run uvicorn on the app factory. The factory reads its settings from the
     environment, so flags are handed over as WORKBENCH_* variables (the CLI never
@@ -200,34 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    flags = {
-        "WORKBENCH_MODELS_DIR": args.models_dir,
-        "WORKBENCH_MODEL_PATHS": os.pathsep.join(args.model_paths) if args.model_paths else None,
-        "WORKBENCH_BLAS": args.blas,
-        "WORKBENCH_MEMORY_BUDGET_GB": None if args.memory_budget_gb is None else str(args.memory_budget_gb),
-        "WORKBENCH_ALLOW_DOWNLOAD": "1" if args.allow_download else None,
-        "WORKBENCH_HOST": args.host,
-        "WORKBENCH_PORT": None if args.port is None else str(args.port),
-        "WORKBENCH_DEFAULT_MODEL": args.default_model,
-        "WORKBENCH_API_KEY": args.api_key,
-        **{
-            f"WORKBENCH_{name.upper()}": None if getattr(args, name) is None else str(getattr(args, name))
-            for name in (
-                "max_batch",
-                "max_queue",
-                "prompt_cache_entries",
-                "prompt_cache_gb",
-                "allowed_hosts",
-                "cors_origins",
-                "max_body_mb",
-                "api_models",
-                "request_timeout_s",
-                "drain_s",
-            )
-        },
-    }
-    os.environ.update({k: v for k, v in flags.items() if v is not None})
-    settings = Settings.from_env()  # fail here, with a plain message, on bad values
+    settings = settings_from_args(args)  # fail here, with a plain message, on bad values
+    os.environ.update(env_from_args(args))
     key = " (API key required)" if settings.api_key else ""
     base = f"http://{settings.host}:{settings.port}"
     print(
@@ -376,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_arena.cmd_arena_stats(args)
         if args.command == "loadtest":  # an HTTP client of some server: no engine here
             return cli_load.cmd_loadtest(args)
-        settings = _settings(args)
+        settings = settings_from_args(args)
         with Engine(settings) as engine:
             commands = {
                 "models": cmd_models,

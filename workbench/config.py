@@ -1,14 +1,18 @@
 """Settings: built once from the environment (and CLI flags), then passed down.
 
-Nothing reads os.environ after this; there is no global settings object.
+Each field declares its environment variable, its CLI flag, its help text and the one
+parser that reads it from text (`setting(...)`): `from_env`, the CLI's flags and the
+errors all derive from that, so a new setting is one edit. Nothing reads os.environ
+after this; there is no global settings object.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -19,6 +23,129 @@ FALSE_WORDS = {"0", "false", "no", "off", ""}
 # also paths on this machine (engine.registry.resolve's scopes).
 ApiModels = Literal["registered", "hub", "any"]
 API_MODELS: tuple[str, ...] = get_args(ApiModels)
+# Where a setting's CLI flag lives: on every engine command, on `serve` only, or nowhere.
+FlagScope = Literal["common", "serve", "none"]
+
+
+# ---- parsers: text -> value, or ValueError saying what is accepted ----------------
+def _parse_bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer >= {low}") from None
+        return _check(value >= low, value, f"expected an integer >= {low}")
+
+    return parse
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    return _check(0 < value < 65536, value, "expected a port number in 1..65535")
+
+
+def _number(what: str, *, positive: bool) -> Callable[[str], float]:
+    bound = "> 0" if positive else ">= 0"
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number of {what} {bound}") from None
+        ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+        return _check(ok, value, f"expected a number of {what} {bound}")
+
+    return parse
+
+
+def _budget(raw: str) -> float | None:
+    if raw.strip().lower() in {"", "auto"}:
+        return None
+    try:
+        return _number("GB", positive=True)(raw)
+    except ValueError:
+        raise ValueError("expected a number of GB > 0, or 'auto' (60% of system RAM)") from None
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        return _check(value in choices, value, f"expected one of {', '.join(choices)}")
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    value = raw.strip()
+    return _check(bool(value), raw, "expected a non-empty value")
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(item for item in raw.split(",") if item.strip())
+
+
+def _path_list(raw: str) -> tuple[str, ...]:
+    return tuple(p for p in raw.split(os.pathsep) if p.strip())
+
+
+def _check(ok: bool, value: Any, accepts: str) -> Any:
+    if not ok:
+        raise ValueError(accepts)
+    return value
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """How one Settings field is read: its variable, its flag, what it is, its parser."""
+
+    env: str
+    help: str
+    parse: Callable[[str], Any]
+    scope: FlagScope = "serve"
+    flag: str = ""  # default: --<field-name>
+
+    @property
+    def is_flag(self) -> bool:
+        """A switch (--allow-download) rather than a flag with a value."""
+        return self.parse is _parse_bool
+
+    @property
+    def repeatable(self) -> bool:
+        """Given once per item (--model-path A --model-path B)."""
+        return self.parse is _path_list
+
+
+def setting(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any],
+    *,
+    scope: FlagScope = "serve",
+    env: str = "",
+    flag: str = "",
+) -> Any:
+    """A Settings field with its SettingSpec (env defaults to WORKBENCH_<FIELD>, flag to
+    --<field-name>; filled in by Settings.specs)."""
+    spec = {"help": help, "parse": parse, "scope": scope, "env": env, "flag": flag}
+    if callable(default):
+        return field(default_factory=default, metadata={"setting": spec})
+    return field(default=default, metadata={"setting": spec})
 
 
 def _default_models_dir(env: Mapping[str, str]) -> Path:
@@ -26,104 +153,101 @@ def _default_models_dir(env: Mapping[str, str]) -> Path:
     return Path(cache) / "mlx-workbench" / "models"
 
 
-def _parse_bool(name: str, raw: str) -> bool:
-    word = raw.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ValueError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
-
-
-def _parse_budget(name: str, raw: str) -> float | None:
-    if raw.strip().lower() in {"", "auto"}:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number of GB or 'auto'") from None
-    if not value > 0:
-        raise ValueError(f"{name}={raw!r}: must be > 0")
-    return value
-
-
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable, with the environment variable that sets it.
+    """Everything configurable. `workbench serve --help` and docs/settings.md list each
+    setting with its variable; `Settings.specs()` is the table they come from."""
 
-    models_dir      WORKBENCH_MODELS_DIR      converted models and user model folders
-    default_model   WORKBENCH_DEFAULT_MODEL   id used when a request names no model
-    model_paths     WORKBENCH_MODEL_PATHS     extra MLX folders / GGUF files (os.pathsep list)
-    allow_download  WORKBENCH_ALLOW_DOWNLOAD  fetch hub ids (off by default; HF_HUB_OFFLINE=1 forces off)
-    memory_budget_gb WORKBENCH_MEMORY_BUDGET_GB loaded-model budget; 'auto' = 60% of system RAM
-    blas            WORKBENCH_BLAS            'auto' (optimized BLAS if found), 'off', or a library path
-    results_dir     WORKBENCH_RESULTS_DIR     CSV reports
-    host, port      WORKBENCH_HOST/PORT       where `workbench serve` listens
-    api_key         WORKBENCH_API_KEY         when set, every /v1 route needs the key (Bearer or x-api-key)
-    max_batch       WORKBENCH_MAX_BATCH       generations decoded together per model (1 = one at a time)
-    max_queue       WORKBENCH_MAX_QUEUE       generations waiting beyond max_batch before 429 (Retry-After)
-    prompt_cache_entries WORKBENCH_PROMPT_CACHE_ENTRIES cached prompt prefixes per model (0 = no cache)
-    prompt_cache_gb WORKBENCH_PROMPT_CACHE_GB the prompt cache's size bound per model
-    allowed_hosts   WORKBENCH_ALLOWED_HOSTS   Host headers served (comma list; '*' = any); default:
-                                              loopback names and `host` (any, when it binds all)
-    cors_origins    WORKBENCH_CORS_ORIGINS    browser origins allowed cross-origin (comma list; none)
-    max_body_mb     WORKBENCH_MAX_BODY_MB     largest /v1 request body (413 beyond it)
-    api_models      WORKBENCH_API_MODELS      what an HTTP request may name: 'registered' ids and
-                                              aliases only (default), also 'hub' ids, or 'any'
-                                              (also this machine's paths)
-    request_timeout_s WORKBENCH_REQUEST_TIMEOUT_S longest a /v1 generation may take, queue included
-                                              (504 / a stream error beyond it; 0 = no limit)
-    drain_s         WORKBENCH_DRAIN_S         on SIGTERM, how long in-flight requests may finish
-                                              while new ones get 503
-    """
-
-    models_dir: Path = field(default_factory=lambda: _default_models_dir(os.environ))
-    default_model: str = DEFAULT_MODEL_ALIAS
-    model_paths: tuple[str, ...] = ()
-    allow_download: bool = False
-    memory_budget_gb: float | None = None
-    blas: str = "auto"
-    results_dir: Path = Path("results")
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_key: str | None = field(default=None, repr=False)
-    max_batch: int = 8
-    max_queue: int = 64
-    prompt_cache_entries: int = 8
-    prompt_cache_gb: float = 1.0
-    allowed_hosts: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
-    max_body_mb: float = 8.0
-    api_models: ApiModels = "registered"
-    request_timeout_s: float = 600.0
-    drain_s: float = 30.0
+    models_dir: Path = setting(
+        lambda: _default_models_dir(os.environ),
+        "converted models and user model folders (default ~/.cache/mlx-workbench/models)",
+        Path,
+        scope="common",
+    )
+    default_model: str = setting(
+        DEFAULT_MODEL_ALIAS, "id used when a request names no model or says 'default'", _text
+    )
+    model_paths: tuple[str, ...] = setting(
+        (),
+        f"extra MLX model folders, .gguf files or hub ids to register ('{os.pathsep}'-separated; "
+        "the flag is repeatable)",
+        _path_list,
+        scope="common",
+        flag="--model-path",
+    )
+    allow_download: bool = setting(
+        False,
+        "fetch hub ids that are not in the local cache (HF_HUB_OFFLINE=1 forces off)",
+        _parse_bool,
+        scope="common",
+    )
+    memory_budget_gb: float | None = setting(
+        None, "memory budget for loaded models in GB, or 'auto' (60% of system RAM)", _budget, scope="common"
+    )
+    blas: str = setting(
+        "auto", "'auto' (an optimized BLAS when found), 'off', or a BLAS library path", _text, scope="common"
+    )
+    results_dir: Path = setting(Path("results"), "where CSV reports go", Path, scope="none")
+    host: str = setting("127.0.0.1", "interface `workbench serve` listens on", _text)
+    port: int = setting(8080, "port `workbench serve` listens on", _port)
+    api_key: str | None = setting(
+        None,
+        "require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on /v1 routes, and KEY as the UI's "
+        "sign-in password (prefer the variable: command lines are visible to other users)",
+        _optional_text,
+    )
+    max_batch: int = setting(
+        8, "generations decoded together per model (1 = one at a time)", _int_at_least(1)
+    )
+    max_queue: int = setting(
+        64,
+        "generations that may wait beyond max_batch before requests get 429 (Retry-After)",
+        _int_at_least(0),
+    )
+    prompt_cache_entries: int = setting(
+        8, "prompt prefixes kept per model for reuse across requests (0 = no prompt cache)", _int_at_least(0)
+    )
+    prompt_cache_gb: float = setting(
+        1.0, "the prompt cache's size bound per model, GB", _number("GB", positive=True)
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (), "Host headers served, comma-separated ('*' = any; default: loopback names and host)", _comma_list
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (), "browser origins allowed cross-origin, comma-separated (default none)", _comma_list
+    )
+    max_body_mb: float = setting(
+        8.0, "largest /v1 request body in MB (413 beyond it)", _number("MB", positive=True)
+    )
+    api_models: ApiModels = setting(
+        "registered",
+        "what a request may name as its model: 'registered' ids and aliases only, also 'hub' ids, "
+        "or 'any' (also paths on this machine)",
+        _choice(API_MODELS),
+    )
+    request_timeout_s: float = setting(
+        600.0,
+        "longest a /v1 generation may take, queueing included: 504 (or a stream error event) "
+        "beyond it (0 = no limit)",
+        _number("seconds", positive=False),
+    )
+    drain_s: float = setting(
+        30.0,
+        "on SIGTERM, how long requests in flight may finish while new ones get 503",
+        _number("seconds", positive=False),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models_dir", Path(self.models_dir).expanduser())
         object.__setattr__(self, "results_dir", Path(self.results_dir).expanduser())
-        if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
-            raise ValueError(f"memory_budget_gb must be > 0, got {self.memory_budget_gb}")
         if self.api_key is not None and not self.api_key.strip():
             object.__setattr__(self, "api_key", None)  # an empty key means "no key"
-        if not (0 < self.port < 65536):
-            raise ValueError(f"port must be in 1..65535, got {self.port}")
-        for name, low in (("max_batch", 1), ("max_queue", 0), ("prompt_cache_entries", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not self.prompt_cache_gb > 0:
-            raise ValueError(f"prompt_cache_gb must be > 0, got {self.prompt_cache_gb}")
-        if self.api_models not in API_MODELS:
-            raise ValueError(f"api_models must be one of {', '.join(API_MODELS)}, got {self.api_models!r}")
-        for name in ("request_timeout_s", "drain_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
-        if not self.max_body_mb > 0:
-            raise ValueError(f"max_body_mb must be > 0, got {self.max_body_mb}")
         for name in ("allowed_hosts", "cors_origins"):
             items = tuple(str(i).strip().lower() for i in getattr(self, name) if str(i).strip())
             object.__setattr__(self, name, items)
+        # Values given in code (not parsed from text) meet the same rules, named by field.
+        for name, spec in self.specs().items():
+            _check_value(name, spec, getattr(self, name))
 
     def served_hosts(self) -> tuple[str, ...]:
         """Host header names the server answers ('*' = any): `allowed_hosts` when set; else
@@ -135,59 +259,114 @@ class Settings:
         return tuple(dict.fromkeys(("127.0.0.1", "localhost", "::1", self.host.lower())))
 
     @classmethod
+    def specs(cls) -> dict[str, SettingSpec]:
+        """Field name -> SettingSpec, in declaration order."""
+        return dict(_specs(cls))
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read WORKBENCH_* variables; keyword overrides (CLI flags) win when not None."""
+        """Read WORKBENCH_* variables; keyword overrides (typed values) win when not None.
+        A bad value raises ValueError naming the variable and what it accepts."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {"models_dir": _default_models_dir(env)}
-        if raw := env.get("WORKBENCH_MODELS_DIR"):
-            values["models_dir"] = Path(raw)
-        if raw := env.get("WORKBENCH_DEFAULT_MODEL"):
-            values["default_model"] = raw.strip()
-        if raw := env.get("WORKBENCH_MODEL_PATHS"):
-            values["model_paths"] = tuple(p for p in raw.split(os.pathsep) if p.strip())
-        if (raw := env.get("WORKBENCH_ALLOW_DOWNLOAD")) is not None:
-            values["allow_download"] = _parse_bool("WORKBENCH_ALLOW_DOWNLOAD", raw)
-        if _parse_bool("HF_HUB_OFFLINE", env.get("HF_HUB_OFFLINE", "0")):
+        for name, spec in cls.specs().items():
+            raw = env.get(spec.env)
+            if raw is not None and raw.strip():  # an empty variable counts as unset
+                values[name] = parse_setting(spec, spec.env, raw)
+        if _parse_bool(env.get("HF_HUB_OFFLINE", "0") or "0"):
             values["allow_download"] = False
-        if (raw := env.get("WORKBENCH_MEMORY_BUDGET_GB")) is not None:
-            values["memory_budget_gb"] = _parse_budget("WORKBENCH_MEMORY_BUDGET_GB", raw)
-        if raw := env.get("WORKBENCH_BLAS"):
-            values["blas"] = raw.strip()
-        if raw := env.get("WORKBENCH_RESULTS_DIR"):
-            values["results_dir"] = Path(raw)
-        if raw := env.get("WORKBENCH_HOST"):
-            values["host"] = raw.strip()
-        if raw := env.get("WORKBENCH_PORT"):
-            try:
-                values["port"] = int(raw)
-            except ValueError:
-                raise ValueError(f"WORKBENCH_PORT={raw!r}: expected an integer") from None
-        if raw := env.get("WORKBENCH_API_KEY"):
-            values["api_key"] = raw.strip()
-        for name in ("max_batch", "max_queue", "prompt_cache_entries"):
-            if raw := env.get(f"WORKBENCH_{name.upper()}"):
-                try:
-                    values[name] = int(raw)
-                except ValueError:
-                    raise ValueError(f"WORKBENCH_{name.upper()}={raw!r}: expected an integer") from None
-        if raw := env.get("WORKBENCH_PROMPT_CACHE_GB"):
-            values["prompt_cache_gb"] = _parse_budget("WORKBENCH_PROMPT_CACHE_GB", raw)
-        for name in ("allowed_hosts", "cors_origins"):
-            if raw := env.get(f"WORKBENCH_{name.upper()}"):
-                values[name] = tuple(raw.split(","))
-        if raw := env.get("WORKBENCH_MAX_BODY_MB"):
-            values["max_body_mb"] = _parse_budget("WORKBENCH_MAX_BODY_MB", raw)
-        if raw := env.get("WORKBENCH_API_MODELS"):
-            values["api_models"] = raw.strip().lower()
-        for name in ("request_timeout_s", "drain_s"):
-            if raw := env.get(f"WORKBENCH_{name.upper()}"):
-                try:
-                    values[name] = float(raw)
-                except ValueError:
-                    raise ValueError(f"WORKBENCH_{name.upper()}={raw!r}: expected seconds") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (settings stay immutable)."""
         return replace(self, **changes)
+
+
+def _specs(cls: type) -> Iterator[tuple[str, SettingSpec]]:
+    for f in fields(cls):
+        spec = dict(f.metadata["setting"])
+        spec["env"] = spec["env"] or f"WORKBENCH_{f.name.upper()}"
+        spec["flag"] = spec["flag"] or "--" + f.name.replace("_", "-")
+        yield f.name, SettingSpec(**spec)
+
+
+def _check_value(name: str, spec: SettingSpec, value: Any) -> None:
+    """A value given in code: of a kind the setting holds, and one its parser accepts."""
+    if isinstance(value, (Path, tuple)):
+        return
+    if value is None:
+        try:
+            empty = spec.parse("")
+        except ValueError as exc:
+            raise ValueError(f"{name}=None: {exc}") from None
+        if empty is not None:
+            raise ValueError(f"{name}=None: a value is needed")
+        return
+    if isinstance(value, bool) != (spec.parse is _parse_bool):
+        raise ValueError(
+            f"{name}={value!r}: {'expected True or False' if spec.parse is _parse_bool else 'not a flag'}"
+        )
+    try:
+        spec.parse(str(value))
+    except ValueError as exc:
+        raise ValueError(f"{name}={value!r}: {exc}") from None
+
+
+def parse_setting(spec: SettingSpec, source: str, raw: str) -> Any:
+    """`raw` parsed for `spec`; a bad value is a one-line ValueError naming `source` (the
+    variable or flag it came from) and what it accepts."""
+    try:
+        return spec.parse(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{source}={raw!r}: {exc}") from None
+
+
+# ---- the command line: flags derived from the same specs ----------------------------
+def add_setting_flags(parser: argparse.ArgumentParser, scope: FlagScope) -> None:
+    """One flag per setting of `scope`, taking text that the setting's own parser reads
+    (so a bad flag gets the same message as a bad variable)."""
+    for name, spec in Settings.specs().items():
+        if spec.scope != scope:
+            continue
+        default = Settings.__dataclass_fields__[name].default
+        shown = "" if default in (None, (), MISSING) or spec.is_flag else f"default {default}; "
+        text = f"{spec.help} ({shown}{spec.env})".replace("%", "%%")
+        if spec.is_flag:
+            parser.add_argument(spec.flag, dest=name, action="store_true", default=None, help=text)
+        elif spec.repeatable:
+            parser.add_argument(spec.flag, dest=name, action="append", metavar="PATH", help=text)
+        else:
+            parser.add_argument(spec.flag, dest=name, metavar=name.split("_")[-1].upper(), help=text)
+
+
+def flags_given(args: argparse.Namespace) -> dict[str, str]:
+    """Setting field -> the text its flag was given (flags left out are absent)."""
+    given = {}
+    for name, spec in Settings.specs().items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if spec.is_flag:
+            value = "1" if value else "0"
+        elif spec.repeatable:
+            value = os.pathsep.join(value)
+        given[name] = value
+    return given
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment, with the flags in `args` winning; a bad flag is a
+    one-line ValueError naming the flag and what it accepts."""
+    specs = Settings.specs()
+    parsed = {
+        name: parse_setting(specs[name], specs[name].flag, raw) for name, raw in flags_given(args).items()
+    }
+    return Settings.from_env(env, **parsed)
+
+
+def env_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """The WORKBENCH_* variables that carry `args`' flags to a process that reads only its
+    environment (uvicorn's app factory). Check them with settings_from_args first."""
+    specs = Settings.specs()
+    return {specs[name].env: raw for name, raw in flags_given(args).items()}
