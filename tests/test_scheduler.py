@@ -83,7 +83,7 @@ def test_eight_batched_streams_each_get_what_they_get_alone(engine: Engine) -> N
     # They really were decoded together.
     assert max(t.stats.batch_size for t in together) >= 4
     assert all(a.stats.batch_size == 1 for a in alone)
-    assert wait_until(lambda: engine.active_streams == 0, timeout_s=10)
+    assert wait_until(lambda: engine.active_streams == 0, timeout_s=60)
 
 
 def test_cancelling_one_stream_leaves_the_others_untouched(engine: Engine) -> None:
@@ -109,8 +109,53 @@ def test_cancelling_one_stream_leaves_the_others_untouched(engine: Engine) -> No
     assert texts[1:] == alone[1:]
     assert all(s is not None and s.finish_reason in ("length", "stop") for s in stats[1:])
     assert alone[0].startswith(texts[0]) and len(texts[0]) < len(alone[0])
-    assert wait_until(lambda: engine.active_streams == 0, timeout_s=10)
+    assert wait_until(lambda: engine.active_streams == 0, timeout_s=60)
     assert engine.queued_generations == 0
+
+
+def test_a_cancelled_sequence_leaves_while_a_waiting_one_steps_the_batch(engine: Engine) -> None:
+    """Two sequences decode (max_batch 2) while a third waits for a slot and steps the batch
+    every round. Cancelled, the two must end at once: a cancel check behind their pending
+    tokens was never reached, and they decoded to max_tokens for nobody. The worker's round
+    is replayed in a fixed order on the engine thread (decoders first, then the waiting one),
+    so the outcome does not depend on timing."""
+    from workbench.engine.scheduler import ModelBatch, batched_chunks
+    from workbench.engine.streams import CancelToken, StreamState
+
+    forced = GenerationRequest(prompt="Once upon a time", max_tokens=200, ignore_eos=True)
+
+    def scenario() -> list[list[Any]]:
+        lm, _ = engine._load(F32)
+        batch = ModelBatch(lm, engine.settings.with_(max_batch=2, prompt_cache_entries=0))
+        states = [StreamState(cancel=CancelToken(), queued_at=time.perf_counter()) for _ in range(3)]
+        streams = [batched_chunks(batch, forced, state) for state in states]
+        got: list[list[Any]] = [[], [], []]
+
+        def one_round() -> None:
+            for stream, out in zip(streams, got, strict=True):
+                if out and out[-1].stats is not None:
+                    continue  # finished
+                chunk = next(stream)
+                if chunk is not None:
+                    out.append(chunk)
+
+        while min(len(got[0]), len(got[1])) < 3:  # both decoding; the third waits
+            one_round()
+        assert not got[2]
+        states[0].cancel.cancel()
+        states[1].cancel.cancel()
+        for _ in range(6):
+            one_round()
+        for stream in streams:
+            stream.close()
+        batch.close()
+        return got
+
+    got = engine._worker.call(scenario)
+    for out in got[:2]:
+        assert out[-1].stats is not None and out[-1].stats.finish_reason == "cancelled", len(out)
+        assert out[-1].stats.generation_tokens < 10
+    assert got[2], "the waiting sequence got the freed slot"
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +175,15 @@ def test_a_full_queue_answers_429_with_retry_after_and_recovers(small_queue: tup
     got: list[str] = []
 
     def hold() -> None:  # a streaming client that reads until told to leave
-        stream = client.chat.completions.create(model=F32, messages=messages, max_tokens=300, stream=True)
+        # Forced to 2000 tokens: no holder can finish (and free a slot) before it is told to leave.
+        stream = client.chat.completions.create(
+            model=F32,
+            messages=messages,
+            max_tokens=2000,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
         with stream:
             for chunk in stream:
                 got.append(chunk.id)

@@ -241,7 +241,15 @@ def batched_chunks(
     nothing yet (the worker then steps the other streams). Closing it early cancels."""
     seq = batch.add(request, state, load_s)
     try:
+        # One round before the first step: requests that arrived together (a benchmark's
+        # batch, a burst of clients) are all added by then, and prefill in one step.
+        yield None
         while True:
+            # Cancellation first: while another sequence steps the batch every round (one
+            # waiting for a slot does), this one always has a token pending, and a check
+            # behind the pending tokens was never reached (it decoded to max_tokens unread).
+            if state.cancel.cancelled and not seq.finished:
+                batch.cancel(seq)
             if seq.pending:
                 yield seq.pending.popleft()
                 continue
@@ -249,9 +257,6 @@ def batched_chunks(
                 return
             if seq.error is not None:
                 raise seq.error
-            if state.cancel.cancelled:
-                batch.cancel(seq)
-                continue
             if batch.can_step():
                 batch.step()
                 if seq.pending or seq.finished or seq.error is not None:
