@@ -5,7 +5,8 @@ generation on the engine, whoever asked for it (API, UI, benchmarks; an engine s
 listener): generations by model and finish reason, prompt / cached / generated tokens,
 TTFT and decode tok/s histograms; read when scraped: queue depth (running + waiting
 generations), active streams, model loads, MLX and process memory. Guarded by the API
-key when one is set. Knows prometheus_client, Starlette and engine types.
+key when one is set. Answers at once whatever the engine does (published state only).
+Knows prometheus_client, Starlette and engine types.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.runs import fresh_status
 from workbench.engine import Engine, GenerationStats
 
 router = APIRouter()
@@ -43,9 +44,10 @@ class _EngineCollector:
             "workbench_active_streams", "generations on the engine thread", e.active_streams
         )
         yield CounterMetricFamily("workbench_model_loads", "models loaded by the engine", e.model_loads)
-        if e.running:
+        status = e.status()
+        if e.running and status is not None:  # as published: never waits for the engine
             memory = GaugeMetricFamily("workbench_memory_bytes", "memory by kind", labels=["kind"])
-            for kind, gb in asdict(e.memory()).items():
+            for kind, gb in asdict(status.memory).items():
                 if kind.endswith("_gb"):
                     memory.add_metric([kind.removesuffix("_gb")], gb * 1e9)
             yield memory
@@ -127,5 +129,8 @@ class RequestCounter:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
+    # On the loop itself: every figure is a counter or published state (a few ms), and a
+    # thread-pool hop could queue behind requests waiting for a busy engine.
+    await fresh_status(request.app.state.engine)
+    body = generate_latest(request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

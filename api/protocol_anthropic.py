@@ -202,8 +202,8 @@ class MessagesBase(WireModel):
 
 class CountTokensRequest(MessagesBase):
     def to_engine_request(self, model_id: str) -> GenerationRequest:
-        """The request whose prompt is counted (nothing is generated for it)."""
-        return self.engine_request(model_id)
+        """The request whose prompt is counted (nothing is generated for it, so no max_tokens)."""
+        return self.engine_request(model_id, max_tokens=None)
 
 
 class MessagesRequest(MessagesBase):
@@ -213,6 +213,9 @@ class MessagesRequest(MessagesBase):
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0, le=100_000)
     stream: bool = False
+    ignore_eos: bool = Field(
+        False, description="extension: generate past end-of-sequence (benchmarks, tests)"
+    )
     # Describe the caller only: accepted, no effect on generation.
     metadata: Metadata | None = None
     service_tier: str | None = None
@@ -229,4 +232,10 @@ class MessagesRequest(MessagesBase):
         for i, s in enumerate(stops):
             if s == "":
                 raise ApiError(400, f"stop_sequences.{i}: must not be empty", param=f"stop_sequences.{i}")
-        return self.engine_request(model_id, sampling=self.sampling(), max_tokens=self.max_tokens, stop=stops)
+        return self.engine_request(
+            model_id,
+            sampling=self.sampling(),
+            max_tokens=self.max_tokens,
+            stop=stops,
+            ignore_eos=self.ignore_eos,
+        )

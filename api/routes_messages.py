@@ -51,11 +51,14 @@ async def create_message(body: MessagesRequest, request: Request) -> dict[str, A
     responses={**success(TokenCount), **errors(GENERATION_ERRORS, anthropic=True)},
 )
 async def count_tokens(body: CountTokensRequest, request: Request) -> dict[str, int]:
-    """The prompt tokens a create with these messages would report as input_tokens."""
+    """The prompt tokens a create with these messages would report as input_tokens; what a
+    create would refuse (a schema or tool that cannot be enforced, a prompt past the
+    context) is refused here with the same error."""
     body.log_unknown("messages.count_tokens")
     engine = engine_of(request)
     req = body.to_engine_request(await resolve_model(request, body.model))
-    return {"input_tokens": await on_engine(request, engine.count_prompt_tokens, req)}
+    count = await on_engine(request, lambda: engine.count_prompt_tokens(req, check=True))
+    return {"input_tokens": count}
 
 
 async def _events(

@@ -1,4 +1,5 @@
-"""GET /v1/models and /v1/models/{id}: every registered id, loaded or not."""
+"""GET /v1/models and /v1/models/{id}: every registered id, loaded or not, from the state
+the engine publishes (answers at once while the engine loads a model or runs a benchmark)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Request
 
 from api.openapi import MODEL_ERRORS, MODELS_ERRORS, ModelList, ModelObject, errors, success
 from api.runs import engine_of
-from workbench.engine import ModelInfo, ModelNotFoundError
+from workbench.engine import Engine, EngineStatus, EngineStoppedError, ModelInfo, ModelNotFoundError
 
 router = APIRouter()
 
@@ -25,9 +26,16 @@ def _model(info: ModelInfo) -> dict[str, Any]:
     return {"id": info.id, "object": "model", "created": created, "owned_by": info.source, **extras}
 
 
+def _published(engine: Engine) -> EngineStatus:
+    status = engine.status()
+    if status is None:
+        raise EngineStoppedError("the engine is starting; try again in a moment")
+    return status
+
+
 @router.get("/v1/models", response_model=None, responses={**success(ModelList), **errors(MODELS_ERRORS)})
-def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [_model(i) for i in engine_of(request).models()]}
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_model(i) for i in _published(engine_of(request)).models]}
 
 
 @router.get(
@@ -35,8 +43,11 @@ def list_models(request: Request) -> dict[str, Any]:
     response_model=None,
     responses={**success(ModelObject), **errors(MODEL_ERRORS)},
 )
-def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    for info in engine_of(request).models():
-        if info.id == model_id:
-            return _model(info)
-    raise ModelNotFoundError(f"model {model_id!r} is not registered; GET /v1/models lists the ids", model_id)
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    """A registered id, or an alias of one ('default' included): the model object of the id."""
+    info = _published(engine_of(request)).find(model_id)
+    if info is None:
+        raise ModelNotFoundError(
+            f"model {model_id!r} is not registered; GET /v1/models lists the ids", model_id
+        )
+    return _model(info)

@@ -8,6 +8,7 @@ longer than the request timeout (queueing behind other work on the engine includ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from workbench.engine import (
     Chunk,
     Completion,
     Engine,
+    EngineStatus,
     EngineStoppedError,
     GenerationRequest,
     GenerationStats,
@@ -143,3 +145,19 @@ async def stream_all(
                 yield i, chunk
         if not finished:
             raise EngineStoppedError("the stream ended without its final chunk (engine stopped?)")
+
+
+# How long /health and /metrics wait for fresh figures from an idle engine before they
+# answer with the last published ones (a busy engine never makes them wait longer).
+FRESH_STATUS_S = 0.25
+
+
+async def fresh_status(engine: Engine) -> EngineStatus | None:
+    """The engine's published status, refreshed first when the engine can do it within
+    FRESH_STATUS_S (it is idle, or between steps); else the last one published."""
+    refresh = engine.refresh_status()
+    if refresh is not None:
+        # shield: a timeout leaves the refresh queued (one at most), it does not cancel it.
+        with contextlib.suppress(TimeoutError, EngineStoppedError):
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(refresh)), FRESH_STATUS_S)
+    return engine.status()

@@ -62,3 +62,34 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+class FinishedGenerations:
+    """The stats of every generation the engine finishes while the block runs (an engine
+    stats listener), so a test can wait for an outcome instead of timing one."""
+
+    def __init__(self, engine: object) -> None:
+        self.engine = engine
+        self.seen: list = []
+
+    def __enter__(self) -> FinishedGenerations:
+        self.engine.add_stats_listener(self.seen.append)  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine.remove_stats_listener(self.seen.append)  # type: ignore[attr-defined]
+
+    def wait(self, count: int = 1, timeout_s: float = 300) -> list:
+        """The first `count` finished generations' stats (waits for them; an uncancelled
+        4000-token generation would take minutes here, so a cancel shows as one that ended
+        early with finish_reason 'cancelled')."""
+        assert wait_until(lambda: len(self.seen) >= count, timeout_s=timeout_s, interval_s=0.01), self.seen
+        return self.seen[:count]
+
+    def cancelled(self, max_tokens: int, timeout_s: float = 300) -> object:
+        """Waits for the one generation to end and checks it was cancelled well short of
+        `max_tokens` (its length was forced with ignore_eos): the cancel reached the engine."""
+        (stats,) = self.wait(1, timeout_s)
+        assert stats.finish_reason == "cancelled", stats
+        assert stats.generation_tokens < max_tokens // 2, stats
+        return stats

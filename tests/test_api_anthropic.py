@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.sse import ANTHROPIC_SSE, sse_response
-from tests.helpers import LiveServer, wait_until
+from tests.helpers import FinishedGenerations, LiveServer, wait_until
 from workbench.config import Settings
 from workbench.engine import Engine, InvalidRequestError
 from workbench.engine.embedded import EMBEDDED_IDS
@@ -217,6 +217,11 @@ def test_bad_requests_get_anthropic_shaped_400s(client: anthropic.Anthropic) -> 
         with pytest.raises(anthropic.BadRequestError) as bad:
             client.messages.create(**{"model": F32, "max_tokens": 4, "messages": HELLO, **kwargs})
         assert _error(bad.value, "invalid_request_error").startswith(where), kwargs
+        if set(kwargs) <= {"tools", "tool_choice", "thinking", "messages", "output_config"}:
+            # count_tokens refuses what create refuses (an unenforceable schema included).
+            with pytest.raises(anthropic.BadRequestError) as bad:
+                client.messages.count_tokens(**{"model": F32, "messages": HELLO, **kwargs})
+            assert _error(bad.value, "invalid_request_error").startswith(where), ("count_tokens", kwargs)
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.count_tokens(model=F32, messages=[{"role": "user", "content": [image]}])
     assert "image" in _error(bad.value, "invalid_request_error")
@@ -303,32 +308,31 @@ def test_api_key_as_x_api_key_or_bearer(
 
 def test_closing_a_stream_stops_generation(client: anthropic.Anthropic, engine: Engine) -> None:
     long = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
-    with client.messages.stream(model=F32, max_tokens=4000, messages=long, **GREEDY) as stream:
-        for received, _ in enumerate(stream.text_stream, start=1):
-            if received == 4:
-                break
-        assert engine.active_streams == 1
-    closed_at = time.monotonic()
-    # 2 s: a few decode steps even on a CPU shared with other work; a cancel that did
-    # not reach the engine would keep it busy for minutes.
-    assert wait_until(lambda: engine.active_streams == 0, timeout_s=2.0)
-    print(f"engine idle {time.monotonic() - closed_at:.3f}s after the client closed")
+    forced = {"extra_body": {"temperature": 0, "ignore_eos": True}}  # greedy; 4000 tokens whatever it says
+    with FinishedGenerations(engine) as finished:
+        with client.messages.stream(model=F32, max_tokens=4000, messages=long, **forced) as stream:
+            for received, _ in enumerate(stream.text_stream, start=1):
+                if received == 4:
+                    break
+        closed_at = time.monotonic()
+        # The generation ends as cancelled, far short of its forced length (no clock involved).
+        stats = finished.cancelled(max_tokens=4000)
+    print(f"engine idle {time.monotonic() - closed_at:.3f}s after closing ({stats.generation_tokens} tok)")
 
 
 def test_dropping_a_non_streaming_request_stops_generation(server: LiveServer, engine: Engine) -> None:
     long = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
-    body = json.dumps({"model": F32, "max_tokens": 4000, "messages": long, "temperature": 0}).encode()
+    body = json.dumps(
+        {"model": F32, "max_tokens": 4000, "messages": long, "temperature": 0, "ignore_eos": True}
+    ).encode()
     head = "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        assert wait_until(lambda: engine.active_streams == 1, timeout_s=30)
-        # The prompt's prefill is one engine step that no cancel can cut short (about a
-        # second here, more on a busy CPU): drop the client once decoding is under way.
-        time.sleep(2.0)
-        assert engine.active_streams == 1  # still generating (4000 tokens take minutes)
-    closed_at = time.monotonic()
-    assert wait_until(lambda: engine.active_streams == 0, timeout_s=2.0)
-    print(f"engine idle {time.monotonic() - closed_at:.3f}s after the client left")
+    with FinishedGenerations(engine) as finished:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert wait_until(lambda: engine.active_streams == 1, timeout_s=120)
+        closed_at = time.monotonic()
+        stats = finished.cancelled(max_tokens=4000)
+    print(f"engine idle {time.monotonic() - closed_at:.3f}s after leaving ({stats.generation_tokens} tok)")
 
 
 def test_failure_after_headers_is_an_error_event() -> None:

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from api.app import create_app
-from tests.helpers import LiveServer, wait_until
+from tests.helpers import FinishedGenerations, LiveServer, wait_until
 from workbench.config import Settings
 from workbench.engine import Engine
 from workbench.engine.embedded import EMBEDDED_IDS
@@ -38,10 +38,15 @@ def client(server: LiveServer) -> openai.OpenAI:
 def test_models_lists_every_registered_id(client: openai.OpenAI, engine: Engine) -> None:
     ids = [m.id for m in client.models.list()]
     assert ids == [m.id for m in engine.models()]
-    assert set(EMBEDDED_IDS.values()) <= set(ids)
+    dense = engine.model_info(EMBEDDED_IDS["f32"]).id  # "-f32" names the dense variant anywhere
+    assert {EMBEDDED_IDS["4bit"], dense} <= set(ids)
     one = client.models.retrieve(EMBEDDED_IDS["4bit"])
     assert one.id == EMBEDDED_IDS["4bit"] and one.object == "model"
     assert one.model_extra["bits"] == 4 and one.model_extra["variant"] == "4bit"
+    assert one.model_extra["dtype"] in ("float32", "float16")  # its scales' dtype
+    # 'default' names a model in requests, so it names one here too: the default's object.
+    default = client.models.retrieve("default")
+    assert default.id == engine.default_model and default.object == "model"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
 
@@ -335,24 +340,23 @@ def test_failure_after_headers_is_an_error_event(client: openai.OpenAI, server: 
 
 
 def test_closing_a_stream_stops_generation(client: openai.OpenAI, engine: Engine) -> None:
-    stream = client.chat.completions.create(
-        model=F32,
-        messages=HELLO,
-        max_tokens=4000,
-        temperature=0,
-        stream=True,
-        extra_body={"ignore_eos": True},
-    )
-    for received, _ in enumerate(stream, start=1):
-        if received == 4:
-            break
-    assert engine.active_streams == 1
-    stream.close()
-    closed_at = time.monotonic()
-    # (2 s: a step in flight, a prompt's prefill included, cannot be interrupted, and it
-    # can take over a second on a busy 2-core CPU; an uncancelled reply runs for minutes.)
-    assert wait_until(lambda: engine.active_streams == 0, timeout_s=2.0)
-    print(f"engine idle {time.monotonic() - closed_at:.3f}s after the client closed")
+    with FinishedGenerations(engine) as finished:
+        stream = client.chat.completions.create(
+            model=F32,
+            messages=HELLO,
+            max_tokens=4000,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        for received, _ in enumerate(stream, start=1):
+            if received == 4:
+                break
+        stream.close()
+        closed_at = time.monotonic()
+        # It ends as cancelled, far short of its forced length (an outcome, not a clock).
+        stats = finished.cancelled(max_tokens=4000)
+    print(f"engine idle {time.monotonic() - closed_at:.3f}s after closing ({stats.generation_tokens} tok)")
 
 
 def test_dropping_a_non_streaming_request_stops_generation(server: LiveServer, engine: Engine) -> None:
@@ -360,10 +364,11 @@ def test_dropping_a_non_streaming_request_stops_generation(server: LiveServer, e
         {"model": F32, "messages": HELLO, "max_tokens": 4000, "ignore_eos": True, "temperature": 0}
     ).encode()
     head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        assert wait_until(lambda: engine.active_streams == 1, timeout_s=30)
-    assert wait_until(lambda: engine.active_streams == 0, timeout_s=2.0)  # see above
+    with FinishedGenerations(engine) as finished:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert wait_until(lambda: engine.active_streams == 1, timeout_s=120)
+        finished.cancelled(max_tokens=4000)  # see above
 
 
 def test_health_reports_engine_models_and_memory(server: LiveServer, engine: Engine) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from tests.helpers import wait_until
+from tests.helpers import FinishedGenerations, wait_until
 from workbench.bench.runner import run_benchmark, run_to_csv, sidecar_path
 from workbench.bench.spec import BenchSpec, BenchSpecError, experiments_dir, spec_files
 from workbench.config import Settings
@@ -50,14 +50,18 @@ def test_tiny_spec_writes_one_full_row_per_trial(tiny_run: tuple[BenchSpec, Path
     assert len(df) == spec.trials * len(spec.configurations()) == 4
     assert list(df.columns) == list(BENCH_FIELDS)
     for column in BENCH_COLUMNS:  # every column a trial can fill is filled
-        if column.name != "group_size" or default.bits != 32:  # dense float32 has no group
+        if column.name != "group_size" or default.group_size is not None:  # dense weights have no group
             assert df[column.name].notna().all(), column.name
             assert (df[column.name].astype(str).str.strip() != "").all(), column.name
     assert df["run_id"].nunique() == 1 and df["git_sha"].str.fullmatch(r"[0-9a-f]{40}").all()
-    assert set(df["device"]) == {"cpu"} and df["blas"].iloc[0] not in ("", "unknown")
+    assert set(df["device"]) == {engine.device} and df["blas"].iloc[0] not in ("", "unknown")
     # Rows name the registered id behind the alias, with its variant and bits.
     assert (df["model"] == default.id).all() and (df["variant"] == default.variant).all()
     assert (df["bits"] == default.bits).all() and default.bits is not None
+    assert (df["dtype"] == default.dtype).all() and default.dtype in ("float32", "float16", "bfloat16")
+    # One stream per trial: the batch's figures are that stream's.
+    assert (df["batch_size"] == 1).all() and (df["aggregate_generation_tps"] == df["generation_tps"]).all()
+    assert (df["aggregate_tps"] > 0).all()
     # Exact-length prompts, EOS ignored: every trial is exactly the configured size.
     assert sorted(zip(df["prompt_tokens"], df["generation_tokens"], df["trial"], strict=True)) == [
         (8, 5, 0),
@@ -128,11 +132,38 @@ def test_spec_files_are_validated(tmp_path: Path, engine: Engine) -> None:
     shipped = spec_files()
     assert "default.toml" in shipped and "quant_sweep.toml" not in shipped
     assert all(BenchSpec.from_file(experiments_dir() / name).question for name in shipped)
+    too_big = engine.settings.max_batch + 1
     batched = BenchSpec(
-        name="b", models=(F32,), prompt_tokens=(8,), generation_tokens=(2,), batch_sizes=(1, 4)
+        name="b", models=(F32,), prompt_tokens=(8,), generation_tokens=(2,), batch_sizes=(1, too_big)
     )
-    with pytest.raises(BenchSpecError, match=r"batch_sizes \[1, 4\]: batch sizes above 1 need"):
+    with pytest.raises(BenchSpecError, match=rf"batch_sizes \[1, {too_big}\]: .*WORKBENCH_MAX_BATCH"):
         run_benchmark(engine, batched)
+
+
+def test_batch_sizes_decode_together_with_per_stream_and_aggregate_rows(engine: Engine) -> None:
+    """batch_sizes = [1, 3]: a trial at 3 is three copies of the request decoded in one
+    batch (every generation says so), its row has per-stream and all-streams tok/s."""
+    spec = BenchSpec(
+        name="batched",
+        models=(F32,),
+        prompt_tokens=(12,),
+        generation_tokens=(6,),
+        batch_sizes=(1, 3),
+        trials=2,
+    )
+    with FinishedGenerations(engine) as finished:
+        rows = run_benchmark(engine, spec)
+    seen = finished.seen
+    df = pd.DataFrame(rows)
+    assert list(df["batch_size"]) == [1, 1, 3, 3] and list(df["trial"]) == [0, 1, 0, 1]
+    # Warm-up and recorded trials: 1 + 2 generations at batch 1, 3 + 6 at batch 3.
+    assert [s.batch_size for s in seen] == [1] * 3 + [3] * 9
+    assert all(s.concurrent_streams == s.batch_size and s.generation_tokens == 6 for s in seen)
+    three = df[df["batch_size"] == 3]
+    assert (three["aggregate_generation_tps"] > three["generation_tps"]).all()
+    assert (three["aggregate_generation_tps"] <= 3 * three["generation_tps"] * (1 + 1e-9)).all()
+    assert (df["aggregate_tps"] > 0).all() and (df["prompt_tokens"] == 12).all()
+    assert plots.tps_vs_batch_size(df.astype({"batch_size": int})) is not None
 
 
 def test_killed_or_terminated_runs_keep_their_rows_and_resume_finishes_them(
@@ -169,7 +200,10 @@ def test_killed_or_terminated_runs_keep_their_rows_and_resume_finishes_them(
     run_id = kept["run_id"].iloc[0]
     assert json.loads(sidecar_path(csv_path).read_text())["runs"][run_id]["status"] == "running"
 
-    if len(kept) < 5:  # SIGTERM stops a run as Ctrl-C does: whole rows kept, run marked stopped
+    # SIGTERM stops a run as Ctrl-C does: whole rows kept, run marked stopped. It is sent
+    # once one more row lands, so two trials must still remain then (the kill above lands
+    # at 2 rows, later only if trials outrun the 20 ms polling).
+    if len(kept) <= 3:
         proc = subprocess.Popen([*cmd, "--resume"], env=env, stderr=subprocess.PIPE, text=True)
         try:
             assert wait_until(lambda: count_rows(csv_path) > len(kept) or proc.poll() is not None, 120)

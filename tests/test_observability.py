@@ -1,22 +1,31 @@
-"""/health while the default model loads or after it failed, and /metrics (Prometheus
-text, key-guarded) counting what the engine and the HTTP edge did, on live servers."""
+"""/health while the default model loads or after it failed; /health, /metrics and
+/v1/models answering at once (< 1 s) with correct content while the engine loads a model or
+runs a benchmark; /metrics (Prometheus text, key-guarded) counting what the engine and the
+HTTP edge did. On live servers."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, wait_until
+from workbench.bench.runner import run_benchmark
+from workbench.bench.spec import BenchSpec
 from workbench.config import Settings
-from workbench.engine import Engine
+from workbench.engine import CancelToken, Engine
 from workbench.engine.embedded import EMBEDDED_IDS
 
 F32 = EMBEDDED_IDS["f32"]
+Q4 = EMBEDDED_IDS["4bit"]
+# What "at once" means for the three routes an orchestrator polls, whatever the engine does.
+PROMPT_S = 1.0
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -27,24 +36,102 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def value(found: dict, name: str, **labels: str) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+def value(found: dict, name: str, default: float | None = None, **labels: str) -> float:
+    """A sample's value; a missing sample fails the test unless `default` is given."""
+    key = (name, tuple(sorted(labels.items())))
+    if default is None:
+        assert key in found, f"no sample {key} in /metrics"
+        return found[key]
+    return found.get(key, default)
+
+
+def poll_three(url: str) -> dict[str, Any]:
+    """GET /health, /metrics and /v1/models once each; every answer within PROMPT_S."""
+    answers: dict[str, Any] = {}
+    for path in ("/health", "/metrics", "/v1/models"):
+        started = time.monotonic()
+        r = httpx.get(url + path, timeout=30)
+        took = time.monotonic() - started
+        assert took < PROMPT_S, f"{path} took {took:.2f}s"
+        answers[path] = r
+    return answers
 
 
 def test_health_is_503_while_the_default_model_loads_then_200(settings: Settings, tmp_path: Path) -> None:
+    """The first load converts the embedded GGUF (seconds): meanwhile all three routes answer
+    at once, /health 503 naming the load, /v1/models listing the ids, /metrics its gauges."""
     fresh = settings.with_(models_dir=tmp_path / "models", default_model=F32)  # converts on first load
     with LiveServer(create_app(fresh, with_ui=False), wait_ready=False) as live:
-        seen = []
+        seen, activities = [], set()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            r = httpx.get(f"{live.url}/health", timeout=30)
+            answers = poll_three(live.url)
+            r = answers["/health"]
             seen.append((r.status_code, r.json()["status"]))
+            activities.update(r.json()["engine"].get("activity", []))
+            assert answers["/metrics"].status_code == 200, answers["/metrics"].text
+            assert "workbench_queue_depth" in answers["/metrics"].text
+            models = answers["/v1/models"]
+            if models.status_code == 200:  # 503 only before the engine thread has started
+                assert F32 in {m["id"] for m in models.json()["data"]}
             if r.status_code == 200:
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)
         assert seen[0] == (503, "loading"), seen[:3]
         assert seen[-1] == (200, "ok")
         assert set(seen) <= {(503, "loading"), (200, "ok")}
+        assert f"loading {F32}" in activities, activities
+        loaded = {m["id"]: m["loaded"] for m in answers["/v1/models"].json()["data"]}
+        assert loaded[F32] is True
+
+
+def test_the_three_routes_answer_at_once_while_a_benchmark_holds_the_engine(
+    settings: Settings, engine: Engine
+) -> None:
+    """A real benchmark (it loads its model alone, then generates, under engine.exclusive())
+    runs until cancelled; meanwhile every poll answers within PROMPT_S, /health names the
+    benchmark, /v1/models shows the model it loaded, /metrics its memory."""
+    # ignore_eos and a long generation: the run lasts until cancelled on any machine.
+    spec = BenchSpec(
+        name="held", models=(Q4,), prompt_tokens=(8,), generation_tokens=(4000,), trials=1, warmup=0
+    )
+    cancel = CancelToken()
+    failure: list[BaseException] = []
+
+    def bench() -> None:
+        try:
+            run_benchmark(engine, spec, cancel=cancel)
+        except BaseException as exc:
+            failure.append(exc)
+
+    with LiveServer(create_app(settings, engine, with_ui=False)) as live:
+        runner = threading.Thread(target=bench, daemon=True)
+        runner.start()
+        try:
+            named = []
+
+            def benchmark_named() -> bool:
+                answers = poll_three(live.url)
+                health = answers["/health"].json()
+                assert answers["/health"].status_code == 200, health
+                models = {m["id"]: m for m in answers["/v1/models"].json()["data"]}
+                assert {F32, Q4} <= set(models)
+                found = samples(answers["/metrics"].text)
+                assert value(found, "workbench_memory_bytes", kind="process_rss") > 1e8
+                held = any(a.startswith("benchmark held, run ") for a in health["engine"]["activity"])
+                if held and health["engine"]["active_streams"] == 1:  # past its load: generating
+                    named.append((health, models))
+                return len(named) >= 3
+
+            assert wait_until(benchmark_named, timeout_s=300, interval_s=0.05), (failure, named[-1:])
+            health, models = named[-1]
+            assert models[Q4]["loaded"] and not models[F32]["loaded"]  # the run loaded its model alone
+            assert [m["id"] for m in health["loaded_models"]] == [Q4]
+        finally:
+            cancel.cancel()
+            runner.join(timeout=120)
+    assert not runner.is_alive() and not failure, failure
+    assert wait_until(lambda: not engine.activity() and engine.active_streams == 0, timeout_s=30)
 
 
 def test_health_is_503_when_the_default_model_failed(settings: Settings, engine: Engine) -> None:
@@ -71,7 +158,7 @@ def test_metrics_count_requests_tokens_and_latency(settings: Settings, engine: E
         after = samples(r.text)
 
     def grew(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        return value(after, name, **labels) - value(before, name, 0.0, **labels)
 
     route = {"method": "POST", "route": "/v1/chat/completions", "status": "200"}
     assert grew("workbench_http_requests_total", **route) == 1
@@ -82,5 +169,5 @@ def test_metrics_count_requests_tokens_and_latency(settings: Settings, engine: E
     assert grew("workbench_generation_tokens_total", model=F32) == reply.usage.completion_tokens
     assert grew("workbench_ttft_seconds_count", model=F32) == 1
     assert value(after, "workbench_queue_depth") == 0 and value(after, "workbench_active_streams") == 0
-    assert value(after, "workbench_model_loads_total") >= 0
+    assert value(after, "workbench_model_loads_total") >= 1  # the session engine has loaded one
     assert value(after, "workbench_memory_bytes", kind="process_rss") > 1e8

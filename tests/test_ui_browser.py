@@ -25,7 +25,7 @@ import jsonschema
 import pytest
 
 from api.app import create_app
-from tests.helpers import LiveServer, wait_until
+from tests.helpers import FinishedGenerations, LiveServer, wait_until
 from workbench.config import Settings
 from workbench.engine import Engine
 from workbench.engine.embedded import EMBEDDED_IDS, embedded_gguf_path
@@ -161,7 +161,7 @@ def test_chat_streams_a_reply_with_its_stats_line(page: Any, engine: Engine) -> 
     screenshot(page, "chat")
     # Streamed: the reply grew in place through several partial texts before its stats came.
     partial = [t.strip() for t in page.evaluate("window.seen") if "TTFT" not in t and t.strip() != "…"]
-    assert len(partial) >= 5, partial
+    assert len(partial) >= 2, partial  # (how many depends on the machine's speed)
     assert all(b.startswith(a[: len(a) - 1]) for a, b in itertools.pairwise(partial)), partial
     for part in (F32, "TTFT", "tok/s", "gen ", "peak", "GB"):
         assert part in stats, stats
@@ -309,9 +309,12 @@ def test_stop_cancels_the_generation_in_the_engine(page: Any, engine: Engine, ui
     )
     assert reply.choices[0].message.content and reply.model_extra["timings"]["concurrent_streams"] >= 2
     assert engine.active_streams >= 1, "the story should still be generating"
-    page.click("#chat-stop")
-    assert wait_until(lambda: engine.active_streams == 0, timeout_s=10)
-    assert wait_until(lambda: "stopped by the user" in page.evaluate(LAST_REPLY), timeout_s=10)
+    with FinishedGenerations(engine) as finished:
+        page.click("#chat-stop")
+        stats = finished.cancelled(max_tokens=1500)  # the story itself ended as cancelled
+    assert stats.generation_tokens > 5
+    assert wait_until(lambda: engine.active_streams == 0, timeout_s=60)
+    assert wait_until(lambda: "stopped by the user" in page.evaluate(LAST_REPLY), timeout_s=60)
     stopped_at = page.evaluate(LAST_REPLY)
     time.sleep(1.0)
     assert page.evaluate(LAST_REPLY) == stopped_at  # nothing more arrives
@@ -367,17 +370,21 @@ def test_gradio_client_calls_the_chat_endpoint(ui: dict[str, Any], engine: Engin
     assert "wb-stats" in reply and "TTFT" in reply
     assert reply.split("<span")[0].strip()
     # Engine-bound events take turns in one queue: a second chat waits, visibly queued,
-    # while the first generates, and the engine never runs two UI generations at once.
+    # while the first runs, and the engine never runs two UI generations at once. The test
+    # holds the engine meanwhile, so the first cannot finish before the second is seen queued.
     ask = dict(text="Tell me about the sea.", model_id=F32, system_prompt="", temperature=0, api_name="/chat")
-    first = client.submit(**ask, max_tokens=24)
-    assert wait_until(lambda: engine.active_streams == 1, timeout_s=60)
-    second = client.submit(**ask, max_tokens=4)
-    most, queued = 0, False
+    with engine.exclusive("test: holding the engine"):
+        first = client.submit(**ask, max_tokens=24)
+        second = client.submit(**ask, max_tokens=4)
+        # Whichever the queue took first runs (blocked on the engine); the other waits.
+        codes = lambda: {first.status().code, second.status().code}  # noqa: E731
+        assert wait_until(lambda: codes() == {Status.PROCESSING, Status.IN_QUEUE}, timeout_s=60), codes()
+        assert not first.done() and not second.done()
+    most = 0
     while not (first.done() and second.done()):
         most = max(most, engine.active_streams)
-        queued = queued or (second.status().code == Status.IN_QUEUE and not first.done())
         time.sleep(0.02)
-    assert queued and most == 1
+    assert most == 1
     assert "TTFT" in second.result()[0][-1]["content"][0]["text"]
     # Errors reach API callers as readable messages too.
     with pytest.raises(Exception, match="unknown model"):

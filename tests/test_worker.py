@@ -86,7 +86,7 @@ def test_leaving_a_stream_early_cancels_it(worker: EngineWorker) -> None:
             break
     stream.close()
     assert token.cancelled
-    assert wait_until(lambda: worker.active_streams == 0, 2.0)
+    assert wait_until(lambda: worker.active_streams == 0, 30)
     assert len(log) < 200  # of 1000: it stopped soon after the consumer left
 
 
@@ -111,7 +111,7 @@ def test_async_bridge_and_task_cancellation(worker: EngineWorker) -> None:
     items, token = asyncio.run(main())
     assert items == [0, 1, 2, 3]
     assert token.cancelled
-    assert wait_until(lambda: worker.active_streams == 0, 2.0)
+    assert wait_until(lambda: worker.active_streams == 0, 30)
 
 
 def test_exclusive_holds_back_other_work_until_released(worker: EngineWorker) -> None:
@@ -128,6 +128,27 @@ def test_exclusive_holds_back_other_work_until_released(worker: EngineWorker) ->
     assert done.wait(5)
     t.join()
     assert order == ["owner", "owner-nested", "other"]
+
+
+def test_a_lease_on_one_worker_is_not_a_lease_on_another(worker: EngineWorker) -> None:
+    """Each worker grants its own lease: holding one engine's does not make exclusive() on a
+    second engine a no-op (the second still holds back other contexts' work)."""
+    other = EngineWorker(name="other")
+    other.start()
+    try:
+        done = threading.Event()
+        with worker.exclusive(), other.exclusive():
+            assert worker.holds_lease() and other.holds_lease()
+            t = threading.Thread(target=lambda: (other.call(lambda: None), done.set()))
+            t.start()
+            # Deferred by the second worker's lease: the job waits in its gate, not on a timer.
+            assert wait_until(lambda: len(other._gate.deferred) == 1, timeout_s=30)
+            assert not done.is_set()
+        assert done.wait(30)
+        t.join(30)
+        assert not worker.holds_lease() and not other.holds_lease()
+    finally:
+        other.stop()
 
 
 def test_exclusive_waits_for_running_streams(worker: EngineWorker) -> None:
@@ -149,6 +170,8 @@ def test_stop_fails_queued_work_and_rejects_new(worker: EngineWorker) -> None:
     pending = worker.submit(lambda: "never")
     stopper = threading.Thread(target=worker.stop)
     stopper.start()
+    # The stop must be under way before the gate opens, or the queued job may still run.
+    assert wait_until(lambda: worker._stopping, timeout_s=30)
     gate.set()
     stopper.join(5)
     with pytest.raises(EngineStoppedError):

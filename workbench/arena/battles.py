@@ -210,7 +210,7 @@ def run_battles(
     try:
         if on_progress:
             on_progress(0, total, "waiting for the engine")
-        with engine.exclusive():
+        with engine.exclusive(f"arena {spec.name}, run {record['run_id']}"):
             for model in models:
                 if cancel.cancelled:
                     break

@@ -32,7 +32,7 @@ def load_unload_memory(
             }
         )
 
-    with engine.exclusive():
+    with engine.exclusive(f"memory measurement of {model}"):
         model = engine.model_info(model).id
         for info in engine.models():
             if info.loaded:

@@ -70,7 +70,7 @@ def measure_overhead(
 ) -> list[dict[str, Any]]:
     base = capture(engine)
     rows: list[dict[str, Any]] = []
-    with engine.exclusive():
+    with engine.exclusive("overhead measurement"):
         for model in models:
             engine.load(model)
             ids = exact_prompt(engine, model, prompt_tokens)

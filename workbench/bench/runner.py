@@ -3,7 +3,9 @@
 Hygiene lives here: sole use of the engine (`engine.exclusive()`), the model under
 test the only one loaded, unrecorded warm-up, exact-length prompts, end-of-sequence
 ignored, fixed seed, peak memory reset per trial (the engine resets it when a
-generation starts on an idle engine). `run_to_csv` adds the files: each row is
+generation starts on an idle engine). A batch size B runs B copies of the trial's
+request together on the engine's scheduler (Engine.generate_many): rows give per-stream
+and aggregate tok/s. `run_to_csv` adds the files: each row is
 appended (fsync) as its trial ends, a JSON sidecar keeps the spec, and `resume`
 skips the trials a killed run already wrote. Knows the Engine and reports, not mlx.
 """
@@ -74,10 +76,10 @@ def run_benchmark(
     sees each row as its trial ends (run_to_csv writes it there); cancelling `cancel`
     stops the run after, or within, the current trial, which is then not recorded.
     """
-    if any(b != 1 for b in spec.batch_sizes):
+    if max(spec.batch_sizes) > engine.settings.max_batch:
         raise BenchSpecError(
-            f"batch_sizes {list(spec.batch_sizes)}: batch sizes above 1 need the engine's batched "
-            "(continuous batching) path, which this engine does not have yet; use batch_sizes = [1]"
+            f"batch_sizes {list(spec.batch_sizes)}: the engine decodes at most {engine.settings.max_batch} "
+            "generations together (WORKBENCH_MAX_BATCH / --max-batch); raise it or lower the batch sizes"
         )
     cancel = cancel or CancelToken()
     base = capture(engine)
@@ -95,7 +97,7 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     if on_progress:
         on_progress(done, total, "waiting for the engine")
-    with engine.exclusive():
+    with engine.exclusive(f"benchmark {spec.name}, run {base['run_id']}"):
         for model in spec.models:
             configs = [c for c in spec.configurations() if c.model == model]
             if not any(todo[c] for c in configs) or cancel.cancelled:
@@ -120,8 +122,8 @@ def run_benchmark(
                 for trial in todo[config]:
                     if spec.cooldown_s:
                         time.sleep(spec.cooldown_s)
-                    stats = _measure(engine, request, config, cancel)
-                    if stats is None:
+                    measured = _measure(engine, request, config, cancel)
+                    if measured is None:
                         break
                     row = {
                         **base,
@@ -131,17 +133,15 @@ def run_benchmark(
                         "variant": info.variant,
                         "bits": info.bits,
                         "group_size": info.group_size,
+                        "dtype": info.dtype,
                         "batch_size": config.batch_size,
-                        "prompt_tokens": stats.prompt_tokens,
-                        "generation_tokens": stats.generation_tokens,
+                        "prompt_tokens": config.prompt_tokens,
+                        "generation_tokens": config.generation_tokens,
                         "trial": trial,
                         "seed": spec.seed,
                         "sampler": "greedy",
                         "prompt_sha": prompt_sha(ids),
-                        "ttft_s": stats.ttft_s,
-                        "prompt_tps": stats.prompt_tps,
-                        "generation_tps": stats.generation_tps,
-                        "peak_memory_gb": stats.peak_memory_gb,
+                        **measured,
                         "load_s": info.load_s,
                         "spec_sha": spec.sha(),
                     }
@@ -171,21 +171,40 @@ def load_alone(engine: Engine, model: str) -> Any:
     return engine.model_info(info.id)
 
 
-def _measure(engine: Engine, request: GenerationRequest, config: BenchConfig, cancel: CancelToken) -> Any:
-    """One generation's stats, checked to be the trial the spec asked for; None if cancelled."""
+def _measure(
+    engine: Engine, request: GenerationRequest, config: BenchConfig, cancel: CancelToken
+) -> dict[str, float] | None:
+    """One trial: `config.batch_size` copies of `request` generated together. Returns the
+    row's timing columns (per stream and for the batch), checked to be the trial the spec
+    asked for; None if cancelled."""
     if cancel.cancelled:
         return None
-    stats = engine.generate(request, cancel.child()).stats
-    if stats.finish_reason == "cancelled":
+    started = time.perf_counter()
+    completions = engine.generate_many([request] * config.batch_size, cancel.child())
+    wall_s = time.perf_counter() - started
+    stats = [c.stats for c in completions]
+    if any(s.finish_reason == "cancelled" for s in stats):
         return None
-    if stats.prompt_tokens != config.prompt_tokens or stats.generation_tokens != config.generation_tokens:
-        raise BenchmarkError(
-            f"{config.label()}: got {stats.prompt_tokens} prompt and {stats.generation_tokens} generated "
-            "tokens; prompt + generation must fit the model's context window"
-        )
-    if stats.concurrent_streams != 1:  # exclusive() should make this impossible
-        raise BenchmarkError(f"{config.label()}: another generation shared the engine during the trial")
-    return stats
+    for s in stats:
+        if s.prompt_tokens != config.prompt_tokens or s.generation_tokens != config.generation_tokens:
+            raise BenchmarkError(
+                f"{config.label()}: got {s.prompt_tokens} prompt and {s.generation_tokens} generated "
+                "tokens; prompt + generation must fit the model's context window"
+            )
+        if s.concurrent_streams != config.batch_size:  # exclusive() keeps everyone else out
+            raise BenchmarkError(
+                f"{config.label()}: {s.concurrent_streams} generations shared the engine, not "
+                f"the batch of {config.batch_size}"
+            )
+    n = len(stats)
+    return {
+        "ttft_s": sum(s.ttft_s for s in stats) / n,
+        "prompt_tps": n * config.prompt_tokens / max(s.ttft_s for s in stats),
+        "generation_tps": sum(s.generation_tps for s in stats) / n,
+        "aggregate_generation_tps": sum(s.generation_tps for s in stats),
+        "aggregate_tps": sum(s.generation_tokens for s in stats) / wall_s,
+        "peak_memory_gb": max(s.peak_memory_gb for s in stats),
+    }
 
 
 # ---- files ---------------------------------------------------------------

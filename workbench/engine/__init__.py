@@ -19,6 +19,7 @@ from workbench.engine.errors import (
     UnsupportedModelError,
 )
 from workbench.engine.recipes import RECIPE_HELP, QuantRecipe, QuantResult
+from workbench.engine.status import EngineStatus
 from workbench.engine.streams import CancelToken
 from workbench.engine.types import (
     Chunk,
@@ -43,6 +44,7 @@ __all__ = [
     "ContextLengthError",
     "Engine",
     "EngineError",
+    "EngineStatus",
     "EngineStoppedError",
     "GenerationRequest",
     "GenerationStats",

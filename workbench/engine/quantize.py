@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.engine.embedded import dense_variant
 from workbench.engine.errors import EngineError, InvalidRequestError
 from workbench.engine.recipes import DEQUANTIZE, MIXED_RECIPES, QuantRecipe, QuantResult
 
@@ -43,12 +44,15 @@ def read_recipe_record(folder: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and (folder / "config.json").exists() else None
 
 
-def variant_id(source: ModelEntry, recipe: QuantRecipe) -> str:
-    """'<source>-<recipe>', dropping the source's '-f32' (its weights are what we quantize)."""
+def variant_id(source: ModelEntry, recipe: QuantRecipe, *, float32: bool) -> str:
+    """'<source>-<recipe>', dropping the source's '-f32' / '-f16' (its weights are what we
+    quantize). Dequantized variants are named by their real dtype: '-f16' off the CPU."""
     base = source.id
-    if base.endswith("-f32") and recipe.kind != DEQUANTIZE:
-        base = base[: -len("-f32")]
-    return f"{base}-{recipe.name}"
+    for dense in ("-f32", "-f16"):
+        if base.endswith(dense) and recipe.kind != DEQUANTIZE:
+            base = base[: -len(dense)]
+    suffix = dense_variant(float32) if recipe.kind == DEQUANTIZE else recipe.name
+    return f"{base}-{suffix}"
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -75,7 +79,7 @@ def quantize(registry: ModelRegistry, source: str, recipe: QuantRecipe) -> Quant
             "or dequantize this one first with recipe 'f32'",
             "model",
         )
-    new_id = variant_id(entry, recipe)
+    new_id = variant_id(entry, recipe, float32=registry.float32)
     root = registry.settings.models_dir / QUANTIZED_DIR
     dst = root / new_id
     wanted = {
@@ -95,7 +99,7 @@ def quantize(registry: ModelRegistry, source: str, recipe: QuantRecipe) -> Quant
     tmp = root / f".{new_id}.tmp-{os.getpid()}"
     start = time.perf_counter()
     try:
-        quantize_s, bpw = _convert(folder, tmp, recipe, float32=registry.float32)
+        quantize_s, bpw, dtype = _convert(folder, tmp, recipe, float32=registry.float32)
         import mlx_lm
 
         record = {
@@ -103,7 +107,8 @@ def quantize(registry: ModelRegistry, source: str, recipe: QuantRecipe) -> Quant
             "model": new_id,
             "kind": recipe.kind,
             "mode": recipe.mode,
-            "bits": recipe.bits,
+            "bits": recipe.bits if recipe.kind != DEQUANTIZE else 8 * (4 if registry.float32 else 2),
+            "dtype": dtype,
             "group_size": recipe.group_size,
             "bits_per_weight": bpw,
             "quantize_s": quantize_s,
@@ -124,10 +129,13 @@ def quantize(registry: ModelRegistry, source: str, recipe: QuantRecipe) -> Quant
     return _result(record, cached=False)
 
 
-def _convert(src: Path, dst: Path, recipe: QuantRecipe, *, float32: bool) -> tuple[float, float]:
-    """mlx_lm.convert src -> dst; returns (seconds, bits per weight of the result)."""
+def _convert(src: Path, dst: Path, recipe: QuantRecipe, *, float32: bool) -> tuple[float, float, str]:
+    """mlx_lm.convert src -> dst; returns (seconds, bits per weight, dtype of the result's
+    dense weights or scales)."""
     from mlx_lm.convert import convert
     from mlx_lm.utils import compute_bits_per_weight, load
+
+    from workbench.engine.memory import params_dtype
 
     start = time.perf_counter()
     mixed = recipe.kind in MIXED_RECIPES
@@ -143,13 +151,14 @@ def _convert(src: Path, dst: Path, recipe: QuantRecipe, *, float32: bool) -> tup
             q_mode=recipe.mode if recipe.kind != DEQUANTIZE else "affine",
             quant_predicate=recipe.kind if mixed else None,
             dequantize=recipe.kind == DEQUANTIZE,
-            # CPU backend: float32 scales and dense weights (half precision is ~30x slower there).
-            dtype="float32" if float32 else None,
+            # CPU backend: float32 scales and dense weights (half precision is ~30x slower there);
+            # elsewhere the source's dtype, or float16 for dequantized weights (named -f16).
+            dtype="float32" if float32 else ("float16" if recipe.kind == DEQUANTIZE else None),
         )
     log.info("mlx_lm.convert: %s", " | ".join(printed.getvalue().split("\n")).strip(" |"))
     seconds = time.perf_counter() - start
     model, _ = load(str(dst), lazy=True)  # lazy: only shapes and dtypes are read
-    return seconds, float(compute_bits_per_weight(model))
+    return seconds, float(compute_bits_per_weight(model)), params_dtype(model)
 
 
 def _result(record: dict[str, Any], *, cached: bool) -> QuantResult:

@@ -30,7 +30,7 @@ DEFAULT_GROUP_SIZE = 64
 RECIPE_HELP = (
     "q<bits>[-g<group>] (affine: bits 2,3,4,5,6,8; group 32,64,128; default 64), "
     "mixed_2_6 | mixed_3_4 | mixed_3_6 | mixed_4_6 [-g<group>], mxfp4, nvfp4, mxfp8, "
-    "or f32 (dequantize to float32)"
+    "or f32 (dequantize to dense weights: float32 on the CPU backend, float16 on Metal/CUDA)"
 )
 _AFFINE = re.compile(r"^q(\d+)(?:-g(\d+))?$")
 _MIXED = re.compile(r"^(mixed_\d_\d)(?:-g(\d+))?$")

@@ -22,6 +22,7 @@ from mlx.utils import tree_flatten
 from workbench.config import Settings
 from workbench.engine import gguf, memory
 from workbench.engine.catalog import CONVERTED_DIR, ModelCatalog, ModelEntry
+from workbench.engine.embedded import dense_dtype, dense_variant
 from workbench.engine.errors import (
     EngineError,
     MemoryBudgetError,
@@ -49,6 +50,7 @@ class LoadedModel:
     load_s: float
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0
+    dtype: str = "unknown"  # the floating dtype of most parameter bytes, as loaded
     batch: Any = None  # scheduler.ModelBatch: the running batch and prompt cache, made on first use
     guidance: Any = None  # constrain.py's llguidance tokenizer, made on first constrained request
 
@@ -69,16 +71,25 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _folder_quantization(folder: Path) -> tuple[int | None, int | None]:
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def _folder_facts(folder: Path, *, float32: bool) -> tuple[int | None, int | None, str | None]:
+    """(weight bits, group size, dtype) of an MLX folder as it will load: on the CPU
+    backend (`float32`) half-precision weights and scales are upcast to float32."""
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
-        return None, None
+        return None, None, None
+    dtype = str(config.get("torch_dtype") or config.get("dtype") or "") or None
+    if dtype not in DTYPE_BYTES:
+        dtype = None
+    if float32 and dtype is not None:
+        dtype = "float32"
     q = config.get("quantization") or {}
     if q:
-        return q.get("bits"), q.get("group_size")
-    dtype = str(config.get("torch_dtype", ""))
-    return (32 if dtype == "float32" else 16 if dtype in ("float16", "bfloat16") else None), None
+        return q.get("bits"), q.get("group_size"), dtype
+    return (8 * DTYPE_BYTES[dtype] if dtype else None), None, dtype
 
 
 class ModelRegistry(ModelCatalog):
@@ -110,7 +121,8 @@ class ModelRegistry(ModelCatalog):
     def converted_dir(self, entry: ModelEntry) -> Path:
         """Where a GGUF entry's MLX folder is cached (keyed by content and variant)."""
         src = Path(entry.location)
-        variant = "f32" if entry.dequantize else ("q-f32" if self.float32 else "q-f16")
+        dense = dense_variant(self.float32)
+        variant = dense if entry.dequantize else f"q-{dense}"
         return self.settings.models_dir / CONVERTED_DIR / f"{src.stem}-{self._gguf(src)[0]}" / variant
 
     def folder_for(self, entry: ModelEntry) -> Path:
@@ -131,11 +143,15 @@ class ModelRegistry(ModelCatalog):
             src = Path(entry.location)
             if entry.dequantize:
                 infos = self._gguf(src)[1]
-                return sum(4 * math.prod(i.shape) for i in infos)
+                return sum(DTYPE_BYTES[dense_dtype(self.float32)] * math.prod(i.shape) for i in infos)
             return int(src.stat().st_size * (1.25 if self.float32 else 1.0))
         folder = Path(entry.location)
         if folder.is_dir():
-            return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+            stored = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+            bits, _, dtype = _folder_facts(folder, float32=False)
+            # The CPU backend upcasts half-precision weights to float32 as it loads them.
+            grows = self.float32 and dtype in ("float16", "bfloat16") and bits in (16, None)
+            return stored * 2 if grows else stored
         return 0
 
     def loaded_bytes(self) -> int:
@@ -189,8 +205,11 @@ class ModelRegistry(ModelCatalog):
             model.set_dtype(mx.float32)
         nbytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
         load_s = time.perf_counter() - start
-        lm = LoadedModel(entry, model, tokenizer, config, folder, nbytes, load_s)
+        lm = LoadedModel(
+            entry, model, tokenizer, config, folder, nbytes, load_s, dtype=memory.params_dtype(model)
+        )
         self._loaded[entry.id] = lm
+        self.changes += 1
         log.info("loaded %s in %.2fs (%.3f GB)", entry.id, load_s, nbytes / 1e9)
         return lm, load_s
 
@@ -203,6 +222,7 @@ class ModelRegistry(ModelCatalog):
         if lm.busy:
             raise ModelBusyError(f"model {entry.id!r} is generating; cancel it before unloading")
         del self._loaded[entry.id]
+        self.changes += 1
         del lm
         memory.release_cached()
         return True
@@ -210,6 +230,9 @@ class ModelRegistry(ModelCatalog):
     def unload_all(self) -> None:
         for model_id in list(self._loaded):
             self.unload(model_id)
+
+    def is_loaded(self, model_id: str) -> bool:
+        return model_id in self._loaded
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
@@ -223,12 +246,14 @@ class ModelRegistry(ModelCatalog):
         bits: int | None = None
         group: int | None = None
         size: int | None = None
+        dtype: str | None = None
         path = entry.location
         if entry.source in ("embedded", "gguf"):
             src = Path(entry.location)
+            dtype = dense_dtype(self.float32)  # dense weights, or the quantized ones' scales
             try:
                 if entry.dequantize:
-                    bits = 32
+                    bits = 8 * DTYPE_BYTES[dtype]
                     size = self._estimate_bytes(entry)
                 else:
                     bits, group = gguf.weight_bits(self._gguf(src)[1]), gguf.GROUP_SIZE
@@ -240,8 +265,12 @@ class ModelRegistry(ModelCatalog):
                 # A listing must not fail because one file went missing or is unreadable.
                 log.warning("cannot describe %s: %s", entry.id, exc)
         elif Path(entry.location).is_dir():
-            bits, group = _folder_quantization(Path(entry.location))
+            bits, group, dtype = _folder_facts(Path(entry.location), float32=self.float32)
             size = _dir_bytes(Path(entry.location))
+        if lm is not None and lm.dtype in DTYPE_BYTES:  # loaded: what it really holds
+            dtype = lm.dtype
+            if group is None and bits is not None:
+                bits = 8 * DTYPE_BYTES[dtype]
         return ModelInfo(
             id=entry.id,
             source=entry.source,
@@ -250,6 +279,7 @@ class ModelRegistry(ModelCatalog):
             size_bytes=size,
             bits=bits,
             group_size=group,
+            dtype=dtype,
             loaded=lm is not None,
             memory_gb=lm.nbytes / 1e9 if lm is not None else None,
             description=entry.description,

@@ -358,8 +358,9 @@ class ModelInfo:
     variant: str
     path: str | None
     size_bytes: int | None
-    bits: int | None = None
+    bits: int | None = None  # weight bits: 32 / 16 for dense float32 / half weights
     group_size: int | None = None
+    dtype: str | None = None  # float32, float16, bfloat16: dense weights, or quantized ones' scales
     loaded: bool = False
     memory_gb: float | None = None
     description: str = ""

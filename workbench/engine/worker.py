@@ -5,8 +5,9 @@ Jobs (plain calls) and streams (iterators stepped one item at a time) arrive on
 a queue. Active streams are stepped round-robin, so concurrent requests all make
 progress on this single thread; a stream may yield None for "nothing yet" (the
 scheduler's batched generations do, while another stream steps their batch).
-`exclusive()` gives one caller sole use of the thread (benchmarks). Knows nothing
-of models or mlx.
+`exclusive()` gives one caller sole use of the thread (benchmarks). After each job and
+each round the `on_tick` hook runs on the thread (the engine publishes its snapshot
+there). Knows nothing of models or mlx.
 """
 
 from __future__ import annotations
@@ -30,11 +31,6 @@ from workbench.engine.streams import CancelToken, LoopSink, QueueSink, Sink, Str
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# The exclusive lease held by the current context (thread or asyncio task), if any.
-_current_lease: contextvars.ContextVar[object | None] = contextvars.ContextVar(
-    "workbench_engine_lease", default=None
-)
 
 
 @dataclass(eq=False)
@@ -75,10 +71,17 @@ class EngineWorker:
         name: str = "mlx-engine",
         on_start: Callable[[], None] | None = None,
         on_stop: Callable[[], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self._name = name
         self._on_start = on_start
         self._on_stop = on_stop
+        self._on_tick = on_tick
+        # The exclusive lease this worker granted to the current context (thread or asyncio
+        # task), if any. Per worker: a lease on one engine says nothing about another.
+        self._lease: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+            f"{name}-lease-{id(self):x}", default=None
+        )
         self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._active: list[_Stream] = []
         self._gate = _Gate()
@@ -114,6 +117,10 @@ class EngineWorker:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stopping
 
+    def holds_lease(self) -> bool:
+        """The calling context holds this worker's exclusive lease."""
+        return self._lease.get() is not None
+
     def on_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
@@ -138,7 +145,7 @@ class EngineWorker:
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         """Run fn(*args, **kwargs) on the engine thread; returns a Future."""
         future: Future[T] = Future()
-        self._put(_Job(owner=_current_lease.get(), fn=lambda: fn(*args, **kwargs), future=future))
+        self._put(_Job(owner=self._lease.get(), fn=lambda: fn(*args, **kwargs), future=future))
         return future
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -155,7 +162,7 @@ class EngineWorker:
     ) -> None:
         """Start `factory(state)` on the engine thread and step it, item by item, into `sink`."""
         state = StreamState(cancel=cancel, queued_at=time.perf_counter())
-        self._put(_Job(owner=_current_lease.get(), factory=factory, sink=sink, state=state))
+        self._put(_Job(owner=self._lease.get(), factory=factory, sink=sink, state=state))
 
     def stream(self, factory: Callable[[StreamState], Iterator[T]], cancel: CancelToken) -> Iterator[T]:
         """Sync bridge: iterate a stream from any thread. Leaving early cancels it."""
@@ -186,18 +193,18 @@ class EngineWorker:
         Waits for running streams to finish; work from other contexts is held
         back (queued, not failed) until the block exits. Re-entrant.
         """
-        if _current_lease.get() is not None:
+        if self._lease.get() is not None:
             yield
             return
         token = object()
         acquired: Future[None] = Future()
         self._put(_Job(owner=token, control="acquire", future=acquired))
         acquired.result()
-        reset = _current_lease.set(token)
+        reset = self._lease.set(token)
         try:
             yield
         finally:
-            _current_lease.reset(reset)
+            self._lease.reset(reset)
             released: Future[None] = Future()
             self._put(_Job(owner=token, control="release", future=released))
             released.result()
@@ -240,6 +247,15 @@ class EngineWorker:
                 self._dispatch(job)
             self._step_all()
             self._maybe_grant()
+            self._tick()
+
+    def _tick(self) -> None:
+        if self._on_tick is None:
+            return
+        try:
+            self._on_tick()
+        except Exception:
+            log.warning("engine on_tick hook failed", exc_info=True)
 
     def _dispatch(self, job: _Job) -> None:
         if self._stopping:
@@ -267,9 +283,14 @@ class EngineWorker:
             if not job.future.set_running_or_notify_cancel():
                 return
             try:
-                job.future.set_result(job.fn())
+                result = job.fn()
             except BaseException as exc:
+                self._tick()
                 job.future.set_exception(exc)
+                return
+            # Published state reflects the job before its caller sees the result.
+            self._tick()
+            job.future.set_result(result)
             return
         assert job.factory is not None and job.sink is not None and job.state is not None
         state = job.state

@@ -94,7 +94,7 @@ def run_sweep(
     try:
         if on_progress:
             on_progress(0, total, "waiting for the engine")
-        with engine.exclusive():
+        with engine.exclusive(f"quantization sweep {spec.name}, run {record['run_id']}"):
             windows = token_windows(engine.tokenize(eval_text(), reference), spec.eval_tokens, spec.window)
             pairs = reference_continuations(engine, reference, prompts, spec.divergence_tokens, on_step=step)
             for recipe in (None, *recipes):
@@ -192,6 +192,7 @@ def _row(
         "mode": recipe.mode if recipe else ("none" if dense else "unknown"),
         "bits": info.bits,
         "group_size": info.group_size,
+        "dtype": info.dtype,
         "bits_per_weight": made.bits_per_weight if made else (float(info.bits) if dense else None),
         "size_gb": info.size_bytes / 1e9 if info.size_bytes is not None else None,
         "quantize_s": made.quantize_s if made else None,

@@ -19,6 +19,8 @@ from workbench.reports.summary import MIN_TRIALS_FOR_CI, summarize
 _LABELS = {
     "prompt_tps": "prompt processing (tok/s)",
     "generation_tps": "decode (tok/s)",
+    "aggregate_generation_tps": "decode, all streams (tok/s)",
+    "aggregate_tps": "generated tok/s, all streams (prefill included)",
     "ttft_s": "time to first token (s)",
     "peak_memory_gb": "peak memory (GB)",
 }
@@ -47,6 +49,15 @@ def _line_panel(ax, df: pd.DataFrame, x: str, metric: str, xlabel: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _one_batch_size(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Rows of the smallest batch size (plots over lengths must not pool batch sizes), and
+    a title note when others were left out."""
+    if df.empty or df["batch_size"].nunique() == 1:
+        return df, ""
+    smallest = int(df["batch_size"].min())
+    return df[df["batch_size"] == smallest], f", batch size {smallest}"
+
+
 def _figure(df: pd.DataFrame, title: str, panels: int) -> tuple[Figure, Sequence]:
     if df.empty:
         raise ValueError("no benchmark rows to plot")
@@ -68,7 +79,8 @@ def _legend(fig: Figure, axes: Sequence) -> None:
 def tps_vs_prompt_length(df: pd.DataFrame) -> Figure:
     """Prompt-processing and decode tok/s against prompt length, one line per model
     (pooled over generation lengths)."""
-    fig, axes = _figure(df, "tok/s vs prompt length", 2)
+    df, note = _one_batch_size(df)
+    fig, axes = _figure(df, f"tok/s vs prompt length{note}", 2)
     _line_panel(axes[0], df, "prompt_tokens", "prompt_tps", "prompt length (tokens)")
     _line_panel(axes[1], df, "prompt_tokens", "generation_tps", "prompt length (tokens)")
     _legend(fig, axes)
@@ -78,7 +90,8 @@ def tps_vs_prompt_length(df: pd.DataFrame) -> Figure:
 def tps_vs_generation_length(df: pd.DataFrame) -> Figure:
     """Decode tok/s against generation length, one line per model (pooled over prompt
     lengths): does decode slow down as the reply grows?"""
-    fig, axes = _figure(df, "decode tok/s vs generation length", 1)
+    df, note = _one_batch_size(df)
+    fig, axes = _figure(df, f"decode tok/s vs generation length{note}", 1)
     _line_panel(axes[0], df, "generation_tokens", "generation_tps", "generation length (tokens)")
     _legend(fig, axes)
     return fig
@@ -86,8 +99,9 @@ def tps_vs_generation_length(df: pd.DataFrame) -> Figure:
 
 def memory_vs_context(df: pd.DataFrame) -> Figure:
     """Peak memory against context length (prompt + generated tokens), one line per model."""
+    df, note = _one_batch_size(df)
     df = df.assign(context_tokens=df["prompt_tokens"] + df["generation_tokens"])
-    fig, axes = _figure(df, "peak memory vs context", 1)
+    fig, axes = _figure(df, f"peak memory vs context{note}", 1)
     _line_panel(axes[0], df, "context_tokens", "peak_memory_gb", "context (prompt + generated tokens)")
     _legend(fig, axes)
     return fig
@@ -98,7 +112,8 @@ def variant_comparison(
 ) -> Figure:
     """Grouped bars, one group per (prompt, generation) length pair and one bar per model
     (variant): each metric's median with its CI."""
-    fig, axes = _figure(df, "variant comparison", len(metrics))
+    df, note = _one_batch_size(df)
+    fig, axes = _figure(df, f"variant comparison{note}", len(metrics))
     summary = summarize(df, metrics=metrics, by=["model", "prompt_tokens", "generation_tokens"])
     cells = (
         summary[["prompt_tokens", "generation_tokens"]]
@@ -120,6 +135,18 @@ def variant_comparison(
         ax.set_xlabel("prompt / generation tokens")
         ax.set_ylabel(_LABELS.get(metric, metric))
         ax.grid(True, axis="y", alpha=0.3)
+    _legend(fig, axes)
+    return fig
+
+
+def tps_vs_batch_size(df: pd.DataFrame) -> Figure:
+    """What batching buys: per-stream and all-streams decode tok/s, and peak memory,
+    against batch size, one line per model (pooled over lengths)."""
+    fig, axes = _figure(df, "tok/s vs batch size", 3)
+    _line_panel(axes[0], df, "batch_size", "generation_tps", "batch size (streams)")
+    _line_panel(axes[1], df, "batch_size", "aggregate_generation_tps", "batch size (streams)")
+    _line_panel(axes[2], df, "batch_size", "peak_memory_gb", "batch size (streams)")
+    axes[0].set_ylabel("decode per stream (tok/s)")
     _legend(fig, axes)
     return fig
 
@@ -259,4 +286,5 @@ REPORT_PLOTS = {
     "tps_vs_generation_length": tps_vs_generation_length,
     "memory_vs_context": memory_vs_context,
     "variant_comparison": variant_comparison,
+    "tps_vs_batch_size": tps_vs_batch_size,
 }

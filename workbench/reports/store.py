@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.reports.schema import BENCH_COLUMNS, Column
+from workbench.reports.schema import BENCH_COLUMNS, LATER_COLUMNS, Column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,6 +87,9 @@ def read_results(path: str | Path, columns: Sequence[Column] = BENCH_COLUMNS) ->
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsSchemaError(f"{path}: not a readable CSV ({exc})") from None
     wanted = [c.name for c in columns]
+    for c in columns:  # a nullable column added since the file was written reads as empty
+        if c.nullable and c.name in LATER_COLUMNS and c.name not in raw.columns:
+            raw[c.name] = ""
     missing = [n for n in wanted if n not in raw.columns]
     extra = [n for n in raw.columns if n not in wanted]
     if missing or extra:

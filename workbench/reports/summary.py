@@ -16,7 +16,13 @@ import pandas as pd
 
 from workbench.reports.schema import CONFIG_KEY
 
-METRICS: tuple[str, ...] = ("ttft_s", "prompt_tps", "generation_tps", "peak_memory_gb")
+METRICS: tuple[str, ...] = (
+    "ttft_s",
+    "prompt_tps",
+    "generation_tps",
+    "aggregate_generation_tps",
+    "peak_memory_gb",
+)
 CONFIDENCE = 0.95
 # The smallest sample whose min..max brackets the median with >= 95% confidence.
 MIN_TRIALS_FOR_CI = 6

@@ -1,0 +1,65 @@
+"""What the engine publishes for readers that must never wait for it (/health, /metrics,
+/v1/models): a snapshot of its models and memory, refreshed on the engine thread, and
+what it is busy with (loading a model, a benchmark run). Plain data and a lock; no mlx.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from workbench.engine.types import MemoryInfo, ModelInfo
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """The engine's state as last published from its thread.
+
+    `models` and `aliases` are current as of the last job that changed them (a load,
+    an unload, a new registration); `memory` as of `memory_at` (time.time()), refreshed
+    after every job and at least twice a second while generations run."""
+
+    default_model: str
+    models: tuple[ModelInfo, ...]
+    aliases: Mapping[str, str]  # alias (the default alias included) -> registered id
+    memory: MemoryInfo
+    memory_at: float
+
+    def find(self, name: str) -> ModelInfo | None:
+        """The registered model `name` (an id or an alias) names, or None."""
+        wanted = self.aliases.get(name, name)
+        return next((m for m in self.models if m.id == wanted), None)
+
+
+class StatusBoard:
+    """The latest EngineStatus plus the labels of what the engine is doing now."""
+
+    def __init__(self) -> None:
+        self._status: EngineStatus | None = None
+        self._busy: list[str] = []
+        self._lock = threading.Lock()
+
+    @property
+    def status(self) -> EngineStatus | None:
+        return self._status  # one reference read: atomic
+
+    def publish(self, status: EngineStatus) -> None:
+        self._status = status
+
+    @contextmanager
+    def busy(self, what: str) -> Iterator[None]:
+        """Say `what` the engine is doing for the length of the block."""
+        with self._lock:
+            self._busy.append(what)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy.remove(what)
+
+    def activity(self) -> tuple[str, ...]:
+        """What the engine is busy with, oldest first (empty: generations only, or idle)."""
+        with self._lock:
+            return tuple(self._busy)
