@@ -153,8 +153,11 @@ FRESH_STATUS_S = 0.25
 
 
 async def fresh_status(engine: Engine) -> EngineStatus | None:
-    """The engine's published status, refreshed first when the engine can do it within
-    FRESH_STATUS_S (it is idle, or between steps); else the last one published."""
+    """The engine's published status, refreshed first when the engine is idle (it answers
+    within FRESH_STATUS_S then); while it loads, generates or is held, the last one
+    published (it republishes at least twice a second while generating)."""
+    if engine.activity() or engine.active_streams or engine.exclusive_held:
+        return engine.status()
     refresh = engine.refresh_status()
     if refresh is not None:
         # shield: a timeout leaves the refresh queued (one at most), it does not cancel it.

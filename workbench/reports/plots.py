@@ -64,7 +64,7 @@ def _figure(df: pd.DataFrame, title: str, panels: int) -> tuple[Figure, Sequence
     fig = Figure(figsize=(max(7.0, 5.5 * panels), 4.2), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     experiments = ", ".join(sorted(set(df["experiment"].astype(str))))
-    n = df.groupby(["model", "prompt_tokens", "generation_tokens"]).size().min()
+    n = df.groupby(["model", "batch_size", "prompt_tokens", "generation_tokens"]).size().min()
     note = "95% CI bars" if n >= MIN_TRIALS_FOR_CI else f"n={n}, too few trials for CI bars"
     fig.suptitle(f"{title} ({experiments}): medians, {note}", fontsize=11)
     return fig, axes
