@@ -5,7 +5,9 @@ quantized (group size 32) or dense arrays; this module checks the tensor types
 first, maps llama.cpp names to Hugging Face llama names, undoes llama.cpp's
 Q/K row permutation, writes config.json (with a per-tensor quantization block)
 and builds the tokenizer (gguf_tokenizer.py). It knows
-nothing of registries or requests.
+nothing of registries or requests. `convert_gguf_apart` runs the conversion in a child
+process (`python -m workbench.engine.gguf`), so a serving process's event loop is never
+stalled by the long calls that hold the GIL (reading the whole GGUF, building the vocabulary).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import mmap
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from workbench.engine.errors import UnsupportedModelError
+from workbench.engine.errors import ModelLoadError, UnsupportedModelError
 from workbench.engine.gguf_tokenizer import metadata_scalar, write_tokenizer
 
 # Bump when the output layout changes, so cached conversions are redone.
@@ -202,6 +206,47 @@ def convert_gguf(src: Path, dst: Path, *, dequantize: bool, float32: bool) -> Pa
     return dst
 
 
+def convert_gguf_apart(src: Path, dst: Path, *, dequantize: bool, float32: bool) -> Path:
+    """convert_gguf in a child process, waited for without the GIL: `mx.load` of a GGUF
+    holds the GIL for as long as it reads the file (0.5 s for the 135M model here, seconds
+    for bigger ones), which would stall /health and every stream of a serving process.
+    The child's UnsupportedModelError comes back as one; anything else as ModelLoadError."""
+    args = {"src": str(src), "dst": str(dst), "dequantize": dequantize, "float32": float32}
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench.engine.gguf", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode == 0:
+        return Path(dst)
+    try:
+        failure = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        failure = {"kind": "crash", "message": f"exit code {done.returncode}: {' / '.join(tail)}"}
+    if failure.get("kind") == "unsupported":
+        raise UnsupportedModelError(failure["message"])
+    raise ModelLoadError(f"converting {Path(src).name} failed: {failure['message']}")
+
+
+def _main(argv: list[str]) -> int:
+    """The child side of convert_gguf_apart: one JSON argument in, one JSON line out on
+    failure (exit code 2)."""
+    args = json.loads(argv[0])
+    try:
+        convert_gguf(
+            Path(args["src"]), Path(args["dst"]), dequantize=args["dequantize"], float32=args["float32"]
+        )
+    except UnsupportedModelError as exc:
+        print(json.dumps({"kind": "unsupported", "message": str(exc)}))
+        return 2
+    except Exception as exc:  # reported to the parent, which raises ModelLoadError
+        print(json.dumps({"kind": "error", "message": f"{type(exc).__name__}: {exc}"}))
+        return 2
+    return 0
+
+
 def _config_from_metadata(meta: dict[str, Any], arch: str, tied: bool) -> dict[str, Any]:
     def need(key: str) -> Any:
         value = metadata_scalar(meta, f"{arch}.{key}")
@@ -314,3 +359,7 @@ def _finish_tensors(
         if bits != default_bits:
             quantization[module] = {"group_size": GROUP_SIZE, "bits": bits}
     return out, quantization
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

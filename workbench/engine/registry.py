@@ -132,7 +132,7 @@ class ModelRegistry(ModelCatalog):
             dst = self.converted_dir(entry)
             if not (dst / "config.json").exists():
                 log.info("converting %s -> %s", src, dst)
-                gguf.convert_gguf(src, dst, dequantize=entry.dequantize, float32=self.float32)
+                gguf.convert_gguf_apart(src, dst, dequantize=entry.dequantize, float32=self.float32)
             return dst
         if entry.source == "hub":
             return hub_folder(entry.location, self.settings.allow_download)
