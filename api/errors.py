@@ -75,6 +75,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -83,14 +84,17 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers
+        self.extra = extra or {}  # more fields of the error object (n_prompt_tokens, n_ctx)
 
     def body(self) -> dict[str, Any]:
         """OpenAI's shape."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": {**error, **self.extra}}
 
     def anthropic_body(self) -> dict[str, Any]:
         """Anthropic's shape: the type follows the status, the message is the same."""
-        return {"type": "error", "error": {"type": anthropic_type(self.status), "message": self.message}}
+        error = {"type": anthropic_type(self.status), "message": self.message}
+        return {"type": "error", "error": {**error, **self.extra}}
 
 
 class ClientDisconnectedError(Exception):
@@ -112,7 +116,10 @@ def from_exception(exc: BaseException) -> ApiError:
             if isinstance(exc, ModelNotFoundError):
                 param = "model"
             headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFullError) else None
-            return ApiError(status, str(exc), type=kind, param=param, code=code, headers=headers)
+            extra = None
+            if isinstance(exc, ContextLengthError) and exc.n_ctx is not None:
+                extra = {"n_prompt_tokens": exc.n_prompt_tokens, "n_ctx": exc.n_ctx}
+            return ApiError(status, str(exc), type=kind, param=param, code=code, headers=headers, extra=extra)
     log.error("unexpected error", exc_info=exc)
     return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
 

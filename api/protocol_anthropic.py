@@ -24,6 +24,8 @@ from workbench.engine.types import MAX_STOP_STRINGS
 log = logging.getLogger(__name__)
 
 ANTHROPIC_DEFAULT_TEMPERATURE = 1.0  # Anthropic's documented default; send 0 for greedy
+# Assistant blocks a client replays from earlier replies that the next prompt leaves out.
+HISTORY_ONLY = ("thinking", "redacted_thinking")
 
 
 class ContentBlock(WireModel):
@@ -72,6 +74,8 @@ def _turns(m: AnthropicMessage, where: str) -> list[Message]:
     results: list[Message] = []
     for j, block in enumerate(m.content):
         at = f"{where}.{j}"
+        if block.type in HISTORY_ONLY and m.role == "assistant":
+            continue  # earlier reasoning: not shown to the model again (templates drop it too)
         if block.type == "tool_use" and m.role == "assistant":
             if not block.name or block.input is None:
                 raise ApiError(400, f"{at}: a tool_use block needs name and input", param=at)
@@ -105,7 +109,7 @@ class AnthropicMessage(WireModel):
 
 
 class Metadata(WireModel):
-    user_id: str | None = Field(None, max_length=256)
+    user_id: str | None = Field(None, max_length=4096)  # Claude Code sends a JSON object as text
 
 
 class Thinking(WireModel):
@@ -144,8 +148,13 @@ class MessagesBase(WireModel):
             raise ApiError(
                 400, "output_config.format: cannot be combined with tools", param="output_config.format"
             )
+        if self.thinking is not None and self.thinking.type not in ("disabled", "enabled", "adaptive"):
+            raise unsupported(
+                "thinking.type", f"{self.thinking.type!r}: expected enabled, adaptive or disabled"
+            )
         if self.thinking is not None and self.thinking.type != "disabled":
-            raise unsupported("thinking", "extended thinking is not supported")
+            # Claude-style clients ask for it on every request: answered without reasoning.
+            log.info("messages: thinking asked for; this server's models answer without a thinking block")
         if self.mcp_servers:
             raise unsupported("mcp_servers", "MCP servers are not supported")
         fmt = self.output_config.format if self.output_config is not None else None
@@ -155,21 +164,33 @@ class MessagesBase(WireModel):
             )
         if self.output_config is not None and self.output_config.effort is not None:
             log.info("messages: output_config.effort has no effect on this server's models")
-        if self.messages[-1].role == "assistant":
-            raise unsupported(
-                f"messages.{len(self.messages) - 1}",
-                "a final assistant message (prefilling the reply) is not supported; end with a user turn",
-            )
+        last = self.messages[-1]
+        if last.role == "assistant" and not isinstance(last.content, str):
+            for j, block in enumerate(last.content):
+                if block.type not in ("text", *HISTORY_ONLY):
+                    raise unsupported(
+                        f"messages.{len(self.messages) - 1}.content.{j}",
+                        "a final assistant turn prefills the reply with text only",
+                    )
 
     def engine_messages(self) -> tuple[Message, ...]:
-        """The system prompt (when given) as the first turn, then the messages as text."""
+        """The system prompt (when given) as the first turn, then the messages as text (a
+        final assistant turn is the prefill instead, see prefill())."""
         self.check_prompt()
         out = []
         if self.system is not None:
             out.append(Message("system", _text_of(self.system, "system")))
-        for i, m in enumerate(self.messages):
+        turns = self.messages[:-1] if self.messages[-1].role == "assistant" else self.messages
+        for i, m in enumerate(turns):
             out.extend(_turns(m, f"messages.{i}.content"))
         return tuple(out)
+
+    def prefill(self) -> str:
+        """The text of a final assistant turn: the reply continues it (Anthropic's prefill)."""
+        last = self.messages[-1]
+        if last.role != "assistant":
+            return ""
+        return "".join(t.content for t in _turns(last, f"messages.{len(self.messages) - 1}.content"))
 
     def offered_tools(self) -> tuple[ToolSpec, ...]:
         """The tools the model may call (none when tool_choice is 'none')."""
@@ -185,7 +206,7 @@ class MessagesBase(WireModel):
 
     def engine_request(self, model_id: str, **rest: Any) -> GenerationRequest:
         """The prompt part (turns, tools and the constraint they bring) plus `rest`."""
-        messages = self.engine_messages()
+        messages, prefill = self.engine_messages(), self.prefill()
         tools, choice = self.offered_tools(), self.choice_name()
         if tools:
             parallel = not (self.tool_choice and self.tool_choice.disable_parallel_tool_use)
@@ -195,8 +216,19 @@ class MessagesBase(WireModel):
             constraint = Constraint.json_schema(schema, "output_config.format.schema", strict=True)
         else:
             constraint = None
+        if prefill and constraint is not None:
+            where = f"messages.{len(self.messages) - 1}"
+            raise unsupported(
+                where, "a prefilled reply cannot be combined with tools or output_config.format"
+            )
         return GenerationRequest(
-            messages=messages, model=model_id, tools=tools, tool_choice=choice, constraint=constraint, **rest
+            messages=messages,
+            model=model_id,
+            tools=tools,
+            tool_choice=choice,
+            constraint=constraint,
+            prefill=prefill,
+            **rest,
         )
 
 

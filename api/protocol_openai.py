@@ -259,9 +259,12 @@ class ChatCompletionRequest(SamplingFields):
     function_call: str | dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
     modalities: list[str] | None = None
-    prediction: dict[str, Any] | None = None
     web_search_options: dict[str, Any] | None = None
+    # Accepted without effect: a predicted output only speeds generation up; this server's
+    # models do not reason (agents send an effort with every request).
+    prediction: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    verbosity: str | None = None
 
     def check(self) -> None:
         self.check_common()
@@ -281,9 +284,12 @@ class ChatCompletionRequest(SamplingFields):
             )
         if self.modalities is not None and self.modalities != ["text"]:
             raise unsupported("modalities", "only ['text'] is supported")
-        for name in ("audio", "prediction", "web_search_options", "reasoning_effort"):
+        for name in ("audio", "web_search_options"):
             if getattr(self, name) is not None:
                 raise unsupported(name, "not supported by this server")
+        for name in ("prediction", "reasoning_effort", "verbosity"):
+            if getattr(self, name) is not None:
+                log.info("chat.completions: %s accepted without effect", name)
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "top_logprobs: requires logprobs to be true", param="top_logprobs")
 

@@ -23,7 +23,6 @@ cases = [
     ("`messages: []`", chat(messages=[])),
     ("`temperature: 3`", chat(temperature=3)),
     ("`max_tokens: 0`", chat(max_tokens=0)),
-    ("`max_tokens: 9000` (prompt + max_tokens > 8192 context)", chat(max_tokens=9000)),
     ("prompt of 9,000 words", chat(messages=[{"role": "user", "content": "word " * 9000}])),
     ("`n: 17`", chat(n=17)),
     ("17 stop strings", chat(stop=[str(i) for i in range(17)])),

@@ -48,7 +48,9 @@ def _error(exc: anthropic.APIStatusError, kind: str) -> str:
     """Anthropic's error shape, exactly; returns the message."""
     body = exc.response.json()
     assert set(body) == {"type", "error"} and body["type"] == "error", body
-    assert set(body["error"]) == {"type", "message"} and body["error"]["type"] == kind, body
+    # A prompt past the context also says both sizes (llama.cpp's n_prompt_tokens, n_ctx).
+    fields = set(body["error"]) - {"n_prompt_tokens", "n_ctx"}
+    assert fields == {"type", "message"} and body["error"]["type"] == kind, body
     return body["error"]["message"]
 
 
@@ -203,8 +205,19 @@ def test_bad_requests_get_anthropic_shaped_400s(client: anthropic.Anthropic) -> 
             },
             "tool_choice",
         ),
-        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
-        ({"messages": [*HELLO, {"role": "assistant", "content": "The"}]}, "messages.1"),
+        ({"thinking": {"type": "sometimes"}}, "thinking.type"),
+        (  # a final assistant turn prefills text only
+            {
+                "messages": [
+                    *HELLO,
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}],
+                    },
+                ]
+            },
+            "messages.1.content.0",
+        ),
         ({"messages": [{"role": "system", "content": "hi"}]}, "messages.0.role"),
         ({"messages": []}, "messages"),
         ({"max_tokens": 0}, "max_tokens"),
@@ -225,6 +238,29 @@ def test_bad_requests_get_anthropic_shaped_400s(client: anthropic.Anthropic) -> 
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.count_tokens(model=F32, messages=[{"role": "user", "content": [image]}])
     assert "image" in _error(bad.value, "invalid_request_error")
+
+
+def test_thinking_is_answered_without_it_and_a_final_assistant_turn_prefills_the_reply(
+    client: anthropic.Anthropic,
+) -> None:
+    """Claude-style clients send `thinking` on every request: the reply is the one without it
+    (these models have no reasoning section). A final assistant turn is Anthropic's prefill:
+    its tokens end the prompt, the reply continues them and does not repeat them."""
+    plain = client.messages.create(model=F32, max_tokens=8, messages=HELLO, **GREEDY)
+    thinking = client.messages.create(
+        model=F32, max_tokens=8, messages=HELLO, thinking={"type": "enabled", "budget_tokens": 1024}, **GREEDY
+    )
+    assert [b.type for b in thinking.content] == ["text"] and thinking.content[0].text == plain.content[
+        0
+    ].text
+    start = "The capital of France is the city of"
+    prefilled = [*HELLO, {"role": "assistant", "content": start}]
+    reply = client.messages.create(model=F32, max_tokens=8, messages=prefilled, **GREEDY)
+    assert reply.usage.input_tokens > plain.usage.input_tokens + 5  # the prefill is in the prompt
+    assert reply.content[0].text and not reply.content[0].text.strip().startswith(start)
+    assert reply.content[0].text != plain.content[0].text
+    counted = client.messages.count_tokens(model=F32, messages=prefilled)
+    assert counted.input_tokens == reply.usage.input_tokens
 
 
 def test_errors_keep_each_apis_shape(client: anthropic.Anthropic, server: LiveServer) -> None:

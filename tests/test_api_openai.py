@@ -47,6 +47,7 @@ def test_models_lists_every_registered_id(client: openai.OpenAI, engine: Engine)
     # 'default' names a model in requests, so it names one here too: the default's object.
     default = client.models.retrieve("default")
     assert default.id == engine.default_model and default.object == "model"
+    assert default.model_extra["context_length"] == 8192  # what a client sizes its requests by
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
 
@@ -239,7 +240,9 @@ def test_sampling_extras_are_honoured(client: openai.OpenAI, engine: Engine) -> 
 
 def _error(exc: openai.APIStatusError) -> dict:
     body = exc.response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    # A prompt past the context also says both sizes (llama.cpp's n_prompt_tokens, n_ctx).
+    fields = set(body["error"]) - {"n_prompt_tokens", "n_ctx"}
+    assert set(body) == {"error"} and fields == {"message", "type", "param", "code"}, body
     return body["error"]
 
 
@@ -323,7 +326,9 @@ def test_prompt_longer_than_context_is_400(client: openai.OpenAI) -> None:
     for stream in (False, True):  # a stream fails before its headers: a real 400 too
         with pytest.raises(openai.BadRequestError) as bad:
             client.completions.create(model=F32, prompt=long_text, max_tokens=2, stream=stream)
-        assert _error(bad.value)["code"] == "context_length_exceeded"
+        error = _error(bad.value)
+        assert error["code"] == "context_length_exceeded" and error["n_ctx"] == 8192
+        assert error["n_prompt_tokens"] >= 9000
 
 
 def test_failure_after_headers_is_an_error_event(client: openai.OpenAI, server: LiveServer) -> None:

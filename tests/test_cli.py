@@ -40,13 +40,16 @@ def test_models_lists_embedded_variants(env: dict[str, str]) -> None:
     out = run(env, "models")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["ID", "SOURCE", "VARIANT", "BITS", "SIZE", "LOADED"]
+    assert lines[0].split() == ["ID", "SOURCE", "VARIANT", "BITS", "SIZE", "CONTEXT", "LOADED"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows[EMBEDDED_IDS["4bit"]][1:4] == ["embedded", "4bit", "4"]
     assert "(default)" in rows[EMBEDDED_IDS["f32"]]
     assert all(r[-1] == "no" for r in rows.values())
     as_json = json.loads(run(env, "models", "--json").stdout)
     assert {m["id"] for m in as_json} >= {EMBEDDED_IDS["4bit"], EMBEDDED_IDS["f32"]}  # the CPU backend
+    # The context shows once a GGUF variant is converted ('-' before: the GGUF is not read).
+    contexts = {m["id"]: m["context_length"] for m in as_json}
+    assert {contexts[EMBEDDED_IDS["4bit"]], contexts[EMBEDDED_IDS["f32"]]} <= {8192, None}
 
 
 def test_one_shot_chat_streams_answer_and_stats(env: dict[str, str]) -> None:

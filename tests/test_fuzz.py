@@ -12,6 +12,7 @@ runs the fuzzing phase, not schemathesis's coverage phase.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 
@@ -53,8 +54,10 @@ OPERATIONS = [
 RUNS = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST"
 ]
-MAX_TOKENS = 4  # generation is the slow part: length limits up to CONTEXT are clamped to this
-CONTEXT = 8192  # the embedded model's: a larger limit is refused before anything is generated
+MAX_TOKENS = 4  # generation is the slow part: length limits the server honours are clamped to this
+# The most max_tokens each route takes (a larger one is a 400): any on OpenAI's routes (a
+# limit past the context stops when it is full, WORKBENCH_MAX_TOKENS=clamp), 1e6 on Anthropic's.
+HONOURED = {"/v1/messages": 1_000_000}
 FEW_CHOICES = 2  # n up to the bound is clamped to this
 LIMITS = ("max_tokens", "max_completion_tokens")
 CHECKS = [
@@ -182,12 +185,13 @@ def test_operation_survives_fuzzing(
 def cheapen(case: Case, data: st.DataObject) -> None:
     """Most requests name the real model (a random name is a quick 404), and length
     limits and choice counts that would be honoured are kept small so generation stays
-    short; the rest (wrong type, out of range, past the context) pass through untouched."""
+    short; the rest (wrong type, out of range) pass through untouched."""
     body = case.body
     if not isinstance(body, dict):
         return
+    honoured = HONOURED.get(case.operation.path, math.inf)
     for key in LIMITS:
-        if _is_number(body.get(key)) and MAX_TOKENS < body[key] <= CONTEXT:
+        if _is_number(body.get(key)) and MAX_TOKENS < body[key] <= honoured:
             body[key] = MAX_TOKENS
     generates = case.operation.path in ("/v1/chat/completions", "/v1/completions")
     if generates and all(body.get(k) is None for k in LIMITS):

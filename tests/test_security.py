@@ -104,8 +104,10 @@ def test_bodies_over_the_limit_get_413_declared_or_not(server: LiveServer) -> No
 def test_limits_answer_400_naming_the_parameter(server: LiveServer) -> None:
     url = f"{server.url}/v1/chat/completions"
     hi = [{"role": "user", "content": "Hi"}]
+    too_long = [{"role": "user", "content": "1" * 9000}]  # 9000 tokens (one a digit) in < 10 kB
     cases = [
-        ({"max_tokens": 9000}, "max_tokens", "context of 8192"),  # prompt + max_tokens > context
+        # A prompt past the context (max_tokens past it is cut to fit: tests/test_agents.py).
+        ({"messages": too_long}, "messages", "context of 8192"),
         ({"n": 17}, "n", "less than or equal to 16"),
         ({"stop": [str(i) for i in range(17)]}, "stop", "at most 16"),
         ({"stop": "x" * 1001}, "stop", "at most 1000 characters"),
@@ -113,11 +115,14 @@ def test_limits_answer_400_naming_the_parameter(server: LiveServer) -> None:
         ({"top_logprobs": 21, "logprobs": True}, "top_logprobs", "less than or equal to 20"),
     ]
     for extra, param, words in cases:
-        r = httpx.post(url, json={"model": "default", "messages": hi, **extra}, timeout=60)
+        r = httpx.post(url, json={"model": "default", "messages": hi, "max_tokens": 4, **extra}, timeout=60)
         assert r.status_code == 400, (extra, r.text)
         error = r.json()["error"]
         assert error["param"] == param and words in error["message"], (extra, error)
     r = httpx.post(
-        f"{server.url}/v1/messages", json={"model": "default", "max_tokens": 9000, "messages": hi}, timeout=60
+        f"{server.url}/v1/messages",
+        json={"model": "default", "max_tokens": 4, "messages": too_long},
+        timeout=60,
     )
     assert r.status_code == 400 and "context of 8192" in r.json()["error"]["message"]
+    assert r.json()["error"]["n_ctx"] == 8192 and r.json()["error"]["n_prompt_tokens"] > 9000

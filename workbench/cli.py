@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         parents=[common],
         help="list registered models",
-        description="List every registered model id: source, variant, bits, size, loaded.",
+        description="List every registered model id: source, variant, bits, size, context length "
+        "(tokens of prompt + reply it holds; '-' until a GGUF is first converted), loaded.",
     )
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -150,7 +151,7 @@ def cmd_models(args: argparse.Namespace, engine: Engine) -> int:
         print(json.dumps([asdict(i) for i in infos], indent=2))
         return 0
     default = engine.default_model
-    rows = [("ID", "SOURCE", "VARIANT", "BITS", "SIZE", "LOADED")]
+    rows = [("ID", "SOURCE", "VARIANT", "BITS", "SIZE", "CONTEXT", "LOADED")]
     for i in infos:
         mark = " (default)" if i.id == default else ""
         rows.append(
@@ -160,6 +161,7 @@ def cmd_models(args: argparse.Namespace, engine: Engine) -> int:
                 i.variant,
                 str(i.bits or "-"),
                 _human_bytes(i.size_bytes),
+                str(i.context_length or "-"),
                 "yes" if i.loaded else "no",
             )
         )

@@ -23,6 +23,9 @@ FALSE_WORDS = {"0", "false", "no", "off", ""}
 # also paths on this machine (engine.registry.resolve's scopes).
 ApiModels = Literal["registered", "hub", "any"]
 API_MODELS: tuple[str, ...] = get_args(ApiModels)
+# What a max_tokens beyond the context's room means (WORKBENCH_MAX_TOKENS).
+MaxTokensPolicy = Literal["clamp", "reject"]
+MAX_TOKENS_POLICIES: tuple[str, ...] = get_args(MaxTokensPolicy)
 # Where a setting's CLI flag lives: on every engine command, on `serve` only, or nowhere.
 FlagScope = Literal["common", "serve", "none"]
 
@@ -77,6 +80,17 @@ def _budget(raw: str) -> float | None:
         return _number("GB", positive=True)(raw)
     except ValueError:
         raise ValueError("expected a number of GB > 0, or 'auto' (60% of system RAM)") from None
+
+
+def _cap(raw: str) -> int | None:
+    """A positive limit, or none (0 or empty)."""
+    if not raw.strip() or raw.strip() == "0":
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("expected an integer >= 1, or 0 for no limit") from None
+    return _check(value >= 1, value, "expected an integer >= 1, or 0 for no limit")
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -224,6 +238,21 @@ class Settings:
         "what a request may name as its model: 'registered' ids and aliases only, also 'hub' ids, "
         "or 'any' (also paths on this machine)",
         _choice(API_MODELS),
+    )
+    max_tokens_policy: MaxTokensPolicy = setting(
+        "clamp",
+        "a max_tokens above what the context has left: 'clamp' generates until the context is full "
+        "and stops with finish_reason 'length' (as llama.cpp, Ollama and LM Studio do: agents send "
+        "their own model's output limit), 'reject' answers 400",
+        _choice(MAX_TOKENS_POLICIES),
+        env="WORKBENCH_MAX_TOKENS",
+        flag="--max-tokens-policy",
+    )
+    max_output_tokens: int | None = setting(
+        None,
+        "most tokens one reply may generate, whatever its max_tokens asks (it then stops with "
+        "finish_reason 'length', as llama.cpp's --n-predict); 0 or unset: up to the context",
+        _cap,
     )
     request_timeout_s: float = setting(
         600.0,

@@ -363,7 +363,7 @@ class Engine:
     def _generation(self, request: GenerationRequest, state: StreamState) -> Iterator[Chunk | None]:
         """Runs on the engine thread, stepped one chunk at a time by the worker (None:
         a batched generation has nothing yet)."""
-        from workbench.engine.generation import cancelled_before_start, stream_chunks
+        from workbench.engine.generation import ReplyLimits, cancelled_before_start, stream_chunks
         from workbench.engine.scheduler import ModelBatch, batched_chunks
 
         if state.cancel.cancelled:  # cancelled while queued: do not load a model for it
@@ -379,7 +379,8 @@ class Engine:
                     lm.batch = ModelBatch(lm, self.settings)
                 chunks = batched_chunks(lm.batch, request, state, load_s=load_s)
             else:
-                chunks = stream_chunks(lm, request, state, load_s=load_s)
+                limits = ReplyLimits.of(self.settings)
+                chunks = stream_chunks(lm, request, state, load_s=load_s, limits=limits)
             with closing(chunks):
                 for chunk in chunks:
                     if chunk is not None and chunk.stats is not None:
@@ -443,11 +444,13 @@ class Engine:
         `check`, the request is also checked as its generation would check it (context,
         vocabulary, sampling, its constraint compiled), so what a generation would refuse
         is refused here too."""
-        from workbench.engine.generation import prepare, render_prompt
+        from workbench.engine.generation import ReplyLimits, prepare, render_prompt
 
         def work() -> int:
             lm = self._load(request.model)[0]
-            return len(prepare(lm, request).prompt if check else render_prompt(lm.tokenizer, request))
+            if not check:
+                return len(render_prompt(lm.tokenizer, request))
+            return len(prepare(lm, request, ReplyLimits.of(self.settings)).prompt)
 
         return self._worker.call(work)
 

@@ -20,7 +20,20 @@ class InvalidRequestError(EngineError, ValueError):
 
 
 class ContextLengthError(InvalidRequestError):
-    """The prompt (plus max_tokens) does not fit the model's context window."""
+    """The prompt (plus max_tokens, when those are refused) does not fit the model's context
+    window; `n_prompt_tokens` and `n_ctx` say by how much (as llama.cpp's error does)."""
+
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        *,
+        n_prompt_tokens: int | None = None,
+        n_ctx: int | None = None,
+    ) -> None:
+        super().__init__(message, param)
+        self.n_prompt_tokens = n_prompt_tokens
+        self.n_ctx = n_ctx
 
 
 class ModelNotFoundError(EngineError, LookupError):

@@ -20,6 +20,7 @@ from jinja2 import TemplateError
 from mlx_lm.generate import generate_step
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+from workbench.config import Settings
 from workbench.engine import memory
 from workbench.engine.errors import ContextLengthError, InvalidRequestError
 from workbench.engine.registry import LoadedModel
@@ -65,7 +66,8 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
         ) from exc
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
-    return list(ids)
+    prefill = tokenizer.encode(request.prefill, add_special_tokens=False) if request.prefill else []
+    return [*ids, *prefill]
 
 
 def _seeded(sampler: Callable[[mx.array], mx.array], seed: int) -> Callable[[mx.array], mx.array]:
@@ -155,29 +157,53 @@ class Prepared:
     eos: frozenset[int]
 
 
-def prepare(lm: LoadedModel, request: GenerationRequest) -> Prepared:
+@dataclass(frozen=True)
+class ReplyLimits:
+    """The server's rules for a reply's length (WORKBENCH_MAX_TOKENS, WORKBENCH_MAX_OUTPUT_TOKENS):
+    a max_tokens past the context's room is cut to it (`clamp`) or refused; no reply
+    generates more than `max_output_tokens` (None: up to the context), whatever it asks."""
+
+    clamp: bool = True
+    max_output_tokens: int | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> ReplyLimits:
+        return cls(settings.max_tokens_policy == "clamp", settings.max_output_tokens or None)
+
+
+def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = ReplyLimits()) -> Prepared:
     """Render and check `request` for `lm` (the context window, the vocabulary, the
-    sampling parameters); raises InvalidRequestError / ContextLengthError."""
+    sampling parameters); raises InvalidRequestError / ContextLengthError. A max_tokens
+    past the context's room is cut to the room (the generation then stops with 'length'
+    when the context is full) or refused, as `limits` say; so is one past the server's cap."""
     tokenizer = lm.tokenizer
     prompt = render_prompt(tokenizer, request)
     context = lm.context_length
     if not prompt:
         raise InvalidRequestError("the prompt encodes to no tokens", param="prompt")
+    sizes = {"n_prompt_tokens": len(prompt), "n_ctx": context}
     if len(prompt) >= context:
+        over = len(prompt) - context + 1  # at least one token must be left to generate
         raise ContextLengthError(
-            f"the prompt is {len(prompt)} tokens but {lm.entry.id!r} has a context of {context} tokens",
+            f"the prompt is {len(prompt)} tokens, {over} more than {lm.entry.id!r} can take (a context "
+            f"of {context} tokens, one of them for the reply): shorten the conversation (drop or "
+            "summarize early turns, trim long tool results) or use a model with a longer context",
             param=next(n for n in ("messages", "prompt", "prompt_ids") if getattr(request, n) is not None),
+            **sizes,
         )
     room = context - len(prompt)
-    if request.max_tokens is not None and request.max_tokens > room:
+    if request.max_tokens is not None and request.max_tokens > room and not limits.clamp:
         raise ContextLengthError(
             f"the prompt is {len(prompt)} tokens and max_tokens is {request.max_tokens}: "
             f"{len(prompt) + request.max_tokens} tokens, more than {lm.entry.id!r} holds (a context of "
-            f"{context} tokens); "
-            f"ask for at most {room} tokens, or shorten the prompt",
+            f"{context} tokens); ask for at most {room} tokens, or shorten the prompt (with "
+            "WORKBENCH_MAX_TOKENS=clamp the reply would stop when the context is full instead)",
             param="max_tokens",
+            **sizes,
         )
-    max_tokens = room if request.max_tokens is None else request.max_tokens
+    max_tokens = room if request.max_tokens is None else min(request.max_tokens, room)
+    if limits.max_output_tokens is not None:
+        max_tokens = min(max_tokens, limits.max_output_tokens)
     vocab_size = lm.vocab_size
     if max(prompt) >= vocab_size:
         raise InvalidRequestError(
@@ -201,12 +227,13 @@ def stream_chunks(
     state: StreamState,
     *,
     load_s: float | None = None,
+    limits: ReplyLimits = ReplyLimits(),
 ) -> Iterator[Chunk]:
     """Generate for `request` on the loaded model, alone (mlx-lm's generate_step; the
-    scheduler batches instead); the last chunk carries the stats."""
+    scheduler batches instead); the last chunk carries the stats. `limits`: see prepare."""
     start = time.perf_counter()
     tokenizer = lm.tokenizer
-    ready = prepare(lm, request)
+    ready = prepare(lm, request, limits)
     prompt, max_tokens, seed, eos = ready.prompt, ready.max_tokens, ready.seed, ready.eos
     sampler, processors = ready.sampler, ready.processors
     detokenizer = tokenizer.detokenizer

@@ -56,10 +56,7 @@ class LoadedModel:
 
     @property
     def context_length(self) -> int:
-        for key in ("max_position_embeddings", "max_seq_len", "n_ctx", "seq_length"):
-            if isinstance(self.config.get(key), int):
-                return int(self.config[key])
-        return 4096
+        return config_context_length(self.config) or 4096
 
     @property
     def vocab_size(self) -> int:
@@ -72,6 +69,21 @@ def _dir_bytes(path: Path) -> int:
 
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def config_context_length(config: dict[str, Any]) -> int | None:
+    """The context window a model config declares, if it says."""
+    for key in ("max_position_embeddings", "max_seq_len", "n_ctx", "seq_length"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None
+
+
+def _folder_context(folder: Path) -> int | None:
+    try:
+        return config_context_length(json.loads((folder / "config.json").read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def _folder_facts(folder: Path, *, float32: bool) -> tuple[int | None, int | None, str | None]:
@@ -247,6 +259,7 @@ class ModelRegistry(ModelCatalog):
         group: int | None = None
         size: int | None = None
         dtype: str | None = None
+        context: int | None = None
         path = entry.location
         if entry.source in ("embedded", "gguf"):
             src = Path(entry.location)
@@ -261,12 +274,14 @@ class ModelRegistry(ModelCatalog):
                 converted = self.converted_dir(entry)
                 if (converted / "config.json").exists():
                     path, size = str(converted), _dir_bytes(converted)
+                    context = _folder_context(converted)
             except (OSError, EngineError) as exc:
                 # A listing must not fail because one file went missing or is unreadable.
                 log.warning("cannot describe %s: %s", entry.id, exc)
         elif Path(entry.location).is_dir():
             bits, group, dtype = _folder_facts(Path(entry.location), float32=self.float32)
             size = _dir_bytes(Path(entry.location))
+            context = _folder_context(Path(entry.location))
         if lm is not None and lm.dtype in DTYPE_BYTES:  # loaded: what it really holds
             dtype = lm.dtype
             if group is None and bits is not None:
@@ -280,6 +295,7 @@ class ModelRegistry(ModelCatalog):
             bits=bits,
             group_size=group,
             dtype=dtype,
+            context_length=lm.context_length if lm is not None else context,
             loaded=lm is not None,
             memory_gb=lm.nbytes / 1e9 if lm is not None else None,
             description=entry.description,

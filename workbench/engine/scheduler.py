@@ -32,7 +32,7 @@ from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prom
 
 from workbench.config import Settings
 from workbench.engine import memory
-from workbench.engine.generation import GB, Prepared, prepare, token_logprob
+from workbench.engine.generation import GB, Prepared, ReplyLimits, prepare, token_logprob
 from workbench.engine.registry import LoadedModel
 from workbench.engine.stops import StopBuffer
 from workbench.engine.streams import StreamState
@@ -73,6 +73,7 @@ class ModelBatch:
     def __init__(self, lm: LoadedModel, settings: Settings) -> None:
         self.lm = lm
         self.max_batch = settings.max_batch
+        self.limits = ReplyLimits.of(settings)
         self.seqs: dict[int, _Seq] = {}
         self.gen = self._new_generator()
         self.cache = (
@@ -92,7 +93,7 @@ class ModelBatch:
     # ---- sequences in and out ------------------------------------------------
     def add(self, request: GenerationRequest, state: StreamState, load_s: float | None) -> _Seq:
         start = time.perf_counter()
-        ready = prepare(self.lm, request)
+        ready = prepare(self.lm, request, self.limits)
         if state.started_idle:
             memory.reset_peak()
         prompt = ready.prompt

@@ -27,8 +27,10 @@ from workbench.engine.schemas import closed_schema
 from workbench.engine.types import Constraint
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# Compact, readable JSON inside calls (no free whitespace for a model to pad with).
-_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# Compact, readable JSON inside calls (no free whitespace for a model to pad with). Lenient:
+# a keyword llguidance cannot enforce (propertyNames, in Claude Code's tool schemas) is left
+# out of the grammar instead of failing the request; everything else still binds.
+_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
 
 
 @dataclass(frozen=True)

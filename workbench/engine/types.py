@@ -182,7 +182,9 @@ class GenerationRequest:
     schema or Lark): it always parses, unless max_tokens or a stop string cuts it short. `tools`
     (engine.tools.ToolSpec) are shown to the chat template, or described in a system
     note when the template ignores them; `tool_choice` ('auto', 'required' or a name)
-    is then in the note too (the constraint enforces it).
+    is then in the note too (the constraint enforces it). `prefill` (chat messages only) is
+    text the reply starts with, after the generation prompt (Anthropic's final assistant
+    turn): the model continues it; it is not part of the returned text.
     """
 
     messages: tuple[Message, ...] | None = None
@@ -198,6 +200,7 @@ class GenerationRequest:
     constraint: Constraint | None = None
     tools: tuple[Any, ...] = ()  # engine.tools.ToolSpec: offered to the chat template
     tool_choice: str = "auto"
+    prefill: str = ""
 
     def __post_init__(self) -> None:
         given = [n for n in ("messages", "prompt", "prompt_ids") if getattr(self, n) is not None]
@@ -243,6 +246,7 @@ class GenerationRequest:
                 f"must be in [0, {MAX_TOP_LOGPROBS}], got {lp}",
             )
         _check(isinstance(self.ignore_eos, bool), "ignore_eos", "must be a boolean")
+        _check(not self.prefill or self.messages is not None, "prefill", "needs chat messages")
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,7 @@ class ModelInfo:
     bits: int | None = None  # weight bits: 32 / 16 for dense float32 / half weights
     group_size: int | None = None
     dtype: str | None = None  # float32, float16, bfloat16: dense weights, or quantized ones' scales
+    context_length: int | None = None  # tokens of prompt + reply it holds (None: unknown until loaded)
     loaded: bool = False
     memory_gb: float | None = None
     description: str = ""
