@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import ApiError, unsupported
 from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
-from workbench.engine.tools import ToolSpec, call_text, forced, tool_constraint
+from workbench.engine.structured.tools import ToolSpec, call_text, forced, tool_constraint
 from workbench.engine.types import MAX_SEED, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 
 from api.responses_openai import timings
 from workbench.engine import Completion, GenerationStats
-from workbench.engine.tools import ToolSpec, parse_calls
+from workbench.engine.structured.tools import ToolSpec, parse_calls
 
 
 def stop_reason(stats: GenerationStats, called: bool = False) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from workbench import __version__
 from workbench.engine import Completion, GenerationStats, TokenLogprob
-from workbench.engine.tools import ToolSpec, parse_calls
+from workbench.engine.structured.tools import ToolSpec, parse_calls
 
 # The engine's "cancelled" only reaches a formatter when the engine stopped under a
 # live client (a client that left gets nothing); it is reported as an error instead.

@@ -15,7 +15,7 @@ from api.protocol_openai import ChatCompletionRequest
 from api.runs import collect_all, engine_of, resolve_model, stream_all
 from api.sse import sse_response, start_stream, until_disconnect
 from workbench.engine import Chunk, GenerationStats
-from workbench.engine.tools import CallSplitter
+from workbench.engine.structured.tools import CallSplitter
 
 router = APIRouter()
 

@@ -17,7 +17,7 @@ from api.protocol_anthropic import CountTokensRequest, MessagesRequest
 from api.runs import collect_all, engine_of, on_engine, resolve_model, stream_all
 from api.sse import ANTHROPIC_SSE, sse_response, start_stream, until_disconnect
 from workbench.engine import Chunk, EngineStoppedError
-from workbench.engine.tools import CallSplitter
+from workbench.engine.structured.tools import CallSplitter
 
 PREFIX = "/v1/messages"
 router = APIRouter()

@@ -30,7 +30,7 @@ from tests.agent_shapes import Shape, shapes
 from tests.helpers import LiveServer
 from workbench.config import Settings
 from workbench.engine import Engine
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 F32 = EMBEDDED_IDS["f32"]
 OPENAI_FINISH = {"stop", "length", "tool_calls"}

@@ -20,7 +20,7 @@ from api.sse import ANTHROPIC_SSE, sse_response
 from tests.helpers import FinishedGenerations, LiveServer, wait_until
 from workbench.config import Settings
 from workbench.engine import Engine, InvalidRequestError
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 F32 = EMBEDDED_IDS["f32"]
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]

@@ -16,7 +16,7 @@ from api.app import create_app
 from tests.helpers import FinishedGenerations, LiveServer, wait_until
 from workbench.config import Settings
 from workbench.engine import Engine
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 F32 = EMBEDDED_IDS["f32"]
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]

@@ -33,7 +33,7 @@ from workbench.arena.battles import (
 from workbench.arena.votes import BlindRound, append_vote
 from workbench.config import Settings
 from workbench.engine import Engine, GenerationRequest, GenerationStats, Message, SamplingParams
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 F32, Q4 = EMBEDDED_IDS["f32"], EMBEDDED_IDS["4bit"]
 TRUE_STRENGTHS = np.array([-0.9, -0.3, 0.3, 0.9])  # log-strengths, mean 0

@@ -21,7 +21,7 @@ from workbench.bench.runner import run_benchmark, run_to_csv, sidecar_path
 from workbench.bench.spec import BenchSpec, BenchSpecError, experiments_dir, spec_files
 from workbench.config import Settings
 from workbench.engine import Engine
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 from workbench.reports import plots
 from workbench.reports.schema import BENCH_COLUMNS, BENCH_FIELDS, TRIAL_KEY
 from workbench.reports.store import ResultsSchemaError, count_rows, read_results

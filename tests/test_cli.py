@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import free_port, wait_until
 from workbench.config import Settings, SettingSpec
 from workbench.engine import Engine
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from workbench.engine import (
     ModelNotFoundError,
     SamplingParams,
 )
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 F32, Q4 = EMBEDDED_IDS["f32"], EMBEDDED_IDS["4bit"]
 POEM = (Message("user", "Write a short poem about the sea."),)

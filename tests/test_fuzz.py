@@ -36,7 +36,7 @@ from api.protocol_openai import MAX_CHOICES
 from tests.helpers import LiveServer
 from workbench.config import Settings
 from workbench.engine import Engine
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 F32 = EMBEDDED_IDS["f32"]
 EXAMPLES = 30  # generated requests per operation and mode (valid / invalid)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from mlx_lm.gguf import permute_weights
 
-from workbench.engine import Engine, GenerationRequest, UnsupportedModelError, gguf
-from workbench.engine.embedded import EMBEDDED_IDS, embedded_gguf_path
+from workbench.engine import Engine, GenerationRequest, UnsupportedModelError
+from workbench.engine.models import gguf
+from workbench.engine.models.embedded import EMBEDDED_IDS, embedded_gguf_path
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_unpermute_inverts_llama_cpp_permutation() -> None:
     for heads in (9, 3):
         rows = heads * 64
         x = w[:rows]
-        assert mx.array_equal(gguf._unpermute(permute_weights(x, heads), heads), x)
+        assert mx.array_equal(gguf.convert._unpermute(permute_weights(x, heads), heads), x)
         # The wrong direction is not the inverse (it would garble the model).
         assert not mx.array_equal(permute_weights(permute_weights(x, heads), heads), x)
 

@@ -15,7 +15,7 @@ from workbench.arena.battles import ArenaPrompt, ArenaSpec, read_battles, record
 from workbench.arena.stats import arena_stats, read_votes
 from workbench.config import Settings
 from workbench.engine import Engine, SamplingParams
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 from workbench.reports.schema import BENCH_COLUMNS, QUANT_COLUMNS, Column
 from workbench.reports.store import read_results
 

@@ -23,7 +23,7 @@ from workbench.bench.runner import run_benchmark
 from workbench.bench.spec import BenchSpec
 from workbench.config import Settings
 from workbench.engine import CancelToken, Engine
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 F32 = EMBEDDED_IDS["f32"]
 Q4 = EMBEDDED_IDS["4bit"]

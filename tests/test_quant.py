@@ -21,8 +21,8 @@ from tests.helpers import LiveServer
 from workbench.bench.spec import BenchSpec, BenchSpecError, experiments_dir, spec_files
 from workbench.config import Settings
 from workbench.engine import Engine, EngineError, InvalidRequestError, QuantRecipe
-from workbench.engine.embedded import EMBEDDED_IDS
-from workbench.engine.quantize import QUANTIZED_DIR, RECIPE_FILE
+from workbench.engine.models.embedded import EMBEDDED_IDS
+from workbench.engine.models.variants import QUANTIZED_DIR, RECIPE_FILE
 from workbench.quant import QuantSweepSpec, measure_quality
 from workbench.quant.quality import DIVERGENCE_PROMPTS, eval_text, reference_continuations, token_windows
 from workbench.reports.schema import PROVENANCE_FIELDS, QUANT_COLUMNS

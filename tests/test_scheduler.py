@@ -18,7 +18,7 @@ from api.app import create_app
 from tests.helpers import LiveServer, wait_until
 from workbench.config import Settings
 from workbench.engine import Completion, Engine, GenerationRequest, Message, SamplingParams
-from workbench.engine.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS
 
 F32 = EMBEDDED_IDS["f32"]
 TOPICS = ["a cat", "the sea", "a robot", "winter", "a city", "music", "a garden", "the moon"]

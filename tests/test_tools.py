@@ -18,7 +18,7 @@ from api.app import create_app
 from tests.helpers import LiveServer
 from workbench.config import Settings
 from workbench.engine import Engine
-from workbench.engine.tools import CallSplitter, ToolSpec, parse_calls, tool_constraint
+from workbench.engine.structured.tools import CallSplitter, ToolSpec, parse_calls, tool_constraint
 
 WEATHER = {
     "type": "object",

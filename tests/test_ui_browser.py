@@ -28,7 +28,7 @@ from api.app import create_app
 from tests.helpers import FinishedGenerations, LiveServer, wait_until
 from workbench.config import Settings
 from workbench.engine import Engine
-from workbench.engine.embedded import EMBEDDED_IDS, embedded_gguf_path
+from workbench.engine.models.embedded import EMBEDDED_IDS, embedded_gguf_path
 
 pytestmark = pytest.mark.slow
 

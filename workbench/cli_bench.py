@@ -204,14 +204,14 @@ def _is_quant_sweep(csv_path: Path) -> bool:
 
 def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
     from workbench.bench.overhead import FIELDS, measure_overhead, summarize
-    from workbench.engine.embedded import EMBEDDED_IDS
+    from workbench.engine.models.embedded import EMBEDDED_IDS
     from workbench.reports.store import append_rows
 
     for name in ("prompt_tokens", "gen_tokens", "trials"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.api:
-        from workbench.bench.client_overhead import measure_client_overhead, serve_subprocess
+        from workbench.loadgen.client_overhead import measure_client_overhead, serve_subprocess
 
         models = args.models or [EMBEDDED_IDS["f32"]]
         out = args.out or "results/api_overhead.csv"

@@ -1,7 +1,7 @@
 """`workbench loadtest`: the load tool and the multi-turn chat benchmark, as an HTTP
 client of any OpenAI-compatible server (no Engine in this process).
 
-Parses flags, calls bench.loadtest / bench.multiturn, appends rows through reports,
+Parses flags, calls loadgen.loadtest / loadgen.multiturn, appends rows through reports,
 prints a table to stdout; progress and notices go to stderr.
 """
 
@@ -134,10 +134,10 @@ def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from workbench.bench.loadtest import fetch_health
     from workbench.bench.provenance import capture_client
     from workbench.cli_bench import progress_bar
     from workbench.config import Settings
+    from workbench.loadgen.loadtest import fetch_health
     from workbench.reports.store import append_rows
 
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
@@ -147,7 +147,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Settings.from_env().results_dir / name
     common = {"api_key": api_key, "timeout_s": args.timeout_s, "overall_timeout_s": args.overall_timeout_s}
     if args.multi_turn:
-        from workbench.bench.multiturn import run_conversations, turn_rows
+        from workbench.loadgen.multiturn import run_conversations, turn_rows
         from workbench.reports.schema import MULTITURN_FIELDS
 
         max_tokens = args.max_tokens or 8
@@ -190,7 +190,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         )
         return 0 if all(r["error"] is None for r in rows) else 1
 
-    from workbench.bench.loadtest import run_load
+    from workbench.loadgen.loadtest import run_load
     from workbench.reports.schema import LOAD_FIELDS
 
     max_tokens = args.max_tokens or 64

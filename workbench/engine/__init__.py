@@ -4,7 +4,7 @@ Importing this package does not import mlx (the engine thread does, after
 loading an optimized BLAS).
 """
 
-from workbench.engine.engine import Engine, collect
+from workbench.engine.engine import Engine
 from workbench.engine.errors import (
     ContextLengthError,
     EngineError,
@@ -18,9 +18,9 @@ from workbench.engine.errors import (
     RequestTimeoutError,
     UnsupportedModelError,
 )
-from workbench.engine.recipes import RECIPE_HELP, QuantRecipe, QuantResult
+from workbench.engine.models.recipes import RECIPE_HELP, QuantRecipe, QuantResult
 from workbench.engine.status import EngineStatus
-from workbench.engine.streams import CancelToken
+from workbench.engine.streams import CancelToken, collect
 from workbench.engine.types import (
     Chunk,
     Completion,

@@ -14,7 +14,7 @@ import mlx.core as mx
 from mlx_lm.generate import stream_generate
 
 from workbench.engine import memory
-from workbench.engine.registry import LoadedModel
+from workbench.engine.models.registry import LoadedModel
 
 
 def reference_stream_generate(lm: LoadedModel, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:

@@ -20,33 +20,28 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from workbench.config import ApiModels, Settings
-from workbench.engine.errors import EngineStoppedError, InvalidRequestError, QueueFullError
-from workbench.engine.status import EngineStatus, StatusBoard
-from workbench.engine.streams import CancelToken, QueueSink, StreamState
+from workbench.engine.errors import EngineStoppedError, QueueFullError
+from workbench.engine.measure import MeasureCalls
+from workbench.engine.status import EngineStatus, StatusBoard, StatusPublisher
+from workbench.engine.streams import CancelToken, QueueSink, StreamState, collect
 from workbench.engine.types import (
     Chunk,
     Completion,
     GenerationRequest,
     GenerationStats,
-    MemoryInfo,
     Message,
     ModelInfo,
     SamplingParams,
-    TokenComparison,
-    TokenLogprob,
 )
 from workbench.engine.worker import EngineWorker
 
 if TYPE_CHECKING:
-    from workbench.engine.recipes import QuantRecipe, QuantResult
-    from workbench.engine.registry import ModelRegistry
+    from workbench.engine.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-# While generations run, the published memory figures are refreshed this often (at most).
-MEMORY_REFRESH_S = 0.5
 
 
-class Engine:
+class Engine(MeasureCalls):
     """One MLX engine per process. `Engine(settings)` starts its thread at once
     (pass start=False to defer); use it as a context manager or call stop()."""
 
@@ -57,9 +52,7 @@ class Engine:
         )
         self._registry: ModelRegistry | None = None
         self._board = StatusBoard()
-        self._published_changes = -1
-        self._published_streams = -1
-        self._memory_at = 0.0
+        self._publisher = StatusPublisher(self._board)
         self._refresh: Future[None] | None = None
         self.device = "unknown"
         self.blas = "unknown"
@@ -82,7 +75,7 @@ class Engine:
         import mlx_lm
         from mlx_lm.utils import maybe_set_recommended_wired_limit
 
-        from workbench.engine.registry import ModelRegistry
+        from workbench.engine.models.registry import ModelRegistry
 
         self.device = "cpu" if mx.default_device() == mx.cpu else "gpu"
         self.blas = blas.describe_blas() if self.device == "cpu" else "gpu"
@@ -97,39 +90,9 @@ class Engine:
         log.info("engine started: device=%s blas=%s", self.device, self.blas)
 
     def _publish(self, force: bool = False) -> None:
-        """On the engine thread, after every job and round: republish the status when models
-        or the number of running generations changed, else at most every MEMORY_REFRESH_S
-        (the memory figures cost a few system calls)."""
-        registry = self._registry
-        if registry is None:
-            return
-        now = time.monotonic()
-        streams = self._worker.active_streams
-        changed = registry.changes != self._published_changes
-        if not (
-            force
-            or changed
-            or streams != self._published_streams
-            or now - self._memory_at >= MEMORY_REFRESH_S
-        ):
-            return
-        self._published_streams = streams
-        from workbench.engine import memory
-
-        old = self._board.status
-        models = tuple(registry.infos()) if changed or old is None else old.models
-        aliases = registry.aliases() if changed or old is None else old.aliases
-        self._published_changes = registry.changes
-        self._memory_at = now
-        self._board.publish(
-            EngineStatus(
-                default_model=registry.default_id(),
-                models=models,
-                aliases=aliases,
-                memory=memory.snapshot(registry.budget_bytes, registry.loaded_bytes()),
-                memory_at=time.time(),
-            )
-        )
+        """On the engine thread, after every job and round (status.StatusPublisher)."""
+        if self._registry is not None:
+            self._publisher.publish(self._registry, self._worker.active_streams, force=force)
 
     def _stop_runtime(self) -> None:
         """Runs last on the engine thread, after running streams were cancelled."""
@@ -265,87 +228,6 @@ class Engine:
     def unload(self, model_id: str) -> bool:
         """Unload a model and free MLX's cache; False if it was not loaded."""
         return self._worker.call(lambda: self.registry.unload(model_id))
-
-    def tokenize(self, text: str, model_id: str | None = None) -> list[int]:
-        return self._worker.call(lambda: list(self._load(model_id)[0].tokenizer.encode(text)))
-
-    def detokenize(self, ids: Sequence[int], model_id: str | None = None) -> str:
-        """Text of token ids; ids outside the vocabulary are an InvalidRequestError."""
-
-        def work() -> str:
-            lm, _ = self._load(model_id)
-            vocab = lm.vocab_size
-            bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)]
-            if bad:
-                raise InvalidRequestError(
-                    f"token id {bad[0]!r} is outside the vocabulary (size {vocab})", param="prompt_ids"
-                )
-            return lm.tokenizer.decode(list(ids))
-
-        return self._worker.call(work)
-
-    def memory(self) -> MemoryInfo:
-        from workbench.engine import memory
-
-        return self._worker.call(
-            lambda: memory.snapshot(self.registry.budget_bytes, self.registry.loaded_bytes())
-        )
-
-    def reference_generate(
-        self, prompt_ids: Sequence[int], max_tokens: int, model_id: str | None = None
-    ) -> dict[str, Any]:
-        """Raw mlx_lm.stream_generate on the engine thread (greedy, EOS ignored): the
-        baseline the Engine's own overhead is measured against."""
-        from workbench.engine.baseline import reference_stream_generate
-
-        def work() -> dict[str, Any]:
-            lm, _ = self._load(model_id)
-            return reference_stream_generate(lm, list(prompt_ids), max_tokens)
-
-        return self._worker.call(work)
-
-    def quantize(self, source: str | None, recipe: QuantRecipe | str) -> QuantResult:
-        """Make the `recipe` variant of `source` with mlx-lm's convert, on the engine
-        thread, and register it (listed by models(), loadable by id at once). Reuses a
-        variant made before from the same weights and recipe. An invalid recipe fails
-        before anything is written; a failed conversion leaves nothing behind."""
-        from workbench.engine.recipes import QuantRecipe
-
-        recipe = recipe if isinstance(recipe, QuantRecipe) else QuantRecipe.parse(recipe)
-
-        def work() -> QuantResult:
-            from workbench.engine.quantize import quantize
-
-            model = source or self.registry.default_id()
-            with self._board.busy(f"quantizing {model} ({recipe.name})"):
-                return quantize(self.registry, model, recipe)
-
-        return self._worker.call(work)
-
-    def compare_next_tokens(
-        self, reference: str | None, model: str | None, ids: Sequence[int]
-    ) -> TokenComparison:
-        """`model`'s next-token predictions against `reference`'s on the token window
-        `ids` (both loaded; one forward pass each). See workbench.quant for the metrics."""
-
-        def work() -> TokenComparison:
-            from workbench.engine.quality import compare_next_tokens
-
-            ref, _ = self._load(reference)
-            ref.busy += 1  # keep it loaded while the other model loads
-            try:
-                lm, _ = self._load(model)
-            finally:
-                ref.busy -= 1
-            vocab = ref.vocab_size
-            bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)]
-            if bad:
-                raise InvalidRequestError(
-                    f"token id {bad[0]!r} is outside the vocabulary (size {vocab})", "ids"
-                )
-            return compare_next_tokens(ref, lm, ids)
-
-        return self._worker.call(work)
 
     @contextmanager
     def exclusive(self, what: str = "exclusive use") -> Iterator[None]:
@@ -497,23 +379,3 @@ class Engine:
             stop=tuple(stop),
         )
         return self.generate(request)
-
-
-def collect(chunks: Iterator[Chunk]) -> Completion:
-    """Fold a chunk stream into a Completion. Reads the stream to its end, so the
-    generation has left the engine thread when this returns (the next one, e.g. a
-    benchmark's next trial, then starts on an idle engine)."""
-    texts: list[str] = []
-    ids: list[int] = []
-    logprobs: list[TokenLogprob] = []
-    stats = None
-    for chunk in chunks:
-        texts.append(chunk.text)
-        if chunk.token_id is not None:
-            ids.append(chunk.token_id)
-        if chunk.logprob is not None:
-            logprobs.append(chunk.logprob)
-        stats = chunk.stats or stats
-    if stats is None:
-        raise EngineStoppedError("the stream ended without stats (engine stopped?)")
-    return Completion("".join(texts), tuple(ids), stats, tuple(logprobs))

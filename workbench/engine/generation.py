@@ -23,7 +23,7 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from workbench.config import Settings
 from workbench.engine import memory
 from workbench.engine.errors import ContextLengthError, InvalidRequestError
-from workbench.engine.registry import LoadedModel
+from workbench.engine.models.registry import LoadedModel
 from workbench.engine.stops import StopBuffer
 from workbench.engine.streams import StreamState
 from workbench.engine.types import (
@@ -55,7 +55,7 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
     try:
         if request.tools:
-            from workbench.engine.tools import with_tools
+            from workbench.engine.structured.tools import with_tools
 
             ids = with_tools(tokenizer, messages, request.tools, request.tool_choice)
         else:
@@ -212,7 +212,7 @@ def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = R
         )
     sampler, processors, seed = build_sampling(request.sampling, vocab_size)
     if request.constraint is not None:
-        from workbench.engine.constrain import grammar_processor
+        from workbench.engine.structured.constrain import grammar_processor
 
         forbid = frozenset(tokenizer.eos_token_ids) if request.ignore_eos else frozenset()
         processor = grammar_processor(lm, request.constraint, vocab_size, forbid)

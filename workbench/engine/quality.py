@@ -15,7 +15,7 @@ from workbench.engine.errors import ContextLengthError, InvalidRequestError
 from workbench.engine.types import TokenComparison
 
 if TYPE_CHECKING:
-    from workbench.engine.registry import LoadedModel
+    from workbench.engine.models.registry import LoadedModel
 
 
 def _log_probs(lm: LoadedModel, inputs: mx.array) -> mx.array:

@@ -33,7 +33,7 @@ from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prom
 from workbench.config import Settings
 from workbench.engine import memory
 from workbench.engine.generation import GB, Prepared, ReplyLimits, prepare, token_logprob
-from workbench.engine.registry import LoadedModel
+from workbench.engine.models.registry import LoadedModel
 from workbench.engine.stops import StopBuffer
 from workbench.engine.streams import StreamState
 from workbench.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats

@@ -1,16 +1,23 @@
 """What the engine publishes for readers that must never wait for it (/health, /metrics,
-/v1/models): a snapshot of its models and memory, refreshed on the engine thread, and
-what it is busy with (loading a model, a benchmark run). Plain data and a lock; no mlx.
-"""
+/v1/models): a snapshot of its models and memory, built on the engine thread, and what it
+is busy with (loading a model, a benchmark run). Plain data and a lock; no mlx here."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from workbench.engine.types import MemoryInfo, ModelInfo
+
+if TYPE_CHECKING:
+    from workbench.engine.models.registry import ModelRegistry
+
+# While generations run, the published memory figures are refreshed this often (at most).
+MEMORY_REFRESH_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,3 +70,37 @@ class StatusBoard:
         """What the engine is busy with, oldest first (empty: generations only, or idle)."""
         with self._lock:
             return tuple(self._busy)
+
+
+class StatusPublisher:
+    """Builds and publishes EngineStatus on the engine thread: after every job and round,
+    but only when models or the number of running generations changed, else at most every
+    MEMORY_REFRESH_S (the memory figures cost a few system calls)."""
+
+    def __init__(self, board: StatusBoard) -> None:
+        self._board = board
+        self._changes = -1
+        self._streams = -1
+        self._memory_at = 0.0
+
+    def publish(self, registry: ModelRegistry, streams: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        changed = registry.changes != self._changes
+        fresh = streams == self._streams and now - self._memory_at < MEMORY_REFRESH_S
+        if not (force or changed) and fresh:
+            return
+        from workbench.engine import memory
+
+        old = self._board.status
+        models = tuple(registry.infos()) if changed or old is None else old.models
+        aliases = registry.aliases() if changed or old is None else old.aliases
+        self._changes, self._streams, self._memory_at = registry.changes, streams, now
+        self._board.publish(
+            EngineStatus(
+                default_model=registry.default_id(),
+                models=models,
+                aliases=aliases,
+                memory=memory.snapshot(registry.budget_bytes, registry.loaded_bytes()),
+                memory_at=time.time(),
+            )
+        )

@@ -1,7 +1,7 @@
 """Stream plumbing shared by the engine thread and its consumers: cancel tokens,
 per-stream state, and the sinks that bridge items to sync or asyncio consumers.
 
-Pure threading/asyncio; knows nothing of models or mlx.
+Pure threading/asyncio (plus folding chunks into a Completion); knows nothing of models or mlx.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from workbench.engine.errors import EngineStoppedError
+from workbench.engine.types import Chunk, Completion, TokenLogprob
 
 T = TypeVar("T")
 
@@ -139,3 +142,23 @@ class LoopSink(Sink[T]):
     async def __aiter__(self) -> AsyncIterator[T]:
         while (value := _unpack(*await self.queue.get())) is not _DONE:
             yield value
+
+
+def collect(chunks: Iterator[Chunk]) -> Completion:
+    """Fold a chunk stream into a Completion. Reads the stream to its end, so the
+    generation has left the engine thread when this returns (the next one, e.g. a
+    benchmark's next trial, then starts on an idle engine)."""
+    texts: list[str] = []
+    ids: list[int] = []
+    logprobs: list[TokenLogprob] = []
+    stats = None
+    for chunk in chunks:
+        texts.append(chunk.text)
+        if chunk.token_id is not None:
+            ids.append(chunk.token_id)
+        if chunk.logprob is not None:
+            logprobs.append(chunk.logprob)
+        stats = chunk.stats or stats
+    if stats is None:
+        raise EngineStoppedError("the stream ended without stats (engine stopped?)")
+    return Completion("".join(texts), tuple(ids), stats, tuple(logprobs))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workbench.engine.errors import InvalidRequestError
-from workbench.engine.schemas import closed_schema
+from workbench.engine.structured.json_schema import closed_schema
 
 FinishReason = Literal["stop", "length", "cancelled"]
 

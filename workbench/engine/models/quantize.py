@@ -18,30 +18,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.engine.embedded import dense_variant
 from workbench.engine.errors import EngineError, InvalidRequestError
-from workbench.engine.recipes import DEQUANTIZE, MIXED_RECIPES, QuantRecipe, QuantResult
+from workbench.engine.models.embedded import dense_variant
+from workbench.engine.models.recipes import DEQUANTIZE, MIXED_RECIPES, QuantRecipe, QuantResult
+from workbench.engine.models.variants import QUANTIZED_DIR, RECIPE_FILE, read_recipe_record
 
 if TYPE_CHECKING:
-    from workbench.engine.registry import ModelEntry, ModelRegistry
+    from workbench.engine.models.registry import ModelEntry, ModelRegistry
 
 log = logging.getLogger(__name__)
-
-QUANTIZED_DIR = "quantized"  # under settings.models_dir
-RECIPE_FILE = "workbench-recipe.json"
 
 
 class QuantizationError(EngineError):
     """mlx-lm could not make the variant (nothing was left behind)."""
-
-
-def read_recipe_record(folder: Path) -> dict[str, Any] | None:
-    """The recipe record of a variant folder made here, or None when there is none."""
-    try:
-        record = json.loads((folder / RECIPE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and (folder / "config.json").exists() else None
 
 
 def variant_id(source: ModelEntry, recipe: QuantRecipe, *, float32: bool) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workbench.engine.errors import InvalidRequestError
-from workbench.engine.schemas import closed_schema
+from workbench.engine.structured.json_schema import closed_schema
 from workbench.engine.types import Constraint
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

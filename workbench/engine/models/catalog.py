@@ -10,11 +10,13 @@ the fly. Knows nothing of loading or memory; runs on the engine thread only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.config import DEFAULT_MODEL_ALIAS, ApiModels, Settings
-from workbench.engine.embedded import (
+from workbench.engine.errors import ModelNotFoundError
+from workbench.engine.models.embedded import (
     EMBEDDED_BASE_ID,
     EMBEDDED_IDS,
     EMBEDDED_REQUIREMENT,
@@ -22,14 +24,11 @@ from workbench.engine.embedded import (
     dense_variant,
     embedded_gguf_path,
 )
-from workbench.engine.errors import ModelNotFoundError
-from workbench.engine.hub import HUB_ID
-from workbench.engine.quantize import QUANTIZED_DIR, RECIPE_FILE, read_recipe_record
+from workbench.engine.models.hub import HUB_ID
+from workbench.engine.models.variants import CONVERTED_DIR, QUANTIZED_DIR, RECIPE_FILE, read_recipe_record
 from workbench.engine.types import ModelSource
 
 log = logging.getLogger(__name__)
-
-CONVERTED_DIR = "converted"
 
 
 @dataclass
@@ -46,7 +45,7 @@ class ModelEntry:
 
 
 class ModelCatalog:
-    """Registered ids and aliases -> entries (the registry adds loading on top)."""
+    """Registered ids and aliases -> entries (the registry holds one and loads them)."""
 
     def __init__(self, settings: Settings, *, float32: bool) -> None:
         self.settings = settings
@@ -58,14 +57,10 @@ class ModelCatalog:
         # its model list (engine/status.py) when it moves.
         self.changes = 0
 
-    def _pinned(self) -> list[ModelEntry]:
-        """Entries a refresh keeps whatever it finds (the registry's loaded models)."""
-        return []
-
-    def refresh(self) -> None:
-        """Rebuild the id table (loaded models keep their entries)."""
+    def refresh(self, keep: Iterable[ModelEntry] = ()) -> None:
+        """Rebuild the id table; the entries in `keep` (loaded models) stay whatever is found."""
         self.changes += 1
-        self._entries = {e.id: e for e in self._pinned()}
+        self._entries = {e.id: e for e in keep}
         self._aliases = {}
         src = embedded_gguf_path()
         if src is not None:
@@ -224,6 +219,10 @@ class ModelCatalog:
             "any": "",
         }[scope]
         raise ModelNotFoundError(f"unknown model {wanted!r} (registered: {known}).{hint}", model_id=wanted)
+
+    def entries(self) -> list[ModelEntry]:
+        """Every registered entry, by id."""
+        return sorted(self._entries.values(), key=lambda e: e.id)
 
     def _add_hub(self, repo: str) -> ModelEntry:
         entry = ModelEntry(id=repo, source="hub", variant="mlx", location=repo, description="hub model")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.bench.loadtest import StreamTiming, make_client, timed_stream, word_text
+from workbench.loadgen.loadtest import StreamTiming, make_client, timed_stream, word_text
 
 LAST_QUESTION = "Which word came first in my first message? Answer in one word."
 

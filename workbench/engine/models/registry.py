@@ -19,10 +19,8 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from workbench.config import Settings
-from workbench.engine import gguf, memory
-from workbench.engine.catalog import CONVERTED_DIR, ModelCatalog, ModelEntry
-from workbench.engine.embedded import dense_dtype, dense_variant
+from workbench.config import ApiModels, Settings
+from workbench.engine import memory
 from workbench.engine.errors import (
     EngineError,
     MemoryBudgetError,
@@ -30,7 +28,11 @@ from workbench.engine.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from workbench.engine.hub import hub_folder
+from workbench.engine.models import gguf
+from workbench.engine.models.catalog import ModelCatalog, ModelEntry
+from workbench.engine.models.embedded import dense_dtype, dense_variant
+from workbench.engine.models.hub import hub_folder
+from workbench.engine.models.variants import CONVERTED_DIR
 from workbench.engine.types import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -104,12 +106,16 @@ def _folder_facts(folder: Path, *, float32: bool) -> tuple[int | None, int | Non
     return (8 * DTYPE_BYTES[dtype] if dtype else None), None, dtype
 
 
-class ModelRegistry(ModelCatalog):
-    """Resolves ids (catalog.py) and owns loaded models. Call only on the engine thread."""
+class ModelRegistry:
+    """Resolves ids through the catalog it holds and owns loaded models. Call only on the
+    engine thread."""
 
     def __init__(self, settings: Settings, *, float32: bool) -> None:
-        super().__init__(settings, float32=float32)
+        self.settings = settings
+        self.float32 = float32  # CPU backend: float32 everywhere (half precision is ~30x slower)
+        self.catalog = ModelCatalog(settings, float32=float32)
         self._loaded: dict[str, LoadedModel] = {}
+        self._load_changes = 0
         # GGUF facts per (path, size, mtime): listings and loads would otherwise re-read them.
         self._gguf_facts: dict[tuple[str, int, int], tuple[str, list[gguf.GGUFTensorInfo]]] = {}
         budget_gb = settings.memory_budget_gb
@@ -118,8 +124,29 @@ class ModelRegistry(ModelCatalog):
         )
         self.refresh()
 
-    def _pinned(self) -> list[ModelEntry]:
-        return [lm.entry for lm in self._loaded.values()]
+    # ---- the catalog's table ---------------------------------------------
+    @property
+    def changes(self) -> int:
+        """Moves with every change to the id table or to what is loaded (the engine
+        republishes its model list when it does)."""
+        return self.catalog.changes + self._load_changes
+
+    def refresh(self) -> None:
+        """Rescan for models; loaded ones keep their entries."""
+        self.catalog.refresh(keep=[lm.entry for lm in self._loaded.values()])
+
+    def resolve(self, model_id: str | None, *, scope: ApiModels = "any") -> ModelEntry:
+        """See ModelCatalog.resolve."""
+        return self.catalog.resolve(model_id, scope=scope)
+
+    def aliases(self) -> dict[str, str]:
+        return self.catalog.aliases()
+
+    def default_id(self) -> str:
+        return self.catalog.default_id()
+
+    def add_quantized(self, folder: Path) -> ModelEntry | None:
+        return self.catalog.add_quantized(folder)
 
     # ---- loading ---------------------------------------------------------
     def _gguf(self, src: Path) -> tuple[str, list[gguf.GGUFTensorInfo]]:
@@ -221,7 +248,7 @@ class ModelRegistry(ModelCatalog):
             entry, model, tokenizer, config, folder, nbytes, load_s, dtype=memory.params_dtype(model)
         )
         self._loaded[entry.id] = lm
-        self.changes += 1
+        self._load_changes += 1
         log.info("loaded %s in %.2fs (%.3f GB)", entry.id, load_s, nbytes / 1e9)
         return lm, load_s
 
@@ -234,7 +261,7 @@ class ModelRegistry(ModelCatalog):
         if lm.busy:
             raise ModelBusyError(f"model {entry.id!r} is generating; cancel it before unloading")
         del self._loaded[entry.id]
-        self.changes += 1
+        self._load_changes += 1
         del lm
         memory.release_cached()
         return True
@@ -251,7 +278,7 @@ class ModelRegistry(ModelCatalog):
 
     # ---- listing ---------------------------------------------------------
     def infos(self) -> list[ModelInfo]:
-        return [self.info(entry) for entry in sorted(self._entries.values(), key=lambda e: e.id)]
+        return [self.info(entry) for entry in self.catalog.entries()]
 
     def info(self, entry: ModelEntry) -> ModelInfo:
         lm = self._loaded.get(entry.id)

@@ -1,0 +1,103 @@
+"""The engine's measurement and model-making calls (tokenize, the mlx-lm reference decode,
+next-token comparison, quantization, memory), as a part of the Engine facade: each hands its
+work to the engine thread. Knows no HTTP, Gradio or pandas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from workbench.engine.errors import InvalidRequestError
+from workbench.engine.types import MemoryInfo, TokenComparison
+
+if TYPE_CHECKING:
+    from workbench.engine.models.recipes import QuantRecipe, QuantResult
+    from workbench.engine.models.registry import ModelRegistry
+    from workbench.engine.status import StatusBoard
+    from workbench.engine.worker import EngineWorker
+
+
+def _check_ids(ids: Sequence[int], vocab: int, param: str) -> None:
+    bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)]
+    if bad:
+        raise InvalidRequestError(f"token id {bad[0]!r} is outside the vocabulary (size {vocab})", param)
+
+
+class MeasureCalls:
+    """Mixed into Engine, whose worker, registry, board and _load these use."""
+
+    _worker: EngineWorker
+    _board: StatusBoard
+    registry: ModelRegistry
+    _load: Callable[[str | None], tuple[Any, float | None]]
+
+    def tokenize(self, text: str, model_id: str | None = None) -> list[int]:
+        return self._worker.call(lambda: list(self._load(model_id)[0].tokenizer.encode(text)))
+
+    def detokenize(self, ids: Sequence[int], model_id: str | None = None) -> str:
+        """Text of token ids; ids outside the vocabulary are an InvalidRequestError."""
+
+        def work() -> str:
+            lm, _ = self._load(model_id)
+            _check_ids(ids, lm.vocab_size, "prompt_ids")
+            return lm.tokenizer.decode(list(ids))
+
+        return self._worker.call(work)
+
+    def memory(self) -> MemoryInfo:
+        from workbench.engine import memory
+
+        return self._worker.call(
+            lambda: memory.snapshot(self.registry.budget_bytes, self.registry.loaded_bytes())
+        )
+
+    def reference_generate(
+        self, prompt_ids: Sequence[int], max_tokens: int, model_id: str | None = None
+    ) -> dict[str, Any]:
+        """Raw mlx_lm.stream_generate on the engine thread (greedy, EOS ignored): the
+        baseline the Engine's own overhead is measured against."""
+        from workbench.engine.baseline import reference_stream_generate
+
+        def work() -> dict[str, Any]:
+            lm, _ = self._load(model_id)
+            return reference_stream_generate(lm, list(prompt_ids), max_tokens)
+
+        return self._worker.call(work)
+
+    def quantize(self, source: str | None, recipe: QuantRecipe | str) -> QuantResult:
+        """Make the `recipe` variant of `source` with mlx-lm's convert, on the engine
+        thread, and register it (listed by models(), loadable by id at once). Reuses a
+        variant made before from the same weights and recipe. An invalid recipe fails
+        before anything is written; a failed conversion leaves nothing behind."""
+        from workbench.engine.models.recipes import QuantRecipe
+
+        recipe = recipe if isinstance(recipe, QuantRecipe) else QuantRecipe.parse(recipe)
+
+        def work() -> QuantResult:
+            from workbench.engine.models.quantize import quantize
+
+            model = source or self.registry.default_id()
+            with self._board.busy(f"quantizing {model} ({recipe.name})"):
+                return quantize(self.registry, model, recipe)
+
+        return self._worker.call(work)
+
+    def compare_next_tokens(
+        self, reference: str | None, model: str | None, ids: Sequence[int]
+    ) -> TokenComparison:
+        """`model`'s next-token predictions against `reference`'s on the token window
+        `ids` (both loaded; one forward pass each). See workbench.quant for the metrics."""
+
+        def work() -> TokenComparison:
+            from workbench.engine.quality import compare_next_tokens
+
+            ref, _ = self._load(reference)
+            ref.busy += 1  # keep it loaded while the other model loads
+            try:
+                lm, _ = self._load(model)
+            finally:
+                ref.busy -= 1
+            _check_ids(ids, ref.vocab_size, "ids")
+            return compare_next_tokens(ref, lm, ids)
+
+        return self._worker.call(work)

@@ -1,0 +1,2 @@
+"""HTTP load clients (concurrent streams, multi-turn conversations, client overhead) that work
+against any OpenAI-compatible server, ours or mlx_lm.server; rows through workbench.reports."""
