@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workbench.engine.errors import InvalidRequestError
-from workbench.engine.structured.json_schema import closed_schema
+from workbench.engine.structured.constraint import Constraint
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -140,29 +140,6 @@ def _coerce_logit_bias(
         _check(-100.0 <= b <= 100.0, "logit_bias", f"bias must be in [-100, 100], got {b}")
         pairs[token] = b
     return tuple(sorted(pairs.items()))
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """A grammar the output must match, enforced token by token (engine/constrain.py):
-    a JSON schema (`source` is its JSON text; '{"type": "object"}' for any JSON object)
-    or a Lark grammar (llguidance's dialect, which can embed JSON schemas). `param` names
-    the request field it came from, for error messages."""
-
-    kind: Literal["json_schema", "lark"]
-    source: str
-    param: str = "response_format"
-
-    @classmethod
-    def json_schema(
-        cls, schema: Mapping[str, Any] | bool, param: str = "response_format", *, strict: bool = False
-    ) -> Constraint:
-        """`strict` (OpenAI's strict mode) closes every object schema that does not say
-        otherwise (additionalProperties: false), so no key outside the schema appears."""
-        import json
-
-        _check(isinstance(schema, (Mapping, bool)), param, "the schema must be a JSON object")
-        return cls("json_schema", json.dumps(closed_schema(schema) if strict else schema), param)
 
 
 @dataclass(frozen=True)

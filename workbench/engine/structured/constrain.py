@@ -23,7 +23,7 @@ import mlx.core as mx
 import numpy as np
 
 from workbench.engine.errors import InvalidRequestError
-from workbench.engine.types import Constraint
+from workbench.engine.structured.constraint import Constraint
 
 
 def guidance_tokenizer(lm: Any) -> Any:

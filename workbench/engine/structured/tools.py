@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workbench.engine.errors import InvalidRequestError
+from workbench.engine.structured.constraint import Constraint
 from workbench.engine.structured.json_schema import closed_schema
-from workbench.engine.types import Constraint
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Compact, readable JSON inside calls (no free whitespace for a model to pad with). Lenient:
