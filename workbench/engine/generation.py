@@ -12,7 +12,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -125,23 +125,75 @@ def token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) ->
     return TokenLogprob(token, tokenizer.decode([token]), float(logprobs[token].item()), top)
 
 
-def cancelled_before_start(model_id: str, state: StreamState) -> Chunk:
-    """The final chunk of a request cancelled before any work was done for it."""
-    now = time.perf_counter()
+@dataclass
+class Timeline:
+    """When one generation started, made its first token and its last, and how many."""
+
+    start: float = field(default_factory=time.perf_counter)
+    first_at: float = 0.0
+    last_at: float = 0.0
+    count: int = 0
+
+    def token(self) -> None:
+        """A token came out now."""
+        self.last_at = time.perf_counter()
+        if self.count == 0:
+            self.first_at = self.last_at
+        self.count += 1
+
+
+def final_chunk(
+    model_id: str,
+    state: StreamState,
+    finish: FinishReason,
+    timeline: Timeline,
+    *,
+    prompt_tokens: int = 0,
+    text: tuple[Any, StopBuffer] | None = None,
+    stop_hit: bool = False,
+    seed: int | None = None,
+    load_s: float | None = None,
+    cached: int = 0,
+    batch_size: int = 1,
+) -> Chunk:
+    """The last chunk of a generation (alone, batched or cancelled before it started): the
+    text the detokenizer and stop buffer of `text` still hold, and the GenerationStats (built
+    here only)."""
+    tail, stops = "", None
+    if text is not None:
+        detokenizer, stops = text
+        if not stop_hit:  # what the detokenizer or the stop buffer still holds is the reply's
+            detokenizer.finalize()
+            tail, stop_hit = stops.push(detokenizer.last_segment)
+            tail += "" if stop_hit else stops.flush()
+        finish = "stop" if stop_hit else finish
+    now, count = time.perf_counter(), timeline.count
+    ttft = timeline.first_at - timeline.start if count else now - timeline.start
+    decode_s = timeline.last_at - timeline.first_at
     stats = GenerationStats(
         model=model_id,
-        prompt_tokens=0,
-        generation_tokens=0,
-        ttft_s=0.0,
-        prompt_tps=0.0,
-        generation_tps=0.0,
+        prompt_tokens=prompt_tokens,
+        generation_tokens=count,
+        ttft_s=ttft,
+        prompt_tps=(prompt_tokens - cached) / ttft if count and ttft > 0 else 0.0,
+        generation_tps=(count - 1) / decode_s if count > 1 and decode_s > 0 else 0.0,
         peak_memory_gb=memory.peak_bytes() / GB,
-        finish_reason="cancelled",
+        finish_reason=finish,
         total_s=now - state.queued_at,
         queue_s=state.started_at - state.queued_at,
+        load_s=load_s,
+        seed=seed,
         concurrent_streams=state.max_concurrency,
+        stop_sequence=stops.matched if stops is not None and stop_hit else None,
+        cached_tokens=cached,
+        batch_size=batch_size,
     )
-    return Chunk(text="", stats=stats)
+    return Chunk(text=tail, stats=stats)
+
+
+def cancelled_before_start(model_id: str, state: StreamState) -> Chunk:
+    """The final chunk of a request cancelled before any work was done for it."""
+    return final_chunk(model_id, state, "cancelled", Timeline())
 
 
 @dataclass(frozen=True)
@@ -231,78 +283,49 @@ def stream_chunks(
 ) -> Iterator[Chunk]:
     """Generate for `request` on the loaded model, alone (mlx-lm's generate_step; the
     scheduler batches instead); the last chunk carries the stats. `limits`: see prepare."""
-    start = time.perf_counter()
+    timeline = Timeline()
     tokenizer = lm.tokenizer
     ready = prepare(lm, request, limits)
-    prompt, max_tokens, seed, eos = ready.prompt, ready.max_tokens, ready.seed, ready.eos
-    sampler, processors = ready.sampler, ready.processors
-    detokenizer = tokenizer.detokenizer
-    stops = StopBuffer(request.stop)
+    detokenizer, stops = tokenizer.detokenizer, StopBuffer(request.stop)
     if state.started_idle:
         memory.reset_peak()
-
     finish: FinishReason = "length"
-    count = 0
     stop_hit = False
-    first_at = last_at = start
     if state.cancel.cancelled:
         finish = "cancelled"
     else:
         steps = generate_step(
-            mx.array(prompt), lm.model, max_tokens=max_tokens, sampler=sampler, logits_processors=processors
+            mx.array(ready.prompt),
+            lm.model,
+            max_tokens=ready.max_tokens,
+            sampler=ready.sampler,
+            logits_processors=ready.processors,
         )
         try:
             for token, logprobs in steps:
-                last_at = time.perf_counter()
-                if count == 0:
-                    first_at = last_at
-                count += 1
-                if token in eos:
+                timeline.token()
+                if token in ready.eos:
                     finish = "stop"
                     break
                 detokenizer.add_token(token)
                 text, stop_hit = stops.push(detokenizer.last_segment)
-                logprob = (
-                    token_logprob(tokenizer, token, logprobs, request.logprobs)
-                    if request.logprobs is not None
-                    else None
-                )
+                logprob = None
+                if request.logprobs is not None:
+                    logprob = token_logprob(tokenizer, token, logprobs, request.logprobs)
                 yield Chunk(text=text, token_id=token, logprob=logprob)
-                if stop_hit:
-                    finish = "stop"
-                    break
-                if state.cancel.cancelled:
-                    finish = "cancelled"
+                if stop_hit or state.cancel.cancelled:
+                    finish = "stop" if stop_hit else "cancelled"
                     break
         finally:
             steps.close()
-
-    tail = ""
-    if not stop_hit:
-        # Text the detokenizer or the stop buffer still holds belongs to the reply.
-        detokenizer.finalize()
-        tail, stop_hit = stops.push(detokenizer.last_segment)
-        if stop_hit:
-            finish = "stop"
-        else:
-            tail += stops.flush()
-    ttft = first_at - start if count else time.perf_counter() - start
-    decode_s = last_at - first_at
-    end = time.perf_counter()
-    stats = GenerationStats(
-        model=lm.entry.id,
-        prompt_tokens=len(prompt),
-        generation_tokens=count,
-        ttft_s=ttft,
-        prompt_tps=len(prompt) / ttft if count and ttft > 0 else 0.0,
-        generation_tps=(count - 1) / decode_s if count > 1 and decode_s > 0 else 0.0,
-        peak_memory_gb=memory.peak_bytes() / GB,
-        finish_reason=finish,
-        total_s=end - state.queued_at,
-        queue_s=state.started_at - state.queued_at,
+    yield final_chunk(
+        lm.entry.id,
+        state,
+        finish,
+        timeline,
+        prompt_tokens=len(ready.prompt),
+        text=(detokenizer, stops),
+        stop_hit=stop_hit,
+        seed=ready.seed,
         load_s=load_s,
-        seed=seed,
-        concurrent_streams=state.max_concurrency,
-        stop_sequence=stops.matched if stop_hit else None,
     )
-    yield Chunk(text=tail, stats=stats)

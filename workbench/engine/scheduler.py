@@ -20,7 +20,6 @@ rest, and its stats say how many tokens came from the cache.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,11 +31,19 @@ from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prom
 
 from workbench.config import Settings
 from workbench.engine import memory
-from workbench.engine.generation import GB, Prepared, ReplyLimits, prepare, token_logprob
+from workbench.engine.generation import (
+    GB,
+    Prepared,
+    ReplyLimits,
+    Timeline,
+    final_chunk,
+    prepare,
+    token_logprob,
+)
 from workbench.engine.models.registry import LoadedModel
 from workbench.engine.stops import StopBuffer
 from workbench.engine.streams import StreamState
-from workbench.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats
+from workbench.engine.types import Chunk, FinishReason, GenerationRequest
 
 PREFILL_STEP = 2048  # prompt tokens per sequence per step (mlx-lm's default)
 
@@ -55,13 +62,10 @@ class _Seq:
     state: StreamState
     detokenizer: Any
     stops: StopBuffer
-    start: float
+    timeline: Timeline
     load_s: float | None
     cached: int
     pending: deque[Chunk] = field(default_factory=deque)
-    count: int = 0
-    first_at: float = 0.0
-    last_at: float = 0.0
     batch_size: int = 1
     finished: bool = False
     error: BaseException | None = None
@@ -92,7 +96,7 @@ class ModelBatch:
 
     # ---- sequences in and out ------------------------------------------------
     def add(self, request: GenerationRequest, state: StreamState, load_s: float | None) -> _Seq:
-        start = time.perf_counter()
+        timeline = Timeline()
         ready = prepare(self.lm, request, self.limits)
         if state.started_idle:
             memory.reset_peak()
@@ -124,7 +128,7 @@ class ModelBatch:
             state=state,
             detokenizer=self.lm.tokenizer.detokenizer,
             stops=StopBuffer(request.stop),
-            start=start,
+            timeline=timeline,
             load_s=load_s,
             cached=cached,
         )
@@ -133,7 +137,7 @@ class ModelBatch:
 
     def can_step(self) -> bool:
         """Every decoding sequence has handed over its tokens (the batch is not ahead)."""
-        return all(not s.pending for s in self.seqs.values() if s.count)
+        return all(not s.pending for s in self.seqs.values() if s.timeline.count)
 
     def step(self) -> None:
         """One batch step: a token for every decoding sequence, a prompt chunk for new ones."""
@@ -154,10 +158,7 @@ class ModelBatch:
             if seq is None:
                 continue
             seq.batch_size = max(seq.batch_size, size)
-            seq.last_at = time.perf_counter()
-            if not seq.count:
-                seq.first_at = seq.last_at
-            seq.count += 1
+            seq.timeline.token()
             if r.finish_reason == "stop":  # an end-of-sequence token: counted, not shown
                 self._remember(seq, r.all_tokens, r.prompt_cache)
                 self._finish(seq, "stop")
@@ -195,39 +196,20 @@ class ModelBatch:
             self.cache.insert_cache(self.lm.entry.id, list(tokens), cache)
 
     def _finish(self, seq: _Seq, finish: FinishReason, *, stop_hit: bool = False) -> None:
-        tail = ""
-        if not stop_hit:
-            # Text the detokenizer or the stop buffer still holds belongs to the reply.
-            seq.detokenizer.finalize()
-            tail, stop_hit = seq.stops.push(seq.detokenizer.last_segment)
-            if stop_hit:
-                finish = "stop"
-            else:
-                tail += seq.stops.flush()
-        now = time.perf_counter()
-        count, prompt = seq.count, len(seq.ready.prompt)
-        ttft = seq.first_at - seq.start if count else now - seq.start
-        decode_s = seq.last_at - seq.first_at
-        processed = prompt - seq.cached
-        stats = GenerationStats(
-            model=self.lm.entry.id,
-            prompt_tokens=prompt,
-            generation_tokens=count,
-            ttft_s=ttft,
-            prompt_tps=processed / ttft if count and ttft > 0 else 0.0,
-            generation_tps=(count - 1) / decode_s if count > 1 and decode_s > 0 else 0.0,
-            peak_memory_gb=memory.peak_bytes() / GB,
-            finish_reason=finish,
-            total_s=now - seq.state.queued_at,
-            queue_s=seq.state.started_at - seq.state.queued_at,
-            load_s=seq.load_s,
+        chunk = final_chunk(
+            self.lm.entry.id,
+            seq.state,
+            finish,
+            seq.timeline,
+            prompt_tokens=len(seq.ready.prompt),
+            text=(seq.detokenizer, seq.stops),
+            stop_hit=stop_hit,
             seed=seq.ready.seed,
-            concurrent_streams=seq.state.max_concurrency,
-            stop_sequence=seq.stops.matched if stop_hit else None,
-            cached_tokens=seq.cached,
+            load_s=seq.load_s,
+            cached=seq.cached,
             batch_size=seq.batch_size,
         )
-        seq.pending.append(Chunk(text=tail, stats=stats))
+        seq.pending.append(chunk)
         seq.finished = True
         self.seqs.pop(seq.uid, None)
 

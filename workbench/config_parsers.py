@@ -1,0 +1,105 @@
+"""How a setting's text becomes its value: one parser per kind of setting, each raising a
+ValueError that says what it accepts. No settings, no environment."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer >= {low}") from None
+        return _check(value >= low, value, f"expected an integer >= {low}")
+
+    return parse
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    return _check(0 < value < 65536, value, "expected a port number in 1..65535")
+
+
+def _number(what: str, *, positive: bool) -> Callable[[str], float]:
+    bound = "> 0" if positive else ">= 0"
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number of {what} {bound}") from None
+        ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+        return _check(ok, value, f"expected a number of {what} {bound}")
+
+    return parse
+
+
+def _budget(raw: str) -> float | None:
+    if raw.strip().lower() in {"", "auto"}:
+        return None
+    try:
+        return _number("GB", positive=True)(raw)
+    except ValueError:
+        raise ValueError("expected a number of GB > 0, or 'auto' (60% of system RAM)") from None
+
+
+def _cap(raw: str) -> int | None:
+    """A positive limit, or none (0 or empty)."""
+    if not raw.strip() or raw.strip() == "0":
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("expected an integer >= 1, or 0 for no limit") from None
+    return _check(value >= 1, value, "expected an integer >= 1, or 0 for no limit")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        return _check(value in choices, value, f"expected one of {', '.join(choices)}")
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    value = raw.strip()
+    return _check(bool(value), raw, "expected a non-empty value")
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(item for item in raw.split(",") if item.strip())
+
+
+def _path_list(raw: str) -> tuple[str, ...]:
+    return tuple(p for p in raw.split(os.pathsep) if p.strip())
+
+
+def _check(ok: bool, value: Any, accepts: str) -> Any:
+    if not ok:
+        raise ValueError(accepts)
+    return value
