@@ -71,11 +71,131 @@ def _prompt_path(choice: str) -> Path:
     return named if (named.exists() or named.with_suffix(".txt").exists()) else Path(choice).expanduser()
 
 
+JUDGE_OUTPUTS = 6  # progress, prompt, output A, output B, the vote row, the battle on screen
+STATS_OUTPUTS = 4  # caption, models table, pairs table, plot
+
+
+class ArenaActions:
+    """What the Arena tab's events do: open a battle set, record a vote, run and stop a
+    battle set (cancelled by session hash), fill the pickers on page load."""
+
+    def __init__(self, engine: Engine, results: Path) -> None:
+        self.engine = engine
+        self.results = results
+        self.cancels = SessionCancels()
+
+    @staticmethod
+    def show(state: JudgeState) -> list[Any]:
+        battle = state.battle
+        if battle is None:
+            done = "all judged: the statistics below are final" if state.total else "no battles in it"
+            return [f"**{state.progress()}** · {done}", "", "", "", gr.update(visible=False), None]
+        system = f"*System:* {battle['system_prompt']}\n\n" if battle["system_prompt"] else ""
+        return [
+            f"**{state.progress()}** · battle {battle['battle_id']} · keys: A, B, T (tie), X (both bad)",
+            f"{system}**Prompt:** {battle['prompt']}",
+            battle["output_a"] or "*(empty reply)*",
+            battle["output_b"] or "*(empty reply)*",
+            gr.update(visible=True),
+            (str(state.battles_path), battle["battle_id"]),
+        ]
+
+    @staticmethod
+    def statistics(state: JudgeState) -> list[Any]:
+        if not state.votes_path.exists():
+            hidden = gr.update(value=None, visible=False)
+            return ["*No votes yet: the tables fill as you judge.*", hidden, hidden, hidden]
+        result = arena_stats(read_votes(state.votes_path))
+        hints = "".join(f"\n- {r.model_x} vs {r.model_y}: {r.hint}" for r in result.pairs.itertuples())
+        return [
+            result.caption() + "\n" + hints,
+            gr.update(value=result.models[MODEL_COLUMNS].round(3), visible=True),
+            gr.update(value=result.pairs[PAIR_COLUMNS].round(3), visible=True),
+            gr.update(value=arena_plot(result.models, result.pairs, result.caption()), visible=True),
+        ]
+
+    def open_set(self, choice: str | None) -> list[Any]:
+        if not choice:
+            return [gr.update() for _ in range(JUDGE_OUTPUTS + STATS_OUTPUTS)]
+        with user_errors():
+            state = judge_state(self.results / choice)
+            return [*self.show(state), *self.statistics(state)]
+
+    def vote(self, verdict: str, on_screen: tuple[str, str] | None) -> list[Any]:
+        if on_screen is None:
+            raise gr.Error("Pick a battle set with battles left to judge.", print_exception=False)
+        with user_errors():
+            row, state = record_vote(on_screen[0], on_screen[1], verdict)
+            said = {"a": "A", "b": "B", "tie": "a tie", "both_bad": "both bad"}[verdict]
+            told = (
+                f"Battle {row['battle_id']}: you said **{said}**. A was `{row['model_a']}`, "
+                f"B was `{row['model_b']}`."
+            )
+            return [told, *self.show(state), *self.statistics(state)]
+
+    def do_run(
+        self,
+        prompts_: str | None,
+        name_: str,
+        models_: list[str] | None,
+        temperature_: float,
+        max_tokens_: float | None,
+        seed_: float | None,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> list[Any]:
+        if not prompts_:
+            raise gr.Error("Pick a prompt set.", print_exception=False)
+        with user_errors():
+            path = find_prompt_set(_prompt_path(prompts_))
+            items = read_prompt_set(path)
+            spec = ArenaSpec(
+                name=(name_ or "").strip() or path.stem,
+                models=tuple(models_ or ()),
+                sampling=SamplingParams(temperature=float(temperature_)),
+                max_tokens=int(max_tokens_) if max_tokens_ is not None else 0,
+                seed=int(seed_) if seed_ is not None else -1,
+            )
+        progress((0, 1), desc="waiting for the engine", unit="replies")
+
+        def step(done: int, total: int, what: str) -> None:
+            progress((done, total), desc=what, unit="replies")
+
+        with user_errors(), self.cancels.track(request.session_hash) as (cancel,):
+            result = run_battles(
+                self.engine, spec, items, self.results, prompt_file=path, on_progress=step, cancel=cancel
+            )
+        if not result.complete:
+            return ["Stopped: no battles written.", gr.update()]
+        message = (
+            f"{result.battles} battles in `{result.battles_path}` (run `{result.run_id}`): judge them below."
+        )
+        return [message, gr.update(choices=battle_files(self.results), value=result.battles_path.name)]
+
+    def do_stop(self, request: gr.Request) -> str:
+        n = self.cancels.cancel(request.session_hash)
+        return "Stopping after the reply in flight…" if n else "Nothing is running."
+
+    def on_load(self) -> list[Any]:
+        with user_errors():
+            infos = self.engine.models()
+            default = self.engine.model_info(self.engine.default_model)
+        # The default model and its closest sibling (the same weights in another variant).
+        others = sorted(
+            (m for m in infos if m.id != default.id),
+            key=lambda m: (m.source != default.source, m.path != default.path),
+        )
+        return [
+            gr.update(choices=prompt_set_files()),
+            gr.update(choices=model_choices(infos), value=[default.id, *(m.id for m in others[:1])]),
+            gr.update(choices=battle_files(self.results)),
+        ]
+
+
 def build_arena_tab(engine: Engine, settings: Settings) -> tuple[Any, list[Any]]:
     """Widgets and events of the Arena tab (call inside a gr.Tab); returns the page-load
     handler and its outputs."""
-    cancels = SessionCancels()
-    results = settings.results_dir
+    act = ArenaActions(engine, settings.results_dir)
     with gr.Accordion("Run a battle set: every prompt, every model", open=False, elem_id="arena-run-box"):
         with gr.Row():
             prompts = gr.Dropdown(
@@ -127,126 +247,23 @@ def build_arena_tab(engine: Engine, settings: Settings) -> tuple[Any, list[Any]]
     current = gr.State(None)  # (battle file, battle id) on screen; models stay server-side
     judge_outputs = [progress_md, prompt_md, output_a, output_b, vote_row, current]
     stats_outputs = [caption, model_table, pair_table, plot]
+    assert (len(judge_outputs), len(stats_outputs)) == (JUDGE_OUTPUTS, STATS_OUTPUTS)
 
-    def show(state: JudgeState) -> list[Any]:
-        battle = state.battle
-        if battle is None:
-            done = "all judged: the statistics below are final" if state.total else "no battles in it"
-            return [f"**{state.progress()}** · {done}", "", "", "", gr.update(visible=False), None]
-        system = f"*System:* {battle['system_prompt']}\n\n" if battle["system_prompt"] else ""
-        return [
-            f"**{state.progress()}** · battle {battle['battle_id']} · keys: A, B, T (tie), X (both bad)",
-            f"{system}**Prompt:** {battle['prompt']}",
-            battle["output_a"] or "*(empty reply)*",
-            battle["output_b"] or "*(empty reply)*",
-            gr.update(visible=True),
-            (str(state.battles_path), battle["battle_id"]),
-        ]
-
-    def statistics(state: JudgeState) -> list[Any]:
-        if not state.votes_path.exists():
-            hidden = gr.update(value=None, visible=False)
-            return ["*No votes yet: the tables fill as you judge.*", hidden, hidden, hidden]
-        result = arena_stats(read_votes(state.votes_path))
-        hints = "".join(f"\n- {r.model_x} vs {r.model_y}: {r.hint}" for r in result.pairs.itertuples())
-        return [
-            result.caption() + "\n" + hints,
-            gr.update(value=result.models[MODEL_COLUMNS].round(3), visible=True),
-            gr.update(value=result.pairs[PAIR_COLUMNS].round(3), visible=True),
-            gr.update(value=arena_plot(result.models, result.pairs, result.caption()), visible=True),
-        ]
-
-    def open_set(choice: str | None) -> list[Any]:
-        if not choice:
-            return [gr.update() for _ in judge_outputs + stats_outputs]
-        with user_errors():
-            state = judge_state(results / choice)
-            return [*show(state), *statistics(state)]
-
-    def vote(verdict: str, on_screen: tuple[str, str] | None) -> list[Any]:
-        if on_screen is None:
-            raise gr.Error("Pick a battle set with battles left to judge.", print_exception=False)
-        with user_errors():
-            row, state = record_vote(on_screen[0], on_screen[1], verdict)
-            said = {"a": "A", "b": "B", "tie": "a tie", "both_bad": "both bad"}[verdict]
-            told = (
-                f"Battle {row['battle_id']}: you said **{said}**. A was `{row['model_a']}`, "
-                f"B was `{row['model_b']}`."
-            )
-            return [told, *show(state), *statistics(state)]
-
-    def do_run(
-        prompts_: str | None,
-        name_: str,
-        models_: list[str] | None,
-        temperature_: float,
-        max_tokens_: float | None,
-        seed_: float | None,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> list[Any]:
-        if not prompts_:
-            raise gr.Error("Pick a prompt set.", print_exception=False)
-        with user_errors():
-            path = find_prompt_set(_prompt_path(prompts_))
-            items = read_prompt_set(path)
-            spec = ArenaSpec(
-                name=(name_ or "").strip() or path.stem,
-                models=tuple(models_ or ()),
-                sampling=SamplingParams(temperature=float(temperature_)),
-                max_tokens=int(max_tokens_) if max_tokens_ is not None else 0,
-                seed=int(seed_) if seed_ is not None else -1,
-            )
-        progress((0, 1), desc="waiting for the engine", unit="replies")
-
-        def step(done: int, total: int, what: str) -> None:
-            progress((done, total), desc=what, unit="replies")
-
-        with user_errors(), cancels.track(request.session_hash) as (cancel,):
-            result = run_battles(
-                engine, spec, items, results, prompt_file=path, on_progress=step, cancel=cancel
-            )
-        if not result.complete:
-            return ["Stopped: no battles written.", gr.update()]
-        message = (
-            f"{result.battles} battles in `{result.battles_path}` (run `{result.run_id}`): judge them below."
-        )
-        return [message, gr.update(choices=battle_files(results), value=result.battles_path.name)]
-
-    def do_stop(request: gr.Request) -> str:
-        n = cancels.cancel(request.session_hash)
-        return "Stopping after the reply in flight…" if n else "Nothing is running."
-
-    battle_set.change(open_set, [battle_set], judge_outputs + stats_outputs, api_visibility="private")
+    battle_set.change(act.open_set, [battle_set], judge_outputs + stats_outputs, api_visibility="private")
     for verdict, button in buttons.items():
         button.click(
-            lambda on_screen, v=verdict: vote(v, on_screen),
+            lambda on_screen, v=verdict: act.vote(v, on_screen),
             [current],
             [reveal, *judge_outputs, *stats_outputs],
             api_visibility="private",
             concurrency_limit=None,
         )
     run.click(
-        do_run,
+        act.do_run,
         [prompts, name, models, temperature, max_tokens, seed],
         [run_status, battle_set],
         **engine_event(api_visibility="private", show_progress="full"),
     )
-    stop.click(do_stop, None, [run_status], api_visibility="private", concurrency_limit=None)
+    stop.click(act.do_stop, None, [run_status], api_visibility="private", concurrency_limit=None)
 
-    def on_load() -> list[Any]:
-        with user_errors():
-            infos = engine.models()
-            default = engine.model_info(engine.default_model)
-        # The default model and its closest sibling (the same weights in another variant).
-        others = sorted(
-            (m for m in infos if m.id != default.id),
-            key=lambda m: (m.source != default.source, m.path != default.path),
-        )
-        return [
-            gr.update(choices=prompt_set_files()),
-            gr.update(choices=model_choices(infos), value=[default.id, *(m.id for m in others[:1])]),
-            gr.update(choices=battle_files(results)),
-        ]
-
-    return on_load, [prompts, models, battle_set]
+    return act.on_load, [prompts, models, battle_set]

@@ -40,6 +40,7 @@ from workbench.ui.common import (
 )
 
 Turns = list[dict[str, Any]]
+QUICK = {"queue": False, "api_visibility": "private"}  # page-only events that skip the queue
 STOPPED = "stopped by the user"
 
 
@@ -64,43 +65,22 @@ class ChatTab:
     on_load: tuple[Any, list[Any]]
 
 
-def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
-    """Widgets and events of the Chat tab (call inside a gr.Tab)."""
-    cancels = SessionCancels()
-    with gr.Row():
-        model = model_picker("Model", elem_id="chat-model", scale=3)
-        system = gr.Textbox(
-            label="System prompt", placeholder="(none)", lines=1, scale=5, elem_id="chat-system"
-        )
-    chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat-log")
-    turns = gr.State([])
-    pending = gr.Textbox(visible=False)  # the message being answered (an API input too)
-    with gr.Row():
-        message = gr.Textbox(
-            placeholder="Message (Enter sends, Shift+Enter starts a new line)",
-            show_label=False,
-            lines=1,
-            max_lines=8,
-            scale=8,
-            elem_id="chat-input",
-        )
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
-    with gr.Row():
-        regenerate = gr.Button("Regenerate", size="sm", elem_id="chat-regenerate")
-        clear = gr.Button("Clear", size="sm", elem_id="chat-clear")
-        export = gr.Button("Export JSON", size="sm", elem_id="chat-export")
-    exported = gr.File(label="Conversation (JSON)", visible=False, elem_id="chat-export-file")
-    schema = structured.schema_controls("chat")
-    outcome = gr.State(None)  # for the schema panel: what the last reply came to
-    sampling = sampling_controls("chat")
+class ChatActions:
+    """What the Chat tab's events do, for one engine; a session's reply is cancelled by its
+    session hash (Stop, Clear)."""
 
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.cancels = SessionCancels()
+
+    @staticmethod
     def post(text: str, history: Turns) -> tuple[Any, str, list[dict[str, str]]]:
         if not text or not text.strip():
             raise gr.Error("Type a message first.", print_exception=False)
         return "", text, render([*history, {"role": "user", "content": text}])
 
     async def respond(
+        self,
         text: str,
         history: Turns,
         in_page: bool,
@@ -136,12 +116,12 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
                 )
                 reply["sampling"] = sampling_dict(params, max_new)
                 # A worker call, so off the event loop; it also fails fast on an unknown model.
-                info = await asyncio.to_thread(engine.model_info, picked(model_id))
+                info = await asyncio.to_thread(self.engine.model_info, picked(model_id))
                 if not info.loaded:
                     reply["note"] = f"loading {info.id} (a GGUF is converted to MLX on first use)…"
                     yield render([*asked, reply]), [*asked, reply], gr.update(), None
-                with cancels.track(request.session_hash if request else None) as (token,):
-                    async with aclosing(stream_text(engine, req, token)) as stream:
+                with self.cancels.track(request.session_hash if request else None) as (token,):
+                    async with aclosing(stream_text(self.engine, req, token)) as stream:
                         async for so_far, stats in stream:
                             reply = reply | {"content": so_far, "note": ""}
                             if stats is not None:
@@ -163,6 +143,7 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
                 return
             raise
 
+    @staticmethod
     def prepare_regenerate(history: Turns) -> tuple[str, Turns, list[dict[str, str]]]:
         last_user = max((i for i, t in enumerate(history) if t["role"] == "user"), default=None)
         if last_user is None:
@@ -170,18 +151,18 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         kept = history[:last_user]
         return history[last_user]["content"], kept, render(history[: last_user + 1])
 
-    def stop_now(history: Turns, request: gr.Request) -> tuple[Turns, list[dict[str, str]]]:
-        cancels.cancel(request.session_hash if request else None)
+    def stop_now(self, history: Turns, request: gr.Request) -> tuple[Turns, list[dict[str, str]]]:
+        self.cancels.cancel(request.session_hash if request else None)
         if history and history[-1]["role"] == "assistant" and history[-1].get("stats") is None:
             history = [*history[:-1], history[-1] | {"note": STOPPED}]
         return history, render(history)
 
-    def export_json(history: Turns, model_id: str | None, system_prompt: str) -> Any:
+    def export_json(self, history: Turns, model_id: str | None, system_prompt: str) -> Any:
         if not history:
             raise gr.Error("The conversation is empty.", print_exception=False)
         doc = {
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "model": picked(model_id) or engine.default_model,
+            "model": picked(model_id) or self.engine.default_model,
             "system_prompt": system_prompt or "",
             "messages": [
                 {k: v for k, v in t.items() if k in ("role", "content", "stats", "sampling")} for t in history
@@ -192,9 +173,45 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
         return gr.update(value=str(path), visible=True)
 
+    def on_load(self) -> Any:
+        with user_errors():
+            return gr.update(choices=model_choices(self.engine.models()), value=self.engine.default_model)
+
+
+def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
+    """Widgets and events of the Chat tab (call inside a gr.Tab)."""
+    act = ChatActions(engine)
+    with gr.Row():
+        model = model_picker("Model", elem_id="chat-model", scale=3)
+        system = gr.Textbox(
+            label="System prompt", placeholder="(none)", lines=1, scale=5, elem_id="chat-system"
+        )
+    chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat-log")
+    turns = gr.State([])
+    pending = gr.Textbox(visible=False)  # the message being answered (an API input too)
+    with gr.Row():
+        message = gr.Textbox(
+            placeholder="Message (Enter sends, Shift+Enter starts a new line)",
+            show_label=False,
+            lines=1,
+            max_lines=8,
+            scale=8,
+            elem_id="chat-input",
+        )
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+    with gr.Row():
+        regenerate = gr.Button("Regenerate", size="sm", elem_id="chat-regenerate")
+        clear = gr.Button("Clear", size="sm", elem_id="chat-clear")
+        export = gr.Button("Export JSON", size="sm", elem_id="chat-export")
+    exported = gr.File(label="Conversation (JSON)", visible=False, elem_id="chat-export-file")
+    schema = structured.schema_controls("chat")
+    outcome = gr.State(None)  # for the schema panel: what the last reply came to
+    sampling = sampling_controls("chat")
+
     def answer(in_page: bool, **event: Any) -> dict[str, Any]:
         return dict(
-            fn=respond,
+            fn=act.respond,
             inputs=[pending, turns, gr.State(in_page), model, system, *sampling.inputs, *schema.inputs],
             outputs=[chatbot, turns, message, outcome],  # States are not among the API's outputs
             show_progress="minimal",
@@ -202,13 +219,15 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         )
 
     posted = [
-        trigger(post, [message, turns], [message, pending, chatbot], queue=False, api_visibility="private")
+        trigger(
+            act.post, [message, turns], [message, pending, chatbot], queue=False, api_visibility="private"
+        )
         for trigger in (message.submit, send.click)
     ]
     replies = [p.success(**answer(True, api_visibility="private")) for p in posted]
     replies.append(
         regenerate.click(
-            prepare_regenerate, [turns], [pending, turns, chatbot], queue=False, api_visibility="private"
+            act.prepare_regenerate, [turns], [pending, turns, chatbot], queue=False, api_visibility="private"
         ).success(**answer(True, api_visibility="private"))
     )
     # gradio_client's "/chat": the same reply, on a button the page never shows.
@@ -219,7 +238,7 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
     for reply in replies:
         schema.show_after(reply, outcome)
     stopping = stop.click(
-        stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private"
+        act.stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private"
     )
     schema.show_stopped(stopping, turns)
     clear.click(
@@ -230,10 +249,6 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
         api_visibility="private",
     )
     chatbot.clear(lambda: [], None, [turns], queue=False, api_visibility="private")  # its trash icon
-    export.click(export_json, [turns, model, system], [exported], api_visibility="private")
+    export.click(act.export_json, [turns, model, system], [exported], api_visibility="private")
 
-    def on_load() -> Any:
-        with user_errors():
-            return gr.update(choices=model_choices(engine.models()), value=engine.default_model)
-
-    return ChatTab(pickers=[model], on_load=(on_load, [model]))
+    return ChatTab(pickers=[model], on_load=(act.on_load, [model]))

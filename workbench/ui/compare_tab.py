@@ -21,6 +21,7 @@ from workbench.bench.provenance import capture
 from workbench.config import Settings
 from workbench.engine import Engine, GenerationRequest, GenerationStats
 from workbench.ui.common import (
+    SamplingControls,
     SessionCancels,
     chat_messages,
     engine_event,
@@ -65,43 +66,36 @@ def _stats_text(stats: GenerationStats | None, live: bool) -> str:
     return stats_html(warn + stats_line(stats))
 
 
-def build_compare_tab(engine: Engine, settings: Settings, sides: int = 2) -> CompareTab:
-    """Widgets and events of the Compare tab for `sides` sides (call inside a gr.Tab)."""
-    labels = side_labels(sides)
-    cancels = SessionCancels()
-    prompt = gr.Textbox(label="Prompt (sent to every side)", lines=3, elem_id="compare-prompt")
-    system = gr.Textbox(label="System prompt", placeholder="(none)", lines=1, elem_id="compare-system")
-    with gr.Row():
-        mode = gr.Radio([FAIR, LIVE], value=FAIR, label="Mode", scale=3, elem_id="compare-mode")
-        blind = gr.Checkbox(
-            label="Blind: shuffle the sides, hide models and stats until I vote",
-            scale=2,
-            elem_id="compare-blind",
-        )
-        run = gr.Button("Compare", variant="primary", scale=1, elem_id="compare-run")
-        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="compare-stop")
-    sampling = sampling_controls("compare", max_tokens=256, open=True)
-    columns: list[Side] = []
-    with gr.Row(equal_height=False):
-        for i, label in enumerate(labels):
-            with gr.Column(min_width=240):
-                columns.append(
-                    Side(
-                        picker=model_picker(f"Side {label}", elem_id=f"compare-model-{i}"),
-                        title=gr.Markdown(f"#### {label}", elem_id=f"compare-title-{i}"),
-                        output=gr.Markdown(min_height=120, container=True, elem_id=f"compare-output-{i}"),
-                        stats=gr.Markdown(elem_id=f"compare-stats-{i}"),
-                    )
-                )
-    with gr.Row(visible=False) as vote_row:
-        vote_buttons = [
-            gr.Button(v if v in labels else v.capitalize(), elem_id=f"vote-{v.replace(' ', '-')}")
-            for v in verdicts(sides)
-        ]
-    vote_status = gr.Markdown(elem_id="vote-status")
-    pending_vote = gr.State(None)  # the BlindRound awaiting its vote; never sent to the page
+@dataclass(frozen=True)
+class CompareWidgets:
+    """The Compare tab's widgets its events read and write."""
 
-    async def compare(data: dict[Any, Any], request: gr.Request) -> AsyncIterator[dict[Any, Any]]:
+    prompt: gr.Textbox
+    system: gr.Textbox
+    mode: gr.Radio
+    blind: gr.Checkbox
+    sampling: SamplingControls
+    columns: list[Side]
+    vote_row: gr.Row
+    vote_status: gr.Markdown
+    pending_vote: gr.State
+
+
+class CompareActions:
+    """What the Compare tab's events do: run the sides (fair or live, blind or not), record
+    a blind vote, stop a session's run, fill the pickers on page load."""
+
+    def __init__(self, engine: Engine, settings: Settings, w: CompareWidgets) -> None:
+        self.engine, self.results, self.w = engine, settings.results_dir, w
+        self.sides = len(w.columns)
+        self.labels = side_labels(self.sides)
+        self.cancels = SessionCancels()
+
+    async def compare(self, data: dict[Any, Any], request: gr.Request) -> AsyncIterator[dict[Any, Any]]:
+        w = self.w
+        prompt, system, mode, blind, columns = w.prompt, w.system, w.mode, w.blind, w.columns
+        vote_row, vote_status, pending_vote = w.vote_row, w.vote_status, w.pending_vote
+        engine, labels, sides, sampling = self.engine, self.labels, self.sides, w.sampling
         # One dict input (Gradio's set-of-inputs form): the number of pickers varies.
         text, system_prompt, hide = data[prompt], data[system], bool(data[blind])
         if not text or not text.strip():
@@ -143,7 +137,7 @@ def build_compare_tab(engine: Engine, settings: Settings, sides: int = 2) -> Com
             name = labels[i] if hide else f"{labels[i]} · {shown[i]}"
             start |= {col.title: f"#### {name}", col.output: "", col.stats: ""}
         yield start
-        with user_errors(), cancels.track(request.session_hash if request else None, sides) as tokens:
+        with user_errors(), self.cancels.track(request.session_hash if request else None, sides) as tokens:
             streams = [stream_text(engine, r, t) for r, t in zip(requests, tokens, strict=True)]
             merge = interleave if live else one_after_another
             async with aclosing(merge(streams)) as merged:
@@ -168,11 +162,13 @@ def build_compare_tab(engine: Engine, settings: Settings, sides: int = 2) -> Com
                 ),
             }
 
-    def vote(verdict: str, round_: BlindRound | None) -> dict[Any, Any]:
+    def vote(self, verdict: str, round_: BlindRound | None) -> dict[Any, Any]:
+        w, labels = self.w, self.labels
+        columns, vote_row, vote_status, pending_vote = w.columns, w.vote_row, w.vote_status, w.pending_vote
         if round_ is None:
             raise gr.Error("Run a blind comparison first; each one takes one vote.", print_exception=False)
         with user_errors():
-            path, rows = append_vote(settings.results_dir, round_, verdict, capture(engine))
+            path, rows = append_vote(self.results, round_, verdict, capture(self.engine))
         out: dict[Any, Any] = {vote_row: gr.update(visible=False), pending_vote: None}
         for i, col in enumerate(columns):
             out[col.title] = f"#### {labels[i]} · {round_.models[i]}"
@@ -181,35 +177,11 @@ def build_compare_tab(engine: Engine, settings: Settings, sides: int = 2) -> Com
         out[vote_status] = f"Vote **{verdict}** saved ({names}) to `{path}` — {rows} vote(s) in the file."
         return out
 
-    side_outputs = [c for col in columns for c in (col.title, col.output, col.stats)]
-    ran = run.click(
-        compare,
-        {prompt, system, mode, blind, *(c.picker for c in columns), *sampling.inputs},
-        [*side_outputs, vote_row, vote_status, pending_vote],
-        show_progress="minimal",
-        **engine_event(api_visibility="private"),
-    )
+    def stop_now(self, request: gr.Request) -> None:
+        self.cancels.cancel(request.session_hash if request else None)
 
-    def stop_now(request: gr.Request) -> None:
-        cancels.cancel(request.session_hash if request else None)
-
-    stop.click(
-        stop_now,
-        None,
-        None,
-        cancels=[ran],
-        queue=False,
-        api_visibility="private",
-    )
-    for verdict, button in zip(verdicts(sides), vote_buttons, strict=True):
-        button.click(
-            lambda round_, v=verdict: vote(v, round_),
-            [pending_vote],
-            [*side_outputs, vote_row, vote_status, pending_vote],
-            api_visibility="private",
-        )
-
-    def on_load() -> list[Any]:
+    def on_load(self) -> list[Any]:
+        engine, sides = self.engine, self.sides
         with user_errors():
             models = engine.models()
             default = engine.model_info(engine.default_model)
@@ -221,4 +193,69 @@ def build_compare_tab(engine: Engine, settings: Settings, sides: int = 2) -> Com
         ids = [default.id, *(m.id for m in others)]
         return [gr.update(choices=choices, value=ids[i % len(ids)]) for i in range(sides)]
 
-    return CompareTab(pickers=[c.picker for c in columns], on_load=(on_load, [c.picker for c in columns]))
+
+def build_compare_tab(engine: Engine, settings: Settings, sides: int = 2) -> CompareTab:
+    """Widgets and events of the Compare tab for `sides` sides (call inside a gr.Tab)."""
+    labels = side_labels(sides)
+    prompt = gr.Textbox(label="Prompt (sent to every side)", lines=3, elem_id="compare-prompt")
+    system = gr.Textbox(label="System prompt", placeholder="(none)", lines=1, elem_id="compare-system")
+    with gr.Row():
+        mode = gr.Radio([FAIR, LIVE], value=FAIR, label="Mode", scale=3, elem_id="compare-mode")
+        blind = gr.Checkbox(
+            label="Blind: shuffle the sides, hide models and stats until I vote",
+            scale=2,
+            elem_id="compare-blind",
+        )
+        run = gr.Button("Compare", variant="primary", scale=1, elem_id="compare-run")
+        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="compare-stop")
+    sampling = sampling_controls("compare", max_tokens=256, open=True)
+    columns: list[Side] = []
+    with gr.Row(equal_height=False):
+        for i, label in enumerate(labels):
+            with gr.Column(min_width=240):
+                columns.append(
+                    Side(
+                        picker=model_picker(f"Side {label}", elem_id=f"compare-model-{i}"),
+                        title=gr.Markdown(f"#### {label}", elem_id=f"compare-title-{i}"),
+                        output=gr.Markdown(min_height=120, container=True, elem_id=f"compare-output-{i}"),
+                        stats=gr.Markdown(elem_id=f"compare-stats-{i}"),
+                    )
+                )
+    with gr.Row(visible=False) as vote_row:
+        vote_buttons = [
+            gr.Button(v if v in labels else v.capitalize(), elem_id=f"vote-{v.replace(' ', '-')}")
+            for v in verdicts(sides)
+        ]
+    vote_status = gr.Markdown(elem_id="vote-status")
+    pending_vote = gr.State(None)  # the BlindRound awaiting its vote; never sent to the page
+    widgets = CompareWidgets(
+        prompt, system, mode, blind, sampling, columns, vote_row, vote_status, pending_vote
+    )
+    act = CompareActions(engine, settings, widgets)
+
+    side_outputs = [c for col in columns for c in (col.title, col.output, col.stats)]
+    ran = run.click(
+        act.compare,
+        {prompt, system, mode, blind, *(c.picker for c in columns), *sampling.inputs},
+        [*side_outputs, vote_row, vote_status, pending_vote],
+        show_progress="minimal",
+        **engine_event(api_visibility="private"),
+    )
+
+    stop.click(
+        act.stop_now,
+        None,
+        None,
+        cancels=[ran],
+        queue=False,
+        api_visibility="private",
+    )
+    for verdict, button in zip(verdicts(sides), vote_buttons, strict=True):
+        button.click(
+            lambda round_, v=verdict: act.vote(v, round_),
+            [pending_vote],
+            [*side_outputs, vote_row, vote_status, pending_vote],
+            api_visibility="private",
+        )
+
+    return CompareTab(pickers=[c.picker for c in columns], on_load=(act.on_load, [c.picker for c in columns]))

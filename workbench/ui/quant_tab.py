@@ -38,6 +38,18 @@ NUMBERS = {
 }
 
 
+def load_experiment(choice: str) -> list[Any]:
+    """The form's fields (name, question, model, recipes, the numbers) from a sweep file."""
+    if choice == CUSTOM:
+        return [gr.update() for _ in range(4 + len(NUMBERS))]
+    try:
+        spec = QuantSweepSpec.from_file(experiments_dir() / choice)
+    except BenchSpecError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    head = [spec.name, spec.question, spec.model, list(spec.recipes)]
+    return [*head, *(getattr(spec, key) for key in NUMBERS)]
+
+
 def build_quant_tab(engine: Engine, settings: Settings, pickers: list[gr.Dropdown]) -> tuple[Any, list[Any]]:
     """Widgets and events of the Quantize tab (call inside a gr.Tab). `pickers` (Chat,
     Compare) get the new variants when a run ends. Returns the page-load handler and outputs."""
@@ -70,16 +82,6 @@ def build_quant_tab(engine: Engine, settings: Settings, pickers: list[gr.Dropdow
     pareto = gr.Plot(label="Pareto: quality vs decode tok/s, area = peak memory", elem_id="quant-pareto")
     csv_file = gr.File(label="CSV (one row per variant, with provenance)", elem_id="quant-csv")
     fields = [name, question, model, recipes, *numbers]
-
-    def load_experiment(choice: str) -> list[Any]:
-        if choice == CUSTOM:
-            return [gr.update() for _ in fields]
-        try:
-            spec = QuantSweepSpec.from_file(experiments_dir() / choice)
-        except BenchSpecError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        head = [spec.name, spec.question, spec.model, list(spec.recipes)]
-        return [*head, *(getattr(spec, key) for key in NUMBERS)]
 
     def do_run(  # one parameter per field: Gradio injects gr.Request only after positional ones
         name_: str,
