@@ -16,12 +16,14 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import routes_chat, routes_completions, routes_health, routes_messages, routes_models
+from api import routes_health
+from api.anthropic import routes as anthropic_routes
 from api.auth import require_api_key
 from api.errors import install_error_handlers
 from api.lifecycle import Drain, DrainGate, install_sigterm_drain
 from api.metrics import Metrics, RequestCounter
 from api.metrics import router as metrics_router
+from api.openai import routes as openai_routes
 from api.openapi import drop_validation_422
 from api.security import install_security
 from workbench import __version__
@@ -95,21 +97,14 @@ def create_app(
     app.state.engine = eng
     app.state.status = ("loading", "the engine has not started")
     app.state.metrics = Metrics(eng)
-    install_error_handlers(app, anthropic_prefix=routes_messages.PREFIX)
+    install_error_handlers(app, anthropic_prefix=anthropic_routes.PREFIX)
     drop_validation_422(app)
     app.state.drain = Drain()
     app.add_middleware(DrainGate, drain=app.state.drain)
     install_security(app, settings.served_hosts(), settings.cors_origins, settings.max_body_mb)
     app.add_middleware(RequestCounter, metrics=app.state.metrics)  # outermost: refusals count too
     protected = [Depends(require_api_key)]
-    routers = (
-        routes_models.router,
-        routes_chat.router,
-        routes_completions.router,
-        routes_messages.router,
-        metrics_router,
-    )
-    for router in routers:
+    for router in (openai_routes.router, anthropic_routes.router, metrics_router):
         app.include_router(router, dependencies=protected)
     app.include_router(routes_health.router)
     if with_ui:

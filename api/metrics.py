@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.runs import fresh_status
+from api.engine_calls import fresh_status
 from workbench.engine import Engine, GenerationStats
 
 router = APIRouter()

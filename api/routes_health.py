@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.engine_calls import engine_of, fresh_status
 from api.openapi import Health, errors
-from api.runs import engine_of, fresh_status
 from workbench.engine import Engine
 
 router = APIRouter()

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from api.protocol_openai import MAX_CHOICES
+from api.openai.protocol import MAX_CHOICES
 from tests.helpers import LiveServer
 from workbench.config import Settings
 from workbench.engine import Engine

@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
 
-from api import responses_anthropic as fmt
+from api.anthropic import responses as fmt
+from api.anthropic.protocol import CountTokensRequest, MessagesRequest
+from api.engine_calls import collect_all, engine_of, on_engine, resolve_model, stream_all
 from api.openapi import GENERATION_ERRORS, MessageReply, TokenCount, errors, success
-from api.protocol_anthropic import CountTokensRequest, MessagesRequest
-from api.runs import collect_all, engine_of, on_engine, resolve_model, stream_all
 from api.sse import ANTHROPIC_SSE, sse_response, start_stream, until_disconnect
 from workbench.engine import Chunk, EngineStoppedError
 from workbench.engine.structured.tools import CallSplitter

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from api.errors import ApiError, unsupported
-from api.protocol_openai import WireModel
+from api.openai.protocol import WireModel
 from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
 from workbench.engine.structured.tools import ToolSpec, call_text, forced, tool_constraint
 from workbench.engine.types import MAX_STOP_STRINGS

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.responses_openai import timings
+from api.openai.responses import timings
 from workbench.engine import Completion, GenerationStats
 from workbench.engine.structured.tools import ToolSpec, parse_calls
 

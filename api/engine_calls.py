@@ -1,5 +1,6 @@
-"""Running engine requests for a route without blocking the event loop: model
-resolution, whole completions, and chunk streams over several choices.
+"""Awaiting the engine from a route without blocking the event loop: model resolution,
+whole completions and chunk streams over several choices, all within the request timeout;
+the engine's published status, fresh when idle. Knows no wire format.
 
 Every MLX call still happens on the engine thread; the loop only awaits it, for no
 longer than the request timeout (queueing behind other work on the engine included).
