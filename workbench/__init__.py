@@ -1,8 +1,5 @@
 """MLX Workbench: chat with, compare, quantize and benchmark local models on one MLX engine.
-
-The public API is deliberately narrow; see README.md. Importing it loads no
-model and does not pull in mlx (the engine thread does that).
-"""
+The public API is deliberately narrow; importing it loads no model and no mlx."""
 
 from workbench.config import Settings
 from workbench.engine import (

@@ -1,10 +1,5 @@
-"""Settings: built once from the environment (and CLI flags), then passed down.
-
-Each field declares its environment variable, its CLI flag, its help text and the one
-parser that reads it from text (`setting(...)`): `from_env`, the CLI's flags and the
-errors all derive from that, so a new setting is one edit. Nothing reads os.environ
-after this; there is no global settings object.
-"""
+"""Settings: built once from the environment and CLI flags, then passed down; each setting is
+declared once (variable, flag, help, parser) and from_env, the flags and errors derive from it."""
 
 from __future__ import annotations
 

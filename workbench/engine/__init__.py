@@ -1,8 +1,5 @@
 """The MLX engine: one thread owns every MLX call; everything else talks to `Engine`.
-
-Importing this package does not import mlx (the engine thread does, after
-loading an optimized BLAS).
-"""
+Importing this package does not import mlx (the engine thread does, after loading a BLAS)."""
 
 from workbench.engine.engine import Engine
 from workbench.engine.errors import (

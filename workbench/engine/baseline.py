@@ -1,9 +1,5 @@
-"""Reference runs of raw `mlx_lm.stream_generate`, on the engine thread, so the
-Engine's own overhead can be measured against it in the same process.
-
-Timing uses the same definitions as GenerationStats (TTFT from the call, decode
-rate over the tokens after the first). Knows nothing of CSV or reports.
-"""
+"""Reference runs of raw `mlx_lm.stream_generate` on the engine thread, timed as GenerationStats
+is, so the Engine's own overhead can be measured against it. Knows nothing of CSV or reports."""
 
 from __future__ import annotations
 

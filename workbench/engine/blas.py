@@ -1,11 +1,5 @@
 """Optimized BLAS for MLX's Linux CPU backend: find it, load it before mlx, say which is used.
-
-The Linux `mlx[cpu]` wheel bundles a slow reference BLAS. libmlx resolves
-`cblas_sgemm` through the process's global symbol scope first, so loading an
-optimized BLAS with RTLD_GLOBAL *before* mlx is imported makes every dense
-float32 matmul use it (the same effect as LD_PRELOAD, without a re-exec).
-Knows nothing of models; never imports mlx.
-"""
+Knows nothing of models; never imports mlx (docs/architecture.md says why this works)."""
 
 from __future__ import annotations
 

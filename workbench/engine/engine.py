@@ -1,9 +1,5 @@
-"""Engine: the facade every consumer uses (API, UI, benchmarks, notebooks, CLI).
-
-Owns one EngineWorker; every method hands its MLX work to that thread. mlx is
-imported on the thread itself, after the optimized BLAS is loaded, so importing
-this module is cheap and side-effect free. Knows no HTTP, Gradio or pandas.
-"""
+"""Engine: the facade every consumer uses (API, UI, benchmarks, notebooks, CLI); every method
+hands its MLX work to the one EngineWorker thread. Knows no HTTP, Gradio or pandas."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Engine exceptions: one small hierarchy every consumer maps to its own surface.
-
-The HTTP layer turns these into status codes, the CLI into messages; the engine
-knows neither.
-"""
+"""Engine exceptions: one small hierarchy that the HTTP layer maps to statuses and the CLI to
+messages; the engine knows neither."""
 
 from __future__ import annotations
 

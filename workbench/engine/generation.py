@@ -1,9 +1,5 @@
-"""One generation on the engine thread: prompt rendering, mlx-lm sampling, stop
-strings, cancellation and measured stats.
-
-The only caller of mlx-lm's generate_step, make_sampler and
-make_logits_processors. Yields Chunk objects; knows nothing of queues or HTTP.
-"""
+"""One generation on the engine thread: prompt rendering and checks, mlx-lm sampling, stop strings,
+cancellation, and the final chunk with its stats (built here only). Knows no queues or HTTP."""
 
 from __future__ import annotations
 

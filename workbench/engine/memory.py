@@ -1,8 +1,5 @@
-"""Memory figures: MLX allocator (active / peak / cache), process RSS, system RAM.
-
-Runs on the engine thread (it calls mlx). Returns bytes, dtypes or MemoryInfo; knows
-nothing of models beyond their parameters' sizes and dtypes.
-"""
+"""Memory figures: MLX allocator (active / peak / cache), process RSS, system RAM; engine thread
+only (it calls mlx). Knows nothing of models beyond their parameters' sizes and dtypes."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Next-token distributions of a model against a reference on the same tokens: the
-numbers behind perplexity, KL divergence, top-1 agreement and greedy divergence.
-One forward pass per model per window, in float32. Engine thread only; aggregation
-lives in workbench.quant, which knows no mlx.
-"""
+"""Next-token distributions of a model against a reference on the same tokens (the numbers behind
+perplexity, KL, top-1 agreement), in float32; engine thread only. Aggregation is workbench.quant's."""
 
 from __future__ import annotations
 

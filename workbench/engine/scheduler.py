@@ -1,22 +1,5 @@
-"""Continuous batching on the engine thread, and the cross-request prompt (KV) cache.
-
-One `ModelBatch` per loaded model wraps mlx-lm's BatchGenerator: every generation
-for that model is a sequence in it, with its own sampler (seeded requests re-seed per
-draw, so a seed reproduces in any company), logits processors, end-of-sequence
-tokens, max_tokens, stop strings (our StopBuffer, on text), cancellation and stats.
-New requests join at a token boundary: their prompt is processed in the same step
-that decodes one token for everyone else. Nothing forces a request out of the batch.
-
-Each generation is a cooperative iterator the worker steps with every other stream
-(worker.py): it yields its chunks as the batch produces them, and None when it has
-nothing yet. The batch steps when every decoding sequence has handed over its last
-token, so it advances one token per worker round and no consumer falls behind.
-
-The prompt cache (mlx-lm's LRUPromptCache, per model, bounded by entries and bytes)
-holds the KV cache of finished generations keyed by their tokens; a request whose
-prompt extends a cached one (a chat continued with its history) processes only the
-rest, and its stats say how many tokens came from the cache.
-"""
+"""Continuous batching on the engine thread (one mlx-lm BatchGenerator per loaded model, each
+generation a sequence with its own sampling, stops and stats) and the cross-request prompt cache."""
 
 from __future__ import annotations
 

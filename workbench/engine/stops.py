@@ -1,8 +1,5 @@
-"""Stop strings matched on text, so a stop that spans several tokens is still caught.
-
-Text that might be the start of a stop string is held back until it is known
-not to be; the stop string itself is never emitted. Pure Python, no mlx.
-"""
+"""Stop strings matched on text, so a stop spanning several tokens is still caught; text that may
+start one is held back, the stop itself never emitted. Pure Python, no mlx."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Stream plumbing shared by the engine thread and its consumers: cancel tokens,
-per-stream state, and the sinks that bridge items to sync or asyncio consumers.
-
-Pure threading/asyncio (plus folding chunks into a Completion); knows nothing of models or mlx.
-"""
+"""Stream plumbing shared by the engine thread and its consumers: cancel tokens, per-stream state,
+sync/asyncio sinks, and folding chunks into a Completion. Knows nothing of models or mlx."""
 
 from __future__ import annotations
 

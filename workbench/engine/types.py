@@ -1,8 +1,5 @@
-"""The engine's vocabulary: frozen, validated dataclasses with no mlx import.
-
-Every consumer (API, UI, benchmark runner, notebooks) builds these and reads
-them back; validation happens here, once, so bad values fail before any MLX work.
-"""
+"""The engine's vocabulary: frozen, validated dataclasses with no mlx import, which every consumer
+builds and reads back; bad values fail here, before any MLX work."""
 
 from __future__ import annotations
 

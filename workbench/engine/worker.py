@@ -1,14 +1,5 @@
-"""EngineWorker: the one thread that runs every MLX call, and the sync / async
-bridges to it (on the sinks of streams.py).
-
-Jobs (plain calls) and streams (iterators stepped one item at a time) arrive on
-a queue. Active streams are stepped round-robin, so concurrent requests all make
-progress on this single thread; a stream may yield None for "nothing yet" (the
-scheduler's batched generations do, while another stream steps their batch).
-`exclusive()` gives one caller sole use of the thread (benchmarks). After each job and
-each round the `on_tick` hook runs on the thread (the engine publishes its snapshot
-there). Knows nothing of models or mlx.
-"""
+"""EngineWorker: the one thread that runs every MLX call (jobs, and streams stepped round-robin),
+exclusive() leases, and the sync/async bridges to it. Knows nothing of models or mlx."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""What an HTTP client loses: the same greedy generation seen by a streaming openai-SDK
-client of `workbench serve` and by an in-process `Engine.stream` consumer.
-
-The server runs as a subprocess (`workbench serve` on a free 127.0.0.1 port, same
-settings); trials alternate the order of the two paths, after one untimed warm-up of
-each. Both sides time what their consumer sees: TTFT to the first text, decode tok/s
-from the first to the last text. Rows share the engine-overhead CSV columns.
-"""
+"""What an HTTP client loses: the same greedy generation seen by a streaming openai-SDK client of
+a `workbench serve` subprocess and by an in-process Engine.stream consumer, in alternating trials."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The load tool: C streaming openai-SDK clients of any OpenAI-compatible server, R requests
-in all, timed as each client sees them (TTFT, inter-token gaps, aggregate tok/s).
-
-Owns the prompts (a fixed word list, about one token a word, fresh per run and per
-request so a prompt cache never serves them), the streaming timer shared with the
-multi-turn benchmark, and the LOAD_COLUMNS row. Knows HTTP clients only: no Engine, no mlx.
-"""
+"""The load tool: C streaming openai-SDK clients of any OpenAI-compatible server, R requests in all,
+timed as each client sees them (TTFT, inter-token gaps, aggregate tok/s). No Engine, no mlx."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""The multi-turn chat benchmark: conversations whose history grows to about H tokens,
-each turn a streamed chat completion timed by its client (TTFT per turn).
-
-Turns 1..N-1 each add a long user message (H/(N-1) words) and a short greedy reply; turn
-N asks a short question on top of the whole history, so its TTFT is what a prompt
-(KV) cache can save. The tool only measures: "with and without cache" are two runs
-against a server started each way. Knows HTTP clients only: no Engine, no mlx.
-"""
+"""The multi-turn chat benchmark: conversations whose history grows to about H tokens, each turn a
+streamed chat completion timed by its client (TTFT per turn). No Engine, no mlx."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """build_ui: the Gradio workbench (Chat, Compare, Arena, Models, Benchmark, Quantize tabs) on one
-Engine, and mount_ui, which serves it inside the FastAPI app next to the HTTP API.
-
-Built before the engine starts (create_app builds everything at construction), so
-nothing here calls the engine until a page loads. Knows no HTTP wire formats.
-"""
+Engine, and mount_ui, which serves it inside the FastAPI app. Knows no HTTP wire formats."""
 
 from __future__ import annotations
 

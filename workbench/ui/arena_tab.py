@@ -1,11 +1,5 @@
-"""Arena tab: run a prompt set through 2..N models into a battle file (arena.battles),
-then judge the battles one by one, blind (keys A, B, T, X), and watch the verdict form:
-pair win rates with Wilson intervals, sign tests, Bradley-Terry ratings with bootstrap
-intervals, each model's median tok/s and peak memory, and the plot (reports.plots).
-
-The page gets only the two replies of the battle being judged; which model wrote which
-stays on the server until the vote, which reveals it. Knows Gradio and arena, no HTTP.
-"""
+"""Arena tab: run a prompt set through 2..N models into a battle file, then judge it blind (keys A,
+B, T, X) and watch the statistics form. Models stay server-side until a vote; knows no HTTP."""
 
 from __future__ import annotations
 

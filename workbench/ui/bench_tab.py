@@ -1,10 +1,5 @@
-"""Benchmark tab: pick models and settings (or load them from an experiments/ file), run
-the benchmark runner with a progress bar, see the summary table and the report plots,
-download the CSV.
-
-The run is the same `run_to_csv` as `workbench bench`: rows land in the results folder
-with provenance, and the plots are reports.plots. Knows Gradio and bench, no HTTP.
-"""
+"""Benchmark tab: pick models and lengths (or an experiments/ file), run the same runner as
+`workbench bench` with a progress bar, see the summary and plots, download the CSV. No HTTP."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Chat tab: one conversation with one model, streamed, with a stats line under each
-reply; Stop, regenerate, clear and JSON export; an optional JSON schema the replies
-follow (ui/structured.py).
-
-The conversation lives in a per-session State of turns ({"role", "content", "stats"});
-the chatbot only shows it. Knows engine types and Gradio, no HTTP formats.
-"""
+"""Chat tab: one conversation with one model, streamed, a stats line under each reply; Stop,
+regenerate, clear, JSON export, an optional JSON schema. Knows engine types and Gradio, no HTTP."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""What the tabs share: the engine queue, model pickers, sampling controls, the stats
-line, readable errors, Stop tokens per browser session, and streaming from the engine.
-
-Knows Gradio and engine types; no HTTP wire formats, no mlx.
-"""
+"""What the tabs share: the engine queue, model pickers, sampling controls, the stats line, readable
+errors, Stop tokens per browser session, streaming from the engine. No HTTP formats, no mlx."""
 
 from __future__ import annotations
 

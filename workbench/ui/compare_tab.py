@@ -1,10 +1,5 @@
-"""Compare tab: one prompt and one set of sampling parameters to N sides, each with its
-own model or variant; replies stream in place with per-side stats.
-
-Fair mode (default) runs the sides one after another so their tok/s compare; live
-mode interleaves them and says their tok/s do not. Blind mode shuffles the sides,
-hides names and stats until the vote, and appends the vote to results/ (arena.votes).
-"""
+"""Compare tab: one prompt and one sampling to N sides, each its own model; fair (sequential) or
+live (interleaved), blind with a vote appended to results/. Knows Gradio and arena, no HTTP."""
 
 from __future__ import annotations
 

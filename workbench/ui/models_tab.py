@@ -1,9 +1,5 @@
-"""Models tab: every registered model with size, variant and loaded state; load and
-unload with live memory figures; import a GGUF file or an MLX folder by path.
-
-Changes here refresh the model pickers of the other tabs. Knows engine types and
-Gradio, no HTTP formats.
-"""
+"""Models tab: every registered model with size, variant and state; load and unload with live
+memory; import a GGUF file or MLX folder by path. Knows engine types and Gradio, no HTTP."""
 
 from __future__ import annotations
 

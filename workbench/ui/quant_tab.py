@@ -1,10 +1,5 @@
-"""Quantize tab: pick a model and recipes (or a sweep file from experiments/), run the
-quantization sweep with a progress bar, see its table and the Pareto plot, download the
-CSV. New variants go into the Chat and Compare pickers as soon as the run ends.
-
-The run is the same `run_sweep` as `workbench quantize --sweep`, into the results
-folder with provenance; the plot is reports.plots. Knows Gradio and quant, no HTTP.
-"""
+"""Quantize tab: pick a model and recipes (or a sweep file), run the same sweep as `workbench
+quantize --sweep`, see its table and Pareto plot, download the CSV. Knows Gradio and quant."""
 
 from __future__ import annotations
 

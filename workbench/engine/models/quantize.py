@@ -1,8 +1,5 @@
-"""Quantized (and dequantized) variants: mlx-lm's convert() run in-process on the engine
-thread into a hidden temporary folder, renamed into place only when complete, with the
-recipe recorded beside the weights. A variant made before from the same source and
-recipe is reused. Runs on the engine thread only; knows the registry, not consumers.
-"""
+"""Quantized and dequantized variants: mlx-lm's convert() on the engine thread into a hidden folder,
+renamed into place when complete, the recipe beside it, reused when made before. No consumers."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Model ids -> model folders -> loaded models, within a memory budget.
-
-Which ids exist is the catalog's business (catalog.py). Hub ids load from the local
-Hugging Face cache unless downloads are allowed; GGUF files are converted once into
-the models directory. Loading evicts least-recently-used idle models to stay
-inside the budget; unloading frees MLX's cache. Runs on the engine thread only.
-"""
+"""Model ids (through the catalog it holds) -> folders -> loaded models, within a memory budget:
+converting GGUF files, fetching hub ids when allowed, evicting idle models. Engine thread only."""
 
 from __future__ import annotations
 

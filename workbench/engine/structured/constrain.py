@@ -1,18 +1,5 @@
-"""Constrained decoding: the output must match a grammar (a JSON schema, or a Lark
-grammar that may embed JSON schemas), enforced token by token with llguidance.
-
-Each constrained generation gets a `GrammarProcessor`, an mlx-lm logits processor: before
-every draw it masks out the tokens the grammar forbids (so greedy and sampled draws alike
-stay inside it), and once the grammar is complete only an end-of-sequence token is left.
-With `ignore_eos` end-of-sequence is masked too while the grammar allows anything else
-(benchmarks: an endless grammar then runs to max_tokens).
-It is called once per drawn token, in order, in both the batched and the one-at-a-time
-paths: the first call comes at the end of the prompt; every later call first feeds the
-token drawn last (the last of its context) to the matcher.
-
-The llguidance tokenizer (built from the model's fast tokenizer, ~1 s) is made once per
-loaded model. Engine thread only; imports mlx.
-"""
+"""Constrained decoding: an mlx-lm logits processor that masks, before every draw, the tokens a
+grammar (JSON schema or Lark) forbids, with llguidance. Engine thread only; imports mlx."""
 
 from __future__ import annotations
 

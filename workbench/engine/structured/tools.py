@@ -1,18 +1,5 @@
-"""Tool calls as the model writes them, one format for every API.
-
-A call is one line of JSON, `{"name": "<tool>", "arguments": {...}}`; parallel calls are
-one per line. When a request offers tools, the model's output is constrained (a Lark
-grammar for llguidance, engine/constrain.py) to: calls only (tool choice "required"),
-calls of one named tool, or (choice "auto") either calls or text that does not start
-with "{". Each tool's arguments follow its parameters schema, with objects that do not
-say otherwise closed (no keys beyond the schema), so a small model cannot ramble on.
-
-The chat template gets the tools (`tools=`); a template that ignores them (SmolLM2's)
-gets a system note describing them and the call format instead (`tool_note`).
-`parse_calls` splits a finished reply into text and calls; `CallSplitter` does the same
-incrementally for streams (a call's name as soon as it is known, then its arguments as
-they are generated). Pure Python: the API layers map this onto their wire formats.
-"""
+"""Tool calls as the model writes them, one format for every API: a JSON line per call, the grammar
+that constrains it, the system note, and parsers for finished and streamed replies. Pure Python."""
 
 from __future__ import annotations
 

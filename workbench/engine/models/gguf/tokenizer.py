@@ -1,8 +1,5 @@
-"""GGUF vocabulary -> Hugging Face tokenizer files (tokenizer.json built with
-`tokenizers`, tokenizer_config.json with the chat template, generation_config.json).
-
-Knows the llama.cpp tokenizer metadata keys and pre-tokenizer names; nothing of weights.
-"""
+"""GGUF vocabulary -> Hugging Face tokenizer files (tokenizer.json, tokenizer_config.json with
+the chat template, generation_config.json). Knows llama.cpp's tokenizer metadata; no weights."""
 
 from __future__ import annotations
 
