@@ -1,15 +1,17 @@
-"""Error bodies in OpenAI's and Anthropic's shapes, and the one mapping from engine
-exceptions and request-validation failures to HTTP status codes. Knows no routes:
-the app says which path prefix speaks Anthropic."""
+"""ApiError, the error reply models of both APIs (they build the bodies and document them),
+and the one mapping from engine exceptions and validation failures to HTTP statuses.
+Knows no routes: the app says which path prefix speaks Anthropic."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workbench.engine.errors import (
@@ -63,6 +65,44 @@ def anthropic_type(status: int) -> str:
     return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
 
 
+def _absent(description: str) -> Any:
+    """A field left out of the body when None (documented as optional, never null)."""
+    return Field(None, exclude_if=lambda v: v is None, description=description)
+
+
+_N_PROMPT = "context_length_exceeded only: the prompt's tokens"
+_N_CTX = "context_length_exceeded only: the model's context, in tokens"
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+    n_prompt_tokens: int | SkipJsonSchema[None] = _absent(_N_PROMPT)
+    n_ctx: int | SkipJsonSchema[None] = _absent(_N_CTX)
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error body."""
+
+    error: OpenAIErrorDetail
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+    n_prompt_tokens: int | SkipJsonSchema[None] = _absent(_N_PROMPT)
+    n_ctx: int | SkipJsonSchema[None] = _absent(_N_CTX)
+
+
+class AnthropicError(BaseModel):
+    """Anthropic's error body (and its stream's `error` event)."""
+
+    type: Literal["error"] = "error"
+    error: AnthropicErrorDetail
+
+
 class ApiError(Exception):
     """An error response decided at the HTTP edge (bad parameter, auth, ...)."""
 
@@ -75,7 +115,8 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
+        n_prompt_tokens: int | None = None,
+        n_ctx: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -84,26 +125,41 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers
-        self.extra = extra or {}  # more fields of the error object (n_prompt_tokens, n_ctx)
+        self.n_prompt_tokens = n_prompt_tokens  # with n_ctx: how far a prompt is past the context
+        self.n_ctx = n_ctx
+
+    def openai_error(self) -> OpenAIError:
+        detail = OpenAIErrorDetail(
+            message=self.message,
+            type=self.type,
+            param=self.param,
+            code=self.code,
+            n_prompt_tokens=self.n_prompt_tokens,
+            n_ctx=self.n_ctx,
+        )
+        return OpenAIError(error=detail)
+
+    def anthropic_error(self) -> AnthropicError:
+        """The type follows the status; the message is the same."""
+        detail = AnthropicErrorDetail(
+            type=anthropic_type(self.status),
+            message=self.message,
+            n_prompt_tokens=self.n_prompt_tokens,
+            n_ctx=self.n_ctx,
+        )
+        return AnthropicError(error=detail)
 
     def body(self) -> dict[str, Any]:
         """OpenAI's shape."""
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return {"error": {**error, **self.extra}}
+        return self.openai_error().model_dump()
 
     def anthropic_body(self) -> dict[str, Any]:
-        """Anthropic's shape: the type follows the status, the message is the same."""
-        error = {"type": anthropic_type(self.status), "message": self.message}
-        return {"type": "error", "error": {**error, **self.extra}}
+        """Anthropic's shape."""
+        return self.anthropic_error().model_dump()
 
 
 class ClientDisconnectedError(Exception):
     """The client went away before the response was ready; nothing can be sent."""
-
-
-def unsupported(param: str, detail: str) -> ApiError:
-    """A known OpenAI parameter we do not honour: a 400 that names it."""
-    return ApiError(400, f"{param}: {detail}", param=param, code="unsupported_parameter")
 
 
 def from_exception(exc: BaseException) -> ApiError:
@@ -116,10 +172,10 @@ def from_exception(exc: BaseException) -> ApiError:
             if isinstance(exc, ModelNotFoundError):
                 param = "model"
             headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFullError) else None
-            extra = None
+            sizes: dict[str, int | None] = {}
             if isinstance(exc, ContextLengthError) and exc.n_ctx is not None:
-                extra = {"n_prompt_tokens": exc.n_prompt_tokens, "n_ctx": exc.n_ctx}
-            return ApiError(status, str(exc), type=kind, param=param, code=code, headers=headers, extra=extra)
+                sizes = {"n_prompt_tokens": exc.n_prompt_tokens, "n_ctx": exc.n_ctx}
+            return ApiError(status, str(exc), type=kind, param=param, code=code, headers=headers, **sizes)
     log.error("unexpected error", exc_info=exc)
     return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
 

@@ -1,29 +1,30 @@
-"""Anthropic Messages wire models for /v1/messages and /v1/messages/count_tokens:
-pydantic with explicit bounds, and the one conversion into an engine GenerationRequest.
-
-Text content, tools (tool_use / tool_result blocks, engine/tools.py) and a JSON-schema
-output_config.format; a block, tool or option we cannot honour is rejected with a 400
-that names it; `metadata` only describes the caller and is accepted; unknown fields
-are accepted and logged. Knows no HTTP or engine thread.
-"""
+"""Anthropic request models for /v1/messages and /v1/messages/count_tokens (text, tool_use /
+tool_result blocks, a JSON-schema output_config.format; what we cannot honour is a 400 that
+names it), and their one conversion into a GenerationRequest. Knows no HTTP or reply shape."""
 
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, Literal
 
 from pydantic import Field
 
-from api.errors import ApiError, unsupported
-from api.openai.protocol import WireModel
+from api.errors import ApiError
+from api.wire import (
+    ChoiceMode,
+    WireModel,
+    check_stops,
+    check_tool_choice,
+    no_effect,
+    offers_tools,
+    sampling_params,
+    tool_use,
+    unsupported,
+)
 from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
-from workbench.engine.structured.tools import ToolSpec, call_text, forced, tool_constraint
+from workbench.engine.structured.tools import ToolSpec, call_text
 from workbench.engine.types import MAX_STOP_STRINGS
 
-log = logging.getLogger(__name__)
-
-ANTHROPIC_DEFAULT_TEMPERATURE = 1.0  # Anthropic's documented default; send 0 for greedy
 # Assistant blocks a client replays from earlier replies that the next prompt leaves out.
 HISTORY_ONLY = ("thinking", "redacted_thinking")
 
@@ -97,6 +98,10 @@ class AnthropicTool(WireModel):
     type: str | None = None  # "custom" or absent; server tools (web search...) are refused
 
 
+# Anthropic's tool_choice types in the words both APIs share.
+_MODES: dict[str, ChoiceMode] = {"auto": "auto", "any": "required", "tool": "named", "none": "none"}
+
+
 class AnthropicToolChoice(WireModel):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
@@ -139,12 +144,11 @@ class MessagesBase(WireModel):
         for i, tool in enumerate(self.tools or ()):
             if tool.type not in (None, "custom"):
                 raise unsupported(f"tools.{i}", f"server tool type {tool.type!r} is not supported")
-        choice = self.tool_choice
-        if choice is not None and choice.type in ("any", "tool") and not self.tools:
-            raise ApiError(400, "tool_choice: needs tools", param="tool_choice")
-        if choice is not None and choice.type == "tool" and not choice.name:
+        mode = self.tool_mode()
+        check_tool_choice(self.tools, mode)
+        if mode == "named" and not (self.tool_choice and self.tool_choice.name):
             raise ApiError(400, "tool_choice.name: required when type is 'tool'", param="tool_choice.name")
-        if self.offered_tools() and self.output_config is not None and self.output_config.format:
+        if offers_tools(self.tools, mode) and self.output_config is not None and self.output_config.format:
             raise ApiError(
                 400, "output_config.format: cannot be combined with tools", param="output_config.format"
             )
@@ -154,7 +158,7 @@ class MessagesBase(WireModel):
             )
         if self.thinking is not None and self.thinking.type != "disabled":
             # Claude-style clients ask for it on every request: answered without reasoning.
-            log.info("messages: thinking asked for; this server's models answer without a thinking block")
+            no_effect("messages", "thinking")  # the reply comes without a thinking block
         if self.mcp_servers:
             raise unsupported("mcp_servers", "MCP servers are not supported")
         fmt = self.output_config.format if self.output_config is not None else None
@@ -163,7 +167,7 @@ class MessagesBase(WireModel):
                 "output_config.format", "only {'type': 'json_schema', 'schema': {...}} is supported"
             )
         if self.output_config is not None and self.output_config.effort is not None:
-            log.info("messages: output_config.effort has no effect on this server's models")
+            no_effect("messages", "output_config.effort")
         last = self.messages[-1]
         if last.role == "assistant" and not isinstance(last.content, str):
             for j, block in enumerate(last.content):
@@ -192,30 +196,23 @@ class MessagesBase(WireModel):
             return ""
         return "".join(t.content for t in _turns(last, f"messages.{len(self.messages) - 1}.content"))
 
-    def offered_tools(self) -> tuple[ToolSpec, ...]:
-        """The tools the model may call (none when tool_choice is 'none')."""
-        if not self.tools or (self.tool_choice is not None and self.tool_choice.type == "none"):
-            return ()
-        return tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in self.tools)
-
-    def choice_name(self) -> str:
+    def tool_mode(self) -> ChoiceMode:
+        """What tool_choice asks for, in the words both APIs share."""
         c = self.tool_choice
-        if c is None or c.type == "auto":
-            return "auto"
-        return "required" if c.type == "any" else forced(str(c.name))
+        return _MODES[c.type] if c is not None else "auto"
 
     def engine_request(self, model_id: str, **rest: Any) -> GenerationRequest:
         """The prompt part (turns, tools and the constraint they bring) plus `rest`."""
         messages, prefill = self.engine_messages(), self.prefill()
-        tools, choice = self.offered_tools(), self.choice_name()
-        if tools:
-            parallel = not (self.tool_choice and self.tool_choice.disable_parallel_tool_use)
-            constraint = tool_constraint(tools, choice, parallel=parallel)
-        elif self.output_config is not None and self.output_config.format is not None:
+        c = self.tool_choice
+        specs = tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in self.tools or ())
+        parallel = not (c is not None and c.disable_parallel_tool_use)
+        tools = tool_use(specs, self.tool_mode(), c.name if c is not None else None, parallel=parallel)
+        reply_format = None
+        if self.output_config is not None and self.output_config.format is not None:
             schema = self.output_config.format["schema"]
-            constraint = Constraint.json_schema(schema, "output_config.format.schema", strict=True)
-        else:
-            constraint = None
+            reply_format = Constraint.json_schema(schema, "output_config.format.schema", strict=True)
+        constraint = tools.constraint(reply_format)
         if prefill and constraint is not None:
             where = f"messages.{len(self.messages) - 1}"
             raise unsupported(
@@ -224,8 +221,8 @@ class MessagesBase(WireModel):
         return GenerationRequest(
             messages=messages,
             model=model_id,
-            tools=tools,
-            tool_choice=choice,
+            tools=tools.tools,
+            tool_choice=tools.choice,
             constraint=constraint,
             prefill=prefill,
             **rest,
@@ -253,17 +250,11 @@ class MessagesRequest(MessagesBase):
     service_tier: str | None = None
 
     def sampling(self) -> SamplingParams:
-        temperature = ANTHROPIC_DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
-        top_p = 1.0 if self.top_p is None else self.top_p
-        if top_p == 0.0:  # only the most likely token survives: that is greedy decoding
-            temperature, top_p = 0.0, 1.0
-        return SamplingParams(temperature=temperature, top_p=top_p, top_k=self.top_k or 0)
+        return sampling_params(self.temperature, self.top_p, top_k=self.top_k)
 
     def to_engine_request(self, model_id: str) -> GenerationRequest:
         stops = tuple(self.stop_sequences or ())
-        for i, s in enumerate(stops):
-            if s == "":
-                raise ApiError(400, f"stop_sequences.{i}: must not be empty", param=f"stop_sequences.{i}")
+        check_stops(stops, "stop_sequences", empty=False)
         return self.engine_request(
             model_id,
             sampling=self.sampling(),

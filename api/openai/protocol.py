@@ -1,52 +1,34 @@
-"""OpenAI wire models for /v1/chat/completions and /v1/completions: pydantic with
-explicit bounds, and the one conversion into engine GenerationRequests.
-
-A parameter we honour is converted; one we cannot honour is rejected with a 400
-that names it; one that only describes the caller (user, metadata, store) is
-accepted; unknown fields are accepted and logged. Knows no HTTP or engine thread.
-"""
+"""OpenAI request models for /v1/chat/completions and /v1/completions (explicit bounds;
+a parameter we cannot honour is a 400 that names it), and their one conversion into engine
+GenerationRequests. Knows no HTTP, no engine thread, no reply shape."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from api.errors import ApiError, unsupported
+from api.errors import ApiError
+from api.wire import (
+    ChoiceMode,
+    WireModel,
+    check_stops,
+    check_tool_choice,
+    no_effect,
+    offers_tools,
+    sampling_params,
+    stop_strings,
+    tool_use,
+    unsupported,
+)
 from workbench.engine import Constraint, GenerationRequest, Message, SamplingParams
-from workbench.engine.structured.tools import ToolSpec, call_text, forced, tool_constraint
-from workbench.engine.types import MAX_SEED, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS
+from workbench.engine.structured.tools import ToolSpec, call_text
+from workbench.engine.types import MAX_SEED, MAX_TOP_LOGPROBS
 
-log = logging.getLogger(__name__)
-
-OPENAI_DEFAULT_TEMPERATURE = 1.0  # OpenAI's documented default; send 0 for greedy
 MAX_CHOICES = 16  # n x prompts per request
 MAX_LOGIT_BIAS = 300  # entries, as OpenAI allows
 MAX_STOP_LENGTH = 1000  # characters per stop string
 Bias = Annotated[float, Field(ge=-100, le=100)]
-
-
-class WireModel(BaseModel):
-    """Accepts unknown fields (clients send vendor extras) so they can be logged."""
-
-    model_config = ConfigDict(extra="allow")
-
-    def unknown_fields(self, prefix: str = "") -> list[str]:
-        """Dotted names of unknown fields, nested models (messages, parts) included."""
-        found = [f"{prefix}{k}" for k in sorted(self.model_extra or {})]
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            items = value if isinstance(value, list) else [value]
-            for i, item in enumerate(items):
-                if isinstance(item, WireModel):
-                    where = f"{prefix}{name}.{i}." if isinstance(value, list) else f"{prefix}{name}."
-                    found += item.unknown_fields(where)
-        return found
-
-    def log_unknown(self, where: str) -> None:
-        if unknown := self.unknown_fields():
-            log.info("%s: ignoring unknown fields %s", where, unknown)
 
 
 class StreamOptions(WireModel):
@@ -201,11 +183,7 @@ class SamplingFields(WireModel):
     def check_common(self) -> None:
         if self.stream_options is not None and not self.stream:
             raise ApiError(400, "stream_options: only allowed when stream is true", param="stream_options")
-        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_STRINGS:
-            raise ApiError(400, f"stop: at most {MAX_STOP_STRINGS} strings", param="stop")
-        stops = self.stop if isinstance(self.stop, list) else [self.stop] if self.stop else []
-        if any(len(s) > MAX_STOP_LENGTH for s in stops):
-            raise ApiError(400, f"stop: each string at most {MAX_STOP_LENGTH} characters", param="stop")
+        check_stops(self.stops(), "stop", max_length=MAX_STOP_LENGTH)
 
     @property
     def include_usage(self) -> bool:
@@ -214,35 +192,26 @@ class SamplingFields(WireModel):
     def sampling(self, choice: int) -> SamplingParams:
         """Engine sampling for choice `choice`: seeded requests give choice i seed + i,
         so n choices differ from each other yet the whole response reproduces."""
-        temperature = OPENAI_DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
-        top_p = 1.0 if self.top_p is None else self.top_p
-        if top_p == 0.0:  # only the most likely token survives: that is greedy decoding
-            temperature, top_p = 0.0, 1.0
         # -1 means "random" to llama.cpp-style clients; other negatives wrap into range.
         seed = None if self.seed in (None, -1) else (self.seed + choice) % (MAX_SEED + 1)
-        extras = {
-            k: v
-            for k, v in {
-                "top_k": self.top_k,
-                "min_p": self.min_p,
-                "repetition_penalty": self.repetition_penalty,
-                "repetition_context_size": self.repetition_context_size,
-                "presence_penalty": self.presence_penalty,
-                "frequency_penalty": self.frequency_penalty,
-            }.items()
-            if v is not None
-        }
-        return SamplingParams(
-            temperature=temperature, top_p=top_p, seed=seed, logit_bias=self.logit_bias or {}, **extras
+        return sampling_params(
+            self.temperature,
+            self.top_p,
+            seed=seed,
+            logit_bias=self.logit_bias,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            repetition_context_size=self.repetition_context_size,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
         )
 
     def constraint(self) -> Constraint | None:
         return self.response_format.constraint() if self.response_format is not None else None
 
     def stops(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        return stop_strings(self.stop)
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -273,9 +242,10 @@ class ChatCompletionRequest(SamplingFields):
                 "functions" if self.functions else "function_call",
                 "the legacy functions API is not supported; use tools and tool_choice",
             )
-        if self.tool_choice not in (None, "none", "auto") and not self.tools:
-            raise ApiError(400, "tool_choice: needs tools", param="tool_choice")
-        if self.offered_tools() and self.response_format is not None and self.response_format.type != "text":
+        mode, _ = self.tool_mode()
+        check_tool_choice(self.tools, mode)
+        formatted = self.response_format is not None and self.response_format.type != "text"
+        if offers_tools(self.tools, mode) and formatted:
             raise ApiError(
                 400,
                 "response_format: cannot be combined with tools (tool calls have their own format); "
@@ -289,34 +259,28 @@ class ChatCompletionRequest(SamplingFields):
                 raise unsupported(name, "not supported by this server")
         for name in ("prediction", "reasoning_effort", "verbosity"):
             if getattr(self, name) is not None:
-                log.info("chat.completions: %s accepted without effect", name)
+                no_effect("chat.completions", name)
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "top_logprobs: requires logprobs to be true", param="top_logprobs")
 
-    def offered_tools(self) -> tuple[ToolSpec, ...]:
-        """The tools the model may call (none when tool_choice is 'none')."""
-        if not self.tools or self.tool_choice == "none":
-            return ()
+    def tool_mode(self) -> tuple[ChoiceMode, str | None]:
+        """What tool_choice asks for, and the tool it names."""
+        c = self.tool_choice
+        return ("named", c.function.name) if isinstance(c, NamedToolChoice) else (c or "auto", None)
+
+    def tool_specs(self) -> tuple[ToolSpec, ...]:
         return tuple(
             ToolSpec(f.name, f.description or "", f.parameters or {"type": "object"})
-            for f in (t.function for t in self.tools)
+            for f in (t.function for t in self.tools or ())
         )
-
-    def choice_name(self) -> str:
-        c = self.tool_choice
-        return forced(c.function.name) if isinstance(c, NamedToolChoice) else (c or "auto")
 
     def to_engine_requests(self, model_id: str) -> list[GenerationRequest]:
         """One engine request per choice (n)."""
         self.check()
         messages = tuple(m.to_engine(i) for i, m in enumerate(self.messages))
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-        tools, choice = self.offered_tools(), self.choice_name()
-        constraint = (
-            tool_constraint(tools, choice, parallel=self.parallel_tool_calls is not False)
-            if tools
-            else self.constraint()
-        )
+        tools = tool_use(self.tool_specs(), *self.tool_mode(), parallel=self.parallel_tool_calls is not False)
+        constraint = tools.constraint(self.constraint())
         return [
             GenerationRequest(
                 messages=messages,
@@ -327,8 +291,8 @@ class ChatCompletionRequest(SamplingFields):
                 logprobs=(self.top_logprobs or 0) if self.logprobs else None,
                 ignore_eos=self.ignore_eos,
                 constraint=constraint,
-                tools=tools,
-                tool_choice=choice,
+                tools=tools.tools,
+                tool_choice=tools.choice,
             )
             for i in range(self.n)
         ]

@@ -54,7 +54,7 @@ async def chat_completions(
     model_id = await resolve_model(request, body.model)
     requests = body.to_engine_requests(model_id)
     head = fmt.ResponseHeader("chat", model_id, engine.device)
-    tools = body.offered_tools()
+    tools = requests[0].tools  # the same for every choice
     if not body.stream:
         results = await until_disconnect(request, collect_all(request, requests))
         return fmt.chat_completion(head, results, tools)
