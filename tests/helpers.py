@@ -93,3 +93,39 @@ class FinishedGenerations:
         assert stats.finish_reason == "cancelled", stats
         assert stats.generation_tokens < max_tokens // 2, stats
         return stats
+
+
+# A Qwen3 / DeepSeek-R1 style template: the generation prompt opens a thinking section
+# unless enable_thinking is false, which renders it closed and empty.
+THINKING_TEMPLATE = (
+    "{%- for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{% else %}<think>\n{% endif %}{% endif %}"
+)
+
+
+def write_thinking_model(source: object, folder: object) -> object:
+    """The embedded float32 weights (linked) under a tokenizer whose two unused special
+    tokens (ids 15, 16) are `<think>` / `</think>` (plain text when decoded, as Qwen3's) and
+    THINKING_TEMPLATE: a model with a thinking section, as mlx-lm detects one."""
+    import json
+    from pathlib import Path
+
+    source, folder = Path(str(source)), Path(str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name not in ("tokenizer.json", "tokenizer_config.json", "workbench_source.json"):
+            (folder / item.name).symlink_to(item)
+    tok = json.loads((source / "tokenizer.json").read_text())
+    names = {15: "<think>", 16: "</think>"}
+    for added in tok["added_tokens"]:
+        if added["id"] in names:
+            old = added["content"]
+            added["content"], added["special"] = names[added["id"]], False
+            tok["model"]["vocab"][names[added["id"]]] = tok["model"]["vocab"].pop(old)
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    config["chat_template"] = THINKING_TEMPLATE
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder

@@ -20,7 +20,8 @@ from workbench.config import Settings
 from workbench.engine import memory
 from workbench.engine.errors import ContextLengthError, InvalidRequestError
 from workbench.engine.models.registry import LoadedModel
-from workbench.engine.stops import StopBuffer
+from workbench.engine.reasoning import ThinkBudget, thinking_of
+from workbench.engine.reply_text import ReplyText
 from workbench.engine.streams import StreamState
 from workbench.engine.types import (
     Chunk,
@@ -49,13 +50,16 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
             param="messages",
         )
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    # A constrained reply is the answer itself: templates that can skip their thinking do.
+    skip = request.think is False or request.constraint is not None or bool(request.tools)
+    options = {"enable_thinking": False} if skip and getattr(tokenizer, "has_thinking", False) else {}
     try:
         if request.tools:
             from workbench.engine.structured.tools import with_tools
 
-            ids = with_tools(tokenizer, messages, request.tools, request.tool_choice)
+            ids = with_tools(tokenizer, messages, request.tools, request.tool_choice, **options)
         else:
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, **options)
     except TemplateError as exc:
         raise InvalidRequestError(
             f"the chat template rejected the messages: {exc}", param="messages"
@@ -145,24 +149,19 @@ def final_chunk(
     timeline: Timeline,
     *,
     prompt_tokens: int = 0,
-    text: tuple[Any, StopBuffer] | None = None,
-    stop_hit: bool = False,
+    text: ReplyText | None = None,
     seed: int | None = None,
     load_s: float | None = None,
     cached: int = 0,
     batch_size: int = 1,
+    reasoning_tokens: int = 0,
 ) -> Chunk:
     """The last chunk of a generation (alone, batched or cancelled before it started): the
-    text the detokenizer and stop buffer of `text` still hold, and the GenerationStats (built
-    here only)."""
-    tail, stops = "", None
+    text that `text` still holds, and the GenerationStats (built here only)."""
+    tail, reasoning, stop = "", "", None
     if text is not None:
-        detokenizer, stops = text
-        if not stop_hit:  # what the detokenizer or the stop buffer still holds is the reply's
-            detokenizer.finalize()
-            tail, stop_hit = stops.push(detokenizer.last_segment)
-            tail += "" if stop_hit else stops.flush()
-        finish = "stop" if stop_hit else finish
+        tail, reasoning = text.finish()
+        finish, stop = ("stop", text.stop_sequence) if text.stop_hit else (finish, None)
     now, count = time.perf_counter(), timeline.count
     ttft = timeline.first_at - timeline.start if count else now - timeline.start
     decode_s = timeline.last_at - timeline.first_at
@@ -180,11 +179,12 @@ def final_chunk(
         load_s=load_s,
         seed=seed,
         concurrent_streams=state.max_concurrency,
-        stop_sequence=stops.matched if stops is not None and stop_hit else None,
+        stop_sequence=stop,
         cached_tokens=cached,
         batch_size=batch_size,
+        reasoning_tokens=reasoning_tokens,
     )
-    return Chunk(text=tail, stats=stats)
+    return Chunk(text=tail, stats=stats, reasoning=reasoning)
 
 
 def cancelled_before_start(model_id: str, state: StreamState) -> Chunk:
@@ -203,6 +203,11 @@ class Prepared:
     processors: list[Any]
     seed: int | None
     eos: frozenset[int]
+    thinking: tuple[str, str, bool] | None = None  # the model's thinking markers, and open at start
+    budget: ThinkBudget | None = None  # counts (and bounds) the reasoning tokens
+
+    def reasoning_tokens(self) -> int:
+        return self.budget.spent if self.budget is not None else 0
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,7 @@ def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = R
     context = lm.context_length
     if not prompt:
         raise InvalidRequestError("the prompt encodes to no tokens", param="prompt")
+    thinking, budget = _thinking(tokenizer, prompt, request)  # may close the section in the prompt
     sizes = {"n_prompt_tokens": len(prompt), "n_ctx": context}
     if len(prompt) >= context:
         over = len(prompt) - context + 1  # at least one token must be left to generate
@@ -259,6 +265,8 @@ def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = R
             param="prompt_ids",
         )
     sampler, processors, seed = build_sampling(request.sampling, vocab_size)
+    if budget is not None:
+        processors = [*processors, budget]
     if request.constraint is not None:
         from workbench.engine.structured.constrain import grammar_processor
 
@@ -266,7 +274,29 @@ def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = R
         processor = grammar_processor(lm, request.constraint, vocab_size, forbid)
         processors = [*processors, processor]  # last: masks the others
     eos = frozenset() if request.ignore_eos else frozenset(tokenizer.eos_token_ids)
-    return Prepared(prompt, max_tokens, sampler, processors, seed, eos)
+    return Prepared(prompt, max_tokens, sampler, processors, seed, eos, thinking, budget)
+
+
+def _thinking(
+    tokenizer: Any, prompt: list[int], request: GenerationRequest
+) -> tuple[tuple[str, str, bool] | None, ThinkBudget | None]:
+    """The thinking markers (and whether the prompt left the section open) and the budget
+    processor of a model whose template has a thinking section; (None, None) otherwise. A
+    constrained or tool-calling reply never starts inside the section: the prompt closes it."""
+    thinking = thinking_of(tokenizer, prompt)
+    if thinking is None:
+        return None, None
+    start, end, opened = thinking
+    if opened and (request.constraint is not None or request.tools or request.think is False):
+        prompt.extend(tokenizer.think_end_tokens)
+        opened = False
+    budget = ThinkBudget(
+        tuple(tokenizer.think_start_tokens),
+        tuple(tokenizer.think_end_tokens),
+        request.reasoning_budget,
+        open=opened,
+    )
+    return (start, end, opened), budget
 
 
 def stream_chunks(
@@ -282,11 +312,10 @@ def stream_chunks(
     timeline = Timeline()
     tokenizer = lm.tokenizer
     ready = prepare(lm, request, limits)
-    detokenizer, stops = tokenizer.detokenizer, StopBuffer(request.stop)
+    reply = ReplyText(tokenizer, request.stop, ready.thinking)
     if state.started_idle:
         memory.reset_peak()
     finish: FinishReason = "length"
-    stop_hit = False
     if state.cancel.cancelled:
         finish = "cancelled"
     else:
@@ -303,14 +332,13 @@ def stream_chunks(
                 if token in ready.eos:
                     finish = "stop"
                     break
-                detokenizer.add_token(token)
-                text, stop_hit = stops.push(detokenizer.last_segment)
+                text, reasoning = reply.push(token)
                 logprob = None
                 if request.logprobs is not None:
                     logprob = token_logprob(tokenizer, token, logprobs, request.logprobs)
-                yield Chunk(text=text, token_id=token, logprob=logprob)
-                if stop_hit or state.cancel.cancelled:
-                    finish = "stop" if stop_hit else "cancelled"
+                yield Chunk(text=text, token_id=token, logprob=logprob, reasoning=reasoning)
+                if reply.stop_hit or state.cancel.cancelled:
+                    finish = "stop" if reply.stop_hit else "cancelled"
                     break
         finally:
             steps.close()
@@ -320,8 +348,8 @@ def stream_chunks(
         finish,
         timeline,
         prompt_tokens=len(ready.prompt),
-        text=(detokenizer, stops),
-        stop_hit=stop_hit,
+        text=reply,
         seed=ready.seed,
         load_s=load_s,
+        reasoning_tokens=ready.reasoning_tokens(),
     )

@@ -24,7 +24,7 @@ from workbench.engine.generation import (
     token_logprob,
 )
 from workbench.engine.models.registry import LoadedModel
-from workbench.engine.stops import StopBuffer
+from workbench.engine.reply_text import ReplyText
 from workbench.engine.streams import StreamState
 from workbench.engine.types import Chunk, FinishReason, GenerationRequest
 
@@ -43,8 +43,7 @@ class _Seq:
     request: GenerationRequest
     ready: Prepared
     state: StreamState
-    detokenizer: Any
-    stops: StopBuffer
+    reply: ReplyText
     timeline: Timeline
     load_s: float | None
     cached: int
@@ -109,8 +108,7 @@ class ModelBatch:
             request=request,
             ready=ready,
             state=state,
-            detokenizer=self.lm.tokenizer.detokenizer,
-            stops=StopBuffer(request.stop),
+            reply=ReplyText(self.lm.tokenizer, request.stop, ready.thinking),
             timeline=timeline,
             load_s=load_s,
             cached=cached,
@@ -146,12 +144,11 @@ class ModelBatch:
                 self._remember(seq, r.all_tokens, r.prompt_cache)
                 self._finish(seq, "stop")
                 continue
-            seq.detokenizer.add_token(r.token)
-            text, hit = seq.stops.push(seq.detokenizer.last_segment)
+            text, reasoning = seq.reply.push(r.token)
             top = seq.request.logprobs
             logprob = token_logprob(self.lm.tokenizer, r.token, r.logprobs, top) if top is not None else None
-            seq.pending.append(Chunk(text=text, token_id=r.token, logprob=logprob))
-            if hit:
+            seq.pending.append(Chunk(text=text, token_id=r.token, logprob=logprob, reasoning=reasoning))
+            if seq.reply.stop_hit:
                 stopped.append(seq)
             elif r.finish_reason == "length":
                 self._remember(seq, r.all_tokens, r.prompt_cache)
@@ -161,7 +158,7 @@ class ModelBatch:
             for seq in stopped:
                 cache, tokens = caches.get(seq.uid, (None, None))
                 self._remember(seq, tokens, cache)
-                self._finish(seq, "stop", stop_hit=True)
+                self._finish(seq, "stop")
 
     def cancel(self, seq: _Seq) -> None:
         """Take `seq` out of the batch and end it as cancelled."""
@@ -178,19 +175,19 @@ class ModelBatch:
             mx.eval([c.state for c in cache])
             self.cache.insert_cache(self.lm.entry.id, list(tokens), cache)
 
-    def _finish(self, seq: _Seq, finish: FinishReason, *, stop_hit: bool = False) -> None:
+    def _finish(self, seq: _Seq, finish: FinishReason) -> None:
         chunk = final_chunk(
             self.lm.entry.id,
             seq.state,
             finish,
             seq.timeline,
             prompt_tokens=len(seq.ready.prompt),
-            text=(seq.detokenizer, seq.stops),
-            stop_hit=stop_hit,
+            text=seq.reply,
             seed=seq.ready.seed,
             load_s=seq.load_s,
             cached=seq.cached,
             batch_size=seq.batch_size,
+            reasoning_tokens=seq.ready.reasoning_tokens(),
         )
         seq.pending.append(chunk)
         seq.finished = True

@@ -146,11 +146,13 @@ def collect(chunks: Iterator[Chunk]) -> Completion:
     generation has left the engine thread when this returns (the next one, e.g. a
     benchmark's next trial, then starts on an idle engine)."""
     texts: list[str] = []
+    reasoning: list[str] = []
     ids: list[int] = []
     logprobs: list[TokenLogprob] = []
     stats = None
     for chunk in chunks:
         texts.append(chunk.text)
+        reasoning.append(chunk.reasoning)
         if chunk.token_id is not None:
             ids.append(chunk.token_id)
         if chunk.logprob is not None:
@@ -158,4 +160,4 @@ def collect(chunks: Iterator[Chunk]) -> Completion:
         stats = chunk.stats or stats
     if stats is None:
         raise EngineStoppedError("the stream ended without stats (engine stopped?)")
-    return Completion("".join(texts), tuple(ids), stats, tuple(logprobs))
+    return Completion("".join(texts), tuple(ids), stats, tuple(logprobs), "".join(reasoning))

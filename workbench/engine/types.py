@@ -175,6 +175,8 @@ class GenerationRequest:
     tools: tuple[Any, ...] = ()  # engine.tools.ToolSpec: offered to the chat template
     tool_choice: str = "auto"
     prefill: str = ""
+    think: bool | None = None  # False: ask the template to skip its thinking section
+    reasoning_budget: int | None = None  # most reasoning tokens before the section is closed
 
     def __post_init__(self) -> None:
         given = [n for n in ("messages", "prompt", "prompt_ids") if getattr(self, n) is not None]
@@ -221,6 +223,10 @@ class GenerationRequest:
             )
         _check(isinstance(self.ignore_eos, bool), "ignore_eos", "must be a boolean")
         _check(not self.prefill or self.messages is not None, "prefill", "needs chat messages")
+        if self.reasoning_budget is not None:
+            _check(
+                _integer(self.reasoning_budget, "reasoning_budget") >= 0, "reasoning_budget", "must be >= 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,8 @@ class GenerationStats:
     stop_sequence is the stop string that ended the reply (finish_reason "stop"), None
     when end-of-sequence, the length limit or a cancel ended it.
     cached_tokens of the prompt_tokens came from the prompt cache (not processed again);
-    batch_size is the most generations decoded together with this one (itself included).
+    batch_size is the most generations decoded together with this one (itself included);
+    reasoning_tokens of the generation_tokens were inside the model's thinking section.
     """
 
     model: str
@@ -268,6 +275,7 @@ class GenerationStats:
     stop_sequence: str | None = None
     cached_tokens: int = 0
     batch_size: int = 1
+    reasoning_tokens: int = 0  # of generation_tokens, those inside the thinking section
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -300,6 +308,7 @@ class Chunk:
     token_id: int | None = None
     logprob: TokenLogprob | None = None
     stats: GenerationStats | None = None
+    reasoning: str = ""  # text of the model's thinking section (never in `text`)
 
     @property
     def is_final(self) -> bool:
@@ -318,6 +327,7 @@ class Completion:
     token_ids: tuple[int, ...]
     stats: GenerationStats
     logprobs: tuple[TokenLogprob, ...] = ()
+    reasoning: str = ""
 
     @property
     def finish_reason(self) -> FinishReason:
@@ -344,6 +354,8 @@ class ModelInfo:
     memory_gb: float | None = None
     description: str = ""
     load_s: float | None = None  # how long the current load took (None when not loaded)
+    reasoning: bool | None = None  # its template has a thinking section (None: unknown until loaded)
+    tool_dialect: str | None = None  # mlx-lm's parser of the tool calls its template asks for
 
 
 @dataclass(frozen=True)

@@ -322,7 +322,16 @@ class ModelRegistry:
             memory_gb=lm.nbytes / 1e9 if lm is not None else None,
             description=entry.description,
             load_s=lm.load_s if lm is not None else None,
+            reasoning=bool(lm.tokenizer.has_thinking) if lm is not None else None,
+            tool_dialect=tool_dialect(lm.tokenizer) if lm is not None else None,
         )
+
+
+def tool_dialect(tokenizer: Any) -> str | None:
+    """The name of mlx-lm's parser for the tool calls the model's template asks for
+    (`json_tools` for Hermes/Qwen2.5 `<tool_call>`, `mistral`, ...), or None."""
+    parser = getattr(tokenizer, "tool_parser", None)
+    return parser.__module__.rsplit(".", 1)[-1] if parser is not None else None
 
 
 def _has_half_precision(model: Any) -> bool:

@@ -203,17 +203,22 @@ class CallSplitter:
 
 
 def with_tools(
-    tokenizer: Any, messages: list[dict[str, Any]], tools: Sequence[ToolSpec], choice: ToolChoice
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: Sequence[ToolSpec],
+    choice: ToolChoice,
+    **options: Any,
 ) -> list[int]:
     """Prompt ids with the tools in the template; a template that renders the same with
-    and without them gets them as a system note (merged into a leading system turn)."""
+    and without them gets them as a system note (merged into a leading system turn).
+    `options` go to the template (enable_thinking)."""
     described = [t.as_template_tool() for t in tools]
-    ids = tokenizer.apply_chat_template(messages, tools=described, add_generation_prompt=True)
-    if ids != tokenizer.apply_chat_template(messages, add_generation_prompt=True):
+    ids = tokenizer.apply_chat_template(messages, tools=described, add_generation_prompt=True, **options)
+    if ids != tokenizer.apply_chat_template(messages, add_generation_prompt=True, **options):
         return list(ids)
     note = tool_note(tools, choice)
     if messages and messages[0]["role"] == "system":
         messages = [{"role": "system", "content": f"{messages[0]['content']}\n\n{note}"}, *messages[1:]]
     else:
         messages = [{"role": "system", "content": note}, *messages]
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **options))
