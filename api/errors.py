@@ -99,7 +99,7 @@ class AnthropicErrorDetail(BaseModel):
 class AnthropicError(BaseModel):
     """Anthropic's error body (and its stream's `error` event)."""
 
-    type: Literal["error"] = "error"
+    type: Literal["error"]
     error: AnthropicErrorDetail
 
 
@@ -147,7 +147,7 @@ class ApiError(Exception):
             n_prompt_tokens=self.n_prompt_tokens,
             n_ctx=self.n_ctx,
         )
-        return AnthropicError(error=detail)
+        return AnthropicError(type="error", error=detail)
 
     def body(self) -> dict[str, Any]:
         """OpenAI's shape."""

@@ -1,43 +1,15 @@
-"""What /openapi.json documents beyond the request models: the error bodies (OpenAI's
-and Anthropic's shapes), the statuses each route can answer with, and the core fields
-of each success body. Documentation only: responses_*.py build the bodies, errors.py
-the errors; the fuzz test (tests/test_fuzz.py) holds both to what is written here.
-
-The success models name the fields clients rely on and allow more (the `timings`
-extension, our model extras); a streamed reply is documented as `text/event-stream`
-without a schema, since its events are not one JSON document.
-"""
+"""The `responses=` entries of each route: its reply model (the class that builds it), its
+error statuses in the API's error shape, a stream as `text/event-stream` (no schema: its
+events are not one JSON document); FastAPI's 422 dropped. Knows no route or engine."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-# ---- errors ---------------------------------------------------------------------
-
-
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIError(BaseModel):
-    error: OpenAIErrorDetail
-
-
-class AnthropicErrorDetail(BaseModel):
-    type: str
-    message: str
-
-
-class AnthropicError(BaseModel):
-    type: Literal["error"]
-    error: AnthropicErrorDetail
-
+from api.errors import AnthropicError, OpenAIError
 
 _WHY = {
     400: "Invalid request: a bad, missing or unsupported parameter, or a body that is not valid JSON",
@@ -87,121 +59,3 @@ def drop_validation_422(app: FastAPI) -> None:
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-# ---- success bodies -------------------------------------------------------------
-
-
-class Open(BaseModel):
-    """Documents required fields; more may come."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class Usage(Open):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class FunctionCall(Open):
-    name: str
-    arguments: str
-
-
-class ToolCall(Open):
-    id: str
-    type: Literal["function"]
-    function: FunctionCall
-
-
-class AssistantMessage(Open):
-    role: Literal["assistant"]
-    content: str | None
-    tool_calls: list[ToolCall] | None = None
-
-
-class ChatChoice(Open):
-    index: int
-    message: AssistantMessage
-    finish_reason: Literal["stop", "length", "tool_calls"]
-    logprobs: dict[str, Any] | None
-
-
-class ChatCompletion(Open):
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-    timings: dict[str, Any]
-
-
-class TextChoice(Open):
-    index: int
-    text: str
-    finish_reason: Literal["stop", "length"]
-    logprobs: dict[str, Any] | None
-
-
-class TextCompletion(Open):
-    id: str
-    object: Literal["text_completion"]
-    created: int
-    model: str
-    choices: list[TextChoice]
-    usage: Usage
-    timings: dict[str, Any]
-
-
-class TextBlock(Open):
-    type: Literal["text"]
-    text: str
-
-
-class ToolUseBlock(Open):
-    type: Literal["tool_use"]
-    id: str
-    name: str
-    input: dict[str, Any]
-
-
-class MessageUsage(Open):
-    input_tokens: int
-    output_tokens: int
-
-
-class MessageReply(Open):
-    id: str
-    type: Literal["message"]
-    role: Literal["assistant"]
-    content: list[TextBlock | ToolUseBlock]
-    model: str
-    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
-    stop_sequence: str | None
-    usage: MessageUsage
-
-
-class TokenCount(Open):
-    input_tokens: int
-
-
-class ModelObject(Open):
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-
-
-class ModelList(Open):
-    object: Literal["list"]
-    data: list[ModelObject]
-
-
-class Health(Open):
-    """200 with status "ok"; 503 with "loading", "failed", "draining" or "stopped"."""
-
-    status: Literal["ok", "loading", "failed", "draining", "stopped"]
-    detail: str | None = None
-    engine: dict[str, Any]

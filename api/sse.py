@@ -1,9 +1,6 @@
-"""Client-facing plumbing: SSE framing (sse-starlette) in OpenAI's and Anthropic's
-dialects, and tying a generation's life to its client, so a dropped connection
-cancels the work on the engine.
-
-Knows no API field names beyond each dialect's error event, `[DONE]` and `type`.
-"""
+"""SSE framing (sse-starlette) of reply models in OpenAI's and Anthropic's dialects, and a
+generation's life tied to its client (a dropped connection cancels the engine's work).
+Knows no API field names beyond each dialect's error event, `[DONE]` and `type`."""
 
 from __future__ import annotations
 
@@ -15,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 
@@ -98,10 +96,10 @@ def _frame(payload: dict[str, Any], named: bool) -> dict[str, str]:
 
 
 def sse_response(
-    events: AsyncIterator[dict[str, Any]], dialect: SseDialect = OPENAI_SSE
+    events: AsyncIterator[BaseModel] | AsyncIterator[dict[str, Any]], dialect: SseDialect = OPENAI_SSE
 ) -> EventSourceResponse:
-    """Frame JSON payloads as SSE events in `dialect` (OpenAI's by default: `data:`
-    events ending with `data: [DONE]`).
+    """Frame reply models (or plain JSON payloads) as SSE events in `dialect` (OpenAI's by
+    default: `data:` events ending with `data: [DONE]`), one model_dump each.
 
     A failure after the headers went out is sent as one error event and the stream is
     closed without the end marker. A client that disconnects cancels the iteration
@@ -110,7 +108,8 @@ def sse_response(
 
     async def framed() -> AsyncIterator[dict[str, str]]:
         try:
-            async for payload in events:
+            async for event in events:
+                payload = event.model_dump() if isinstance(event, BaseModel) else event
                 yield _frame(payload, dialect.named)
         except Exception as exc:
             err = from_exception(exc)

@@ -1,6 +1,6 @@
-"""What the OpenAI and Anthropic APIs share: the request base, sampling defaults and their
-conversion into SamplingParams, tools and tool_choice in the engine's terms, stop strings,
-and the checks both make. Knows neither API's field names, and no HTTP."""
+"""What the OpenAI and Anthropic APIs share: the request base and the checks both make, sampling
+defaults into SamplingParams, tool_choice and its constraint, stop strings, the `timings`
+extension and `omitted` reply fields. Knows neither API's field names, and no HTTP."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from api.errors import ApiError
-from workbench.engine import Constraint, SamplingParams
+from workbench.engine import Constraint, GenerationStats, SamplingParams
 from workbench.engine.structured.tools import ToolSpec, forced, tool_constraint
 from workbench.engine.types import MAX_STOP_STRINGS
 
@@ -135,3 +136,79 @@ def check_tool_choice(tools: Sequence[Any] | None, mode: ChoiceMode) -> None:
     """A choice that must call a tool needs tools to call."""
     if mode in ("required", "named") and not tools:
         raise ApiError(400, "tool_choice: needs tools", param="tool_choice")
+
+
+# ---- replies --------------------------------------------------------------------
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def omitted(description: str | None = None) -> Any:
+    """A reply field left out when None (annotate it `T | SkipJsonSchema[None]`: documented
+    as optional, never null)."""
+    return Field(None, exclude_if=_is_none, description=description)
+
+
+def _omitted_are_optional(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    gone = {name for name, f in model.model_fields.items() if f.exclude_if is not None}
+    if "required" in schema:
+        schema["required"] = [name for name in schema["required"] if name not in gone]
+
+
+class ReplyModel(BaseModel):
+    """Base of every reply body and stream event: each field is always sent, so documented
+    as required (defaults included), but the `omitted` ones."""
+
+    model_config = ConfigDict(
+        json_schema_serialization_defaults_required=True, json_schema_extra=_omitted_are_optional
+    )
+
+
+class Timings(ReplyModel):
+    """The `timings` extension: what the engine measured (seconds, tokens per second, GB of
+    1e9 bytes), for one choice or summed over several; the engine may report more."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    prompt_tokens: int
+    generation_tokens: int
+    ttft_s: float
+    prompt_tps: float
+    generation_tps: float
+    peak_memory_gb: float
+    total_s: float
+    queue_s: float
+    load_s: float | None
+    seed: int | None
+    concurrent_streams: int = Field(description="most generations that shared the engine (1: alone)")
+    cached_tokens: int = Field(description="prompt tokens the prompt cache supplied")
+    batch_size: int
+    choices: int | SkipJsonSchema[None] = omitted("how many choices these figures sum (when several)")
+
+
+def timings(stats: Sequence[GenerationStats]) -> Timings:
+    """For several choices: tokens summed, tok/s over the summed time, TTFT of the first
+    choice, the highest peak memory."""
+    first = stats[0]
+    out = first.as_dict()
+    if len(stats) > 1:
+        decode_s = sum((s.generation_tokens - 1) / s.generation_tps for s in stats if s.generation_tps > 0)
+        decoded = sum(s.generation_tokens - 1 for s in stats if s.generation_tps > 0)
+        ttft_s = sum(s.ttft_s for s in stats)
+        out |= {
+            "prompt_tokens": sum(s.prompt_tokens for s in stats),
+            "generation_tokens": sum(s.generation_tokens for s in stats),
+            "prompt_tps": sum(s.prompt_tokens for s in stats) / ttft_s if ttft_s > 0 else 0.0,
+            "generation_tps": decoded / decode_s if decode_s > 0 else 0.0,
+            "peak_memory_gb": max(s.peak_memory_gb for s in stats),
+            "total_s": sum(s.total_s for s in stats),
+            "concurrent_streams": max(s.concurrent_streams for s in stats),
+            "choices": len(stats),
+        }
+    # Each API reports why the reply ended in its own fields, not in timings.
+    out.pop("finish_reason", None)
+    out.pop("stop_sequence", None)
+    return Timings(**out)

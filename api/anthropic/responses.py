@@ -1,20 +1,71 @@
-"""Anthropic Messages bodies and stream events built from engine results: the text
-content block, stop_reason / stop_sequence, usage, and the same `timings` extension
-as the OpenAI responses. Pure functions over engine types; knows no HTTP or engine thread."""
+"""Anthropic reply models (the message, its content blocks, the token count) and the message
+built from an engine result: stop_reason / stop_sequence, usage and our `timings`. The same
+classes build the replies and document them (stream events: streams.py); knows no HTTP."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from api.openai.responses import timings
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
+
+from api.wire import ReplyModel, Timings, omitted, timings
 from workbench.engine import Completion, GenerationStats
 from workbench.engine.structured.tools import ToolSpec, parse_calls
 
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
-def stop_reason(stats: GenerationStats, called: bool = False) -> str:
+
+class TextBlock(ReplyModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ToolUseBlock(ReplyModel):
+    type: Literal["tool_use"] = "tool_use"
+    id: str
+    name: str
+    input: Any = Field(description="the call's arguments: they follow the tool's input_schema")
+
+
+ContentBlock = Annotated[TextBlock | ToolUseBlock, Field(discriminator="type")]
+
+
+class MessageUsage(ReplyModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class MessageReply(ReplyModel):
+    """The message: the whole reply, or (in a stream's message_start) its empty beginning."""
+
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    content: list[ContentBlock]
+    model: str
+    stop_reason: StopReason | None = Field(description="null only in a stream's message_start")
+    stop_sequence: str | None = Field(description="the stop sequence that ended the reply, if one did")
+    usage: MessageUsage
+    timings: Timings | SkipJsonSchema[None] = omitted("not in a stream's message_start")
+
+
+class TokenCount(ReplyModel):
+    input_tokens: int
+
+
+@dataclass
+class MessageHeader:
+    """What the body and every event of one response share."""
+
+    model: str
+    id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex[:24]}")
+
+
+def stop_reason(stats: GenerationStats, called: bool = False) -> StopReason:
     """`max_tokens` when the limit (or the context) ended the reply, `stop_sequence`
     when one of the request's stop strings did, `tool_use` when it made calls,
     `end_turn` at end-of-sequence."""
@@ -29,91 +80,23 @@ def tool_use_id() -> str:
     return f"toolu_{uuid.uuid4().hex[:24]}"
 
 
-def usage(stats: GenerationStats) -> dict[str, int]:
-    return {"input_tokens": stats.prompt_tokens, "output_tokens": stats.generation_tokens}
+def usage(stats: GenerationStats) -> MessageUsage:
+    return MessageUsage(input_tokens=stats.prompt_tokens, output_tokens=stats.generation_tokens)
 
 
-@dataclass
-class MessageHeader:
-    """What the body and every event of one response share."""
-
-    model: str
-    id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex[:24]}")
-
-    def message(self, content: list[dict[str, Any]], **rest: Any) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": "message",
-            "role": "assistant",
-            "content": content,
-            "model": self.model,
-            **rest,
-        }
-
-
-def message(head: MessageHeader, result: Completion, tools: Sequence[ToolSpec] = ()) -> dict[str, Any]:
-    """The whole (non-streaming) response: a text block, or (with `tools`) the reply's
+def message(head: MessageHeader, result: Completion, tools: Sequence[ToolSpec] = ()) -> MessageReply:
+    """The whole (non-streaming) reply: a text block, or (with `tools`) the reply's
     tool_use blocks when it made calls."""
     text, calls = parse_calls(result.text, tools) if tools else (result.text, [])
-    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not calls else []
+    content: list[TextBlock | ToolUseBlock] = [TextBlock(text=text)] if text or not calls else []
     for c in calls:
-        block = {"type": "tool_use", "id": tool_use_id(), "name": c.name, "input": c.parsed_arguments()}
-        content.append(block)
-    return head.message(
-        content,
+        content.append(ToolUseBlock(id=tool_use_id(), name=c.name, input=c.parsed_arguments()))
+    return MessageReply(
+        id=head.id,
+        content=content,
+        model=head.model,
         stop_reason=stop_reason(result.stats, bool(calls)),
         stop_sequence=result.stats.stop_sequence,
         usage=usage(result.stats),
         timings=timings([result.stats]),
     )
-
-
-# ---- stream events, in the order they are sent ----------------------------------
-
-
-def message_start(head: MessageHeader, input_tokens: int) -> dict[str, Any]:
-    body = head.message(
-        [], stop_reason=None, stop_sequence=None, usage={"input_tokens": input_tokens, "output_tokens": 0}
-    )
-    return {"type": "message_start", "message": body}
-
-
-def content_block_start(index: int, tool: str | None = None) -> dict[str, Any]:
-    """A text block, or a tool_use block calling `tool` (its input then streams)."""
-    block = (
-        {"type": "tool_use", "id": tool_use_id(), "name": tool, "input": {}}
-        if tool
-        else {"type": "text", "text": ""}
-    )
-    return {"type": "content_block_start", "index": index, "content_block": block}
-
-
-def input_json_delta(index: int, partial: str) -> dict[str, Any]:
-    delta = {"type": "input_json_delta", "partial_json": partial}
-    return {"type": "content_block_delta", "index": index, "delta": delta}
-
-
-def ping() -> dict[str, Any]:
-    return {"type": "ping"}
-
-
-def text_delta(index: int, text: str) -> dict[str, Any]:
-    return {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
-
-
-def content_block_stop(index: int) -> dict[str, Any]:
-    return {"type": "content_block_stop", "index": index}
-
-
-def message_delta(stats: GenerationStats, called: bool = False) -> dict[str, Any]:
-    """Why the reply ended, the final (cumulative) usage, and the timings extension."""
-    return {
-        "type": "message_delta",
-        "delta": {"stop_reason": stop_reason(stats, called), "stop_sequence": stats.stop_sequence},
-        "usage": usage(stats),
-        "timings": timings([stats]),
-    }
-
-
-def message_stop() -> dict[str, Any]:
-    return {"type": "message_stop"}

@@ -1,223 +1,290 @@
-"""OpenAI response bodies and stream chunks built from engine results: choices,
-usage, logprobs, and the `timings` extension field. Pure functions over engine
-types; knows no HTTP or engine thread."""
+"""OpenAI reply models (bodies, model objects) and their builders from engine results: choices,
+usage, logprobs, our `timings` and model extras. The same classes build the replies and
+document them (stream chunks: streams.py); knows no HTTP or engine thread."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from api.wire import ReplyModel, Timings, omitted, timings
 from workbench import __version__
-from workbench.engine import Completion, GenerationStats, TokenLogprob
+from workbench.engine import Completion, GenerationStats, ModelInfo, TokenLogprob
 from workbench.engine.structured.tools import ToolSpec, parse_calls
+from workbench.engine.types import ModelSource
 
-# The engine's "cancelled" only reaches a formatter when the engine stopped under a
-# live client (a client that left gets nothing); it is reported as an error instead.
-_FINISH = {"stop": "stop", "length": "length"}
+TextFinish = Literal["stop", "length"]
+ChatFinish = Literal["stop", "length", "tool_calls"]
+_OWN_TIMINGS = "this choice's own timings, when there are several choices"
+
+# ---- parts of a reply -----------------------------------------------------------
 
 
-def finish_reason(stats: GenerationStats) -> str:
+class PromptTokensDetails(ReplyModel):
+    cached_tokens: int = Field(description="prompt tokens the prompt cache supplied")
+
+
+class Usage(ReplyModel):
+    """Each distinct prompt counted once, every choice's tokens counted."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class TopLogprob(ReplyModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(ReplyModel):
+    content: list[ChatTokenLogprob]
+    refusal: str | None = None
+
+
+class TextLogprobs(ReplyModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+class FunctionCall(ReplyModel):
+    name: str
+    arguments: str = Field(description="the arguments as JSON text, as generated")
+
+
+class ToolCall(ReplyModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class AssistantMessage(ReplyModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | SkipJsonSchema[None] = omitted("when the reply made calls")
+
+
+class ChatChoice(ReplyModel):
+    index: int
+    finish_reason: ChatFinish
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None
+    timings: Timings | SkipJsonSchema[None] = omitted(_OWN_TIMINGS)
+
+
+class TextChoice(ReplyModel):
+    index: int
+    finish_reason: TextFinish
+    text: str
+    logprobs: TextLogprobs | None
+    timings: Timings | SkipJsonSchema[None] = omitted(_OWN_TIMINGS)
+
+
+class CompletionBase(ReplyModel):
+    """What every body and chunk of one response shares."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    system_fingerprint: str
+
+
+class ChatCompletion(CompletionBase):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+    usage: Usage
+    timings: Timings
+
+
+class TextCompletion(CompletionBase):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[TextChoice]
+    usage: Usage
+    timings: Timings
+
+
+# ---- models ---------------------------------------------------------------------
+
+
+class ModelObject(ReplyModel):
+    """OpenAI's model object; ours adds what the engine knows of the model (source .. load_s,
+    and any further ModelInfo fields the engine reports)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="when its files were written (0: not on disk)")
+    owned_by: str
+    source: ModelSource
+    variant: str
+    path: str | None
+    size_bytes: int | None
+    bits: int | None = Field(description="weight bits: 32 / 16 for dense float32 / half weights")
+    group_size: int | None
+    dtype: str | None = Field(description="dense weights' dtype, or quantized weights' scales'")
+    context_length: int | None = Field(description="tokens of prompt + reply (None: unknown until loaded)")
+    loaded: bool
+    memory_gb: float | None
+    description: str
+    load_s: float | None = Field(description="how long its current load took (None: not loaded)")
+
+
+class ModelList(ReplyModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+def model_object(info: ModelInfo) -> ModelObject:
+    created = 0
+    if info.path and Path(info.path).exists():
+        created = int(Path(info.path).stat().st_mtime)
+    return ModelObject(**asdict(info), created=created, owned_by=info.source)
+
+
+# ---- builders -------------------------------------------------------------------
+
+# The engine's "cancelled" only reaches a builder when the engine stopped under a live
+# client (a client that left gets nothing); it is reported as an error instead.
+_FINISH: dict[str, TextFinish] = {"stop": "stop", "length": "length"}
+
+
+def finish_reason(stats: GenerationStats) -> TextFinish:
     return _FINISH.get(stats.finish_reason, "stop")
 
 
-def timings(stats: list[GenerationStats]) -> dict[str, Any]:
-    """The `timings` extension: what the engine measured, in explicit units.
-
-    For several choices it aggregates: generation tokens summed, tok/s over the summed
-    time, TTFT of the first choice, the highest peak memory.
-    """
-    first = stats[0]
-    if len(stats) == 1:
-        out = first.as_dict()
-    else:
-        decode_s = sum((s.generation_tokens - 1) / s.generation_tps for s in stats if s.generation_tps > 0)
-        decoded = sum(s.generation_tokens - 1 for s in stats if s.generation_tps > 0)
-        ttft_s = sum(s.ttft_s for s in stats)
-        out = {
-            **first.as_dict(),
-            "prompt_tokens": sum(s.prompt_tokens for s in stats),
-            "generation_tokens": sum(s.generation_tokens for s in stats),
-            "prompt_tps": sum(s.prompt_tokens for s in stats) / ttft_s if ttft_s > 0 else 0.0,
-            "generation_tps": decoded / decode_s if decode_s > 0 else 0.0,
-            "peak_memory_gb": max(s.peak_memory_gb for s in stats),
-            "total_s": sum(s.total_s for s in stats),
-            "concurrent_streams": max(s.concurrent_streams for s in stats),
-            "choices": len(stats),
-        }
-    # Each API reports why the reply ended in its own fields, not in timings.
-    out.pop("finish_reason", None)
-    out.pop("stop_sequence", None)
-    return out
-
-
-def usage(stats: list[GenerationStats], per_prompt: int) -> dict[str, Any]:
-    """OpenAI usage: each distinct prompt counted once, every choice's tokens counted;
-    `prompt_tokens_details.cached_tokens`: prompt tokens the prompt cache supplied."""
+def usage(stats: Sequence[GenerationStats], per_prompt: int) -> Usage:
+    """Each distinct prompt (every `per_prompt`-th choice) counted once."""
     prompt = sum(s.prompt_tokens for s in stats[::per_prompt])
     cached = sum(s.cached_tokens for s in stats[::per_prompt])
     completion = sum(s.generation_tokens for s in stats)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+    )
 
 
-def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
-    def entry(text: str, logprob: float) -> dict[str, Any]:
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+def chat_logprobs(items: Sequence[TokenLogprob]) -> ChatLogprobs:
+    def top(text: str, logprob: float) -> TopLogprob:
+        return TopLogprob(token=text, logprob=logprob, bytes=list(text.encode("utf-8")))
 
     content = [
-        {**entry(t.text, t.logprob), "top_logprobs": [entry(text, lp) for _, text, lp in t.top]}
+        ChatTokenLogprob(
+            token=t.text,
+            logprob=t.logprob,
+            bytes=list(t.text.encode("utf-8")),
+            top_logprobs=[top(text, lp) for _, text, lp in t.top],
+        )
         for t in items
     ]
-    return {"content": content, "refusal": None}
+    return ChatLogprobs(content=content)
 
 
-def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict[str, Any]:
+def text_logprobs(items: Sequence[TokenLogprob], offset: int) -> TextLogprobs:
     offsets = []
     for t in items:
         offsets.append(offset)
         offset += len(t.text)
-    return {
-        "tokens": [t.text for t in items],
-        "token_logprobs": [t.logprob for t in items],
-        "top_logprobs": [{text: lp for _, text, lp in t.top} for t in items],
-        "text_offset": offsets,
-    }
+    return TextLogprobs(
+        tokens=[t.text for t in items],
+        token_logprobs=[t.logprob for t in items],
+        top_logprobs=[{text: lp for _, text, lp in t.top} for t in items],
+        text_offset=offsets,
+    )
 
 
 @dataclass
 class ResponseHeader:
-    """What every body and chunk of one response shares."""
+    """What every body and chunk of one response shares: `fields` for its model."""
 
-    kind: str  # "chat" or "text"
+    kind: Literal["chat", "text"]
     model: str
     device: str
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
+    fields: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         prefix = "chatcmpl" if self.kind == "chat" else "cmpl"
         self.id = self.id or f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-    def base(self, chunk: bool) -> dict[str, Any]:
-        obj = "chat.completion" if self.kind == "chat" else "text_completion"
-        return {
-            "id": self.id,
-            "object": obj + ".chunk" if chunk and self.kind == "chat" else obj,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": f"workbench-{__version__}-{self.device}",
-        }
+        fingerprint = f"workbench-{__version__}-{self.device}"
+        self.fields = {"id": self.id, "created": self.created, "model": self.model}
+        self.fields["system_fingerprint"] = fingerprint
 
 
-def _body(
-    head: ResponseHeader, results: list[Completion], parts: list[dict[str, Any]], per_prompt: int
-) -> dict[str, Any]:
-    """A whole response from each choice's own fields: index, finish_reason (and its
-    timings when there are several) added, then usage and the aggregate timings."""
-    stats = [r.stats for r in results]
-    choices = []
-    for i, (part, r) in enumerate(zip(parts, results, strict=True)):
-        choice = {"index": i, "finish_reason": finish_reason(r.stats), **part}
-        if len(results) > 1:
-            choice["timings"] = timings([r.stats])
-        choices.append(choice)
-    return {
-        **head.base(False),
-        "choices": choices,
-        "usage": usage(stats, per_prompt),
-        "timings": timings(stats),
-    }
+def _own_timings(results: Sequence[Completion], result: Completion) -> Timings | None:
+    return timings([result.stats]) if len(results) > 1 else None
 
 
 def chat_completion(
-    head: ResponseHeader, results: list[Completion], tools: Sequence[ToolSpec] = ()
-) -> dict[str, Any]:
+    head: ResponseHeader, results: Sequence[Completion], tools: Sequence[ToolSpec] = ()
+) -> ChatCompletion:
     """With `tools`, a reply made of calls becomes `tool_calls` (finish_reason
     'tool_calls') and its content null."""
-    parts = []
-    for r in results:
+    choices = []
+    for i, r in enumerate(results):
         text, calls = parse_calls(r.text, tools) if tools else (r.text, [])
-        message: dict[str, Any] = {"role": "assistant", "content": None if calls else text, "refusal": None}
-        part: dict[str, Any] = {"message": message}
-        if calls:
-            message["tool_calls"] = [tool_call(c.name, c.arguments) for c in calls]
-            part["finish_reason"] = "tool_calls"
-        part["logprobs"] = chat_logprobs(list(r.logprobs)) if r.logprobs else None
-        parts.append(part)
-    return _body(head, results, parts, len(results))
+        message = AssistantMessage(
+            content=None if calls else text,
+            tool_calls=[tool_call(c.name, c.arguments) for c in calls] or None,
+        )
+        choice = ChatChoice(
+            index=i,
+            finish_reason="tool_calls" if calls else finish_reason(r.stats),
+            message=message,
+            logprobs=chat_logprobs(r.logprobs) if r.logprobs else None,
+            timings=_own_timings(results, r),
+        )
+        choices.append(choice)
+    stats = [r.stats for r in results]
+    return ChatCompletion(
+        **head.fields, choices=choices, usage=usage(stats, len(results)), timings=timings(stats)
+    )
 
 
-def tool_call(name: str, arguments: str, *, index: int | None = None) -> dict[str, Any]:
-    """One entry of `tool_calls` (with `index` in stream deltas), with a fresh id."""
-    function = {"name": name, "arguments": arguments}
-    call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": function}
-    return call if index is None else {"index": index, **call}
+def call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def tool_call(name: str, arguments: str) -> ToolCall:
+    """One entry of `tool_calls`, with a fresh id."""
+    return ToolCall(id=call_id(), function=FunctionCall(name=name, arguments=arguments))
 
 
 def text_completion(
-    head: ResponseHeader, results: list[Completion], per_prompt: int, echoes: list[str]
-) -> dict[str, Any]:
-    parts = []
+    head: ResponseHeader, results: Sequence[Completion], per_prompt: int, echoes: Sequence[str]
+) -> TextCompletion:
+    choices = []
     for i, r in enumerate(results):
         echo = echoes[i // per_prompt] if echoes else ""
-        logprobs = completion_logprobs(list(r.logprobs), len(echo)) if r.logprobs else None
-        parts.append({"text": echo + r.text, "logprobs": logprobs})
-    return _body(head, results, parts, per_prompt)
-
-
-def chat_chunk(
-    head: ResponseHeader,
-    index: int,
-    delta: dict[str, Any],
-    *,
-    logprobs: list[TokenLogprob] | None = None,
-    stats: GenerationStats | None = None,
-    called: bool = False,
-) -> dict[str, Any]:
-    """One chunk; `called`: the choice made tool calls (its finish_reason says so when
-    the model ended the reply; a call cut by max_tokens or a stop string keeps 'length'
-    / 'stop', as the non-stream reply does)."""
-    finish = finish_reason(stats) if stats else None
-    choice = {
-        "index": index,
-        "delta": delta,
-        "logprobs": chat_logprobs(logprobs) if logprobs else None,
-        "finish_reason": "tool_calls" if called and stats and stats.at_eos else finish,
-    }
-    out = {**head.base(True), "choices": [choice]}
-    if stats is not None:
-        out["timings"] = timings([stats])
-    return out
-
-
-def text_chunk(
-    head: ResponseHeader,
-    index: int,
-    text: str,
-    *,
-    logprobs: list[TokenLogprob] | None = None,
-    offset: int = 0,
-    stats: GenerationStats | None = None,
-) -> dict[str, Any]:
-    choice = {
-        "index": index,
-        "text": text,
-        "logprobs": completion_logprobs(logprobs, offset) if logprobs else None,
-        "finish_reason": finish_reason(stats) if stats else None,
-    }
-    out = {**head.base(True), "choices": [choice]}
-    if stats is not None:
-        out["timings"] = timings([stats])
-    return out
-
-
-def usage_chunk(head: ResponseHeader, stats: list[GenerationStats], per_prompt: int) -> dict[str, Any]:
-    """The extra last chunk stream_options.include_usage asks for: no choices, usage set."""
-    return {**head.base(True), "choices": [], "usage": usage(stats, per_prompt), "timings": timings(stats)}
+        choice = TextChoice(
+            index=i,
+            finish_reason=finish_reason(r.stats),
+            text=echo + r.text,
+            logprobs=text_logprobs(r.logprobs, len(echo)) if r.logprobs else None,
+            timings=_own_timings(results, r),
+        )
+        choices.append(choice)
+    stats = [r.stats for r in results]
+    return TextCompletion(
+        **head.fields, choices=choices, usage=usage(stats, per_prompt), timings=timings(stats)
+    )
