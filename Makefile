@@ -43,9 +43,12 @@ $(STAMP): pyproject.toml Makefile scripts/setup_system.sh
 run: setup
 	$(BIN)/workbench serve
 
+# Two pytest-xdist workers: most of a test's time is one core's (model steps, a browser,
+# a child process), so two share this 2-core machine well; PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 test: setup
 	@scripts/setup_system.sh --test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/workbench bench experiments/default

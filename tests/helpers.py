@@ -25,9 +25,15 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A real uvicorn serving `app` on 127.0.0.1 from a background thread."""
+    """A real uvicorn serving `app` on 127.0.0.1 from a background thread. A port taken
+    between free_port() and the bind (another xdist worker) is retried on a fresh one."""
 
     def __init__(self, app: object, *, wait_ready: bool = True) -> None:
+        self.app = app
+        self.wait_ready = wait_ready
+        self._new_server()
+
+    def _new_server(self) -> None:
         import threading
 
         import uvicorn
@@ -35,17 +41,20 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
         )
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
-        self.wait_ready = wait_ready
 
     def __enter__(self) -> LiveServer:
-        self.thread.start()
-        if not wait_until(lambda: self.server.started or not self.thread.is_alive(), timeout_s=120):
-            raise TimeoutError("uvicorn did not start")
-        if not self.server.started:
-            raise RuntimeError("uvicorn failed to start (see the log above)")
+        for attempt in range(3):
+            self.thread.start()
+            if not wait_until(lambda: self.server.started or not self.thread.is_alive(), timeout_s=120):
+                raise TimeoutError("uvicorn did not start")
+            if self.server.started:
+                break
+            if attempt == 2:
+                raise RuntimeError("uvicorn failed to start (see the log above)")
+            self._new_server()
         if self.wait_ready and not wait_until(self._ready, timeout_s=300, interval_s=0.05):
             raise TimeoutError("the app stayed 'loading' (its default model) for 5 minutes")
         return self
