@@ -1,26 +1,17 @@
-"""create_app: the composition root of the HTTP server. Builds the FastAPI app on
-one Engine, whose thread starts and stops with the app's lifespan.
-
-`workbench serve` runs it through uvicorn's factory string `api.app:create_app`,
-so settings come from the environment the CLI prepared.
-"""
+"""create_app: the composition root of the HTTP server, one FastAPI app on one Engine (routers,
+middleware, error handlers, the mounted UI). `workbench serve` runs it through uvicorn's
+factory string `api.app:create_app`, so settings come from the environment the CLI set."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
-from starlette.concurrency import run_in_threadpool
 
 from api import routes_health
 from api.anthropic import routes as anthropic_routes
 from api.auth import require_api_key
 from api.errors import install_error_handlers
-from api.lifecycle import Drain, DrainGate, install_sigterm_drain
+from api.lifecycle import Drain, DrainGate, lifespan
 from api.metrics import Metrics, RequestCounter
 from api.metrics import router as metrics_router
 from api.openai import routes as openai_routes
@@ -28,9 +19,7 @@ from api.openapi import drop_validation_422
 from api.security import install_security
 from workbench import __version__
 from workbench.config import Settings
-from workbench.engine import Engine, EngineError
-
-log = logging.getLogger(__name__)
+from workbench.engine import Engine
 
 
 def create_app(
@@ -40,50 +29,13 @@ def create_app(
     `/health` and, with `with_ui`, the Gradio workbench at `/ui` (`/` redirects
     there), all on one `engine`.
 
-    SIGTERM under `workbench serve` drains first (api/lifecycle.py). Without `engine`,
-    the app makes its own and owns it: started at lifespan startup
-    (the default model then loads in the background; /health says 503 "loading" until it
-    has), stopped at shutdown. A given engine is started
-    if needed and left running (its creator owns it).
+    Without `engine` the app makes its own and owns it (api/lifecycle.py: started at
+    lifespan startup, the default model loaded in the background, stopped at shutdown); a
+    given engine is started if needed and left running. SIGTERM drains first.
     """
     settings = settings or Settings.from_env()
     owns_engine = engine is None
     eng = engine if engine is not None else Engine(settings, start=False)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        app.state.status = ("loading", "the engine is starting and loading the default model")
-        if not eng.running:
-            eng.start()
-
-        async def load_default() -> None:
-            try:
-                await run_in_threadpool(eng.load)
-                app.state.status = ("ok", "")
-                log.info(
-                    "serving on engine: device=%s blas=%s default=%s", eng.device, eng.blas, eng.default_model
-                )
-            except EngineError as exc:
-                log.error("the default model could not be loaded (the server runs on): %s", exc)
-                app.state.status = ("failed", f"the default model could not be loaded: {exc}")
-
-        # The default model loads (and, the first time, converts) in the background: the
-        # server answers at once (/health: 503 "loading"; the UI opens), and requests that
-        # need the engine meanwhile wait for it on the engine thread.
-        loading = asyncio.create_task(load_default())
-        undo_drain = install_sigterm_drain(
-            app.state.drain,
-            drain_s=settings.drain_s,
-            idle=lambda: eng.active_streams == 0 and eng.queued_generations == 0,
-        )
-        try:
-            yield
-        finally:
-            undo_drain()
-            eng.remove_stats_listener(app.state.metrics.observe)  # a shared engine outlives the app
-            if owns_engine:
-                eng.stop()
-            await asyncio.gather(loading, return_exceptions=True)
 
     app = FastAPI(
         title="MLX Workbench API",
@@ -91,7 +43,7 @@ def create_app(
         description="OpenAI-compatible API (and Anthropic's Messages API at /v1/messages) on one "
         "MLX engine. Responses carry a `timings` extension next to `usage` (TTFT, prompt and "
         "generation tok/s, peak memory).",
-        lifespan=lifespan,
+        lifespan=lifespan(eng, settings, owns_engine=owns_engine),
     )
     app.state.settings = settings
     app.state.engine = eng

@@ -1,10 +1,6 @@
-"""Awaiting the engine from a route without blocking the event loop: model resolution,
-whole completions and chunk streams over several choices, all within the request timeout;
-the engine's published status, fresh when idle. Knows no wire format.
-
-Every MLX call still happens on the engine thread; the loop only awaits it, for no
-longer than the request timeout (queueing behind other work on the engine included).
-"""
+"""Awaiting the engine from a route without blocking the event loop, within the request
+timeout: model resolution, whole completions, chunk streams over several choices, and the
+published status (fresh when idle). Every MLX call stays on the engine thread; no wire format."""
 
 from __future__ import annotations
 

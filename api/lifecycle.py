@@ -1,19 +1,6 @@
-"""Graceful shutdown on SIGTERM: requests in flight finish (for at most drain_s), new
-ones get 503 with Retry-After, then uvicorn's own exit runs (the lifespan shutdown
-stops the engine) and `workbench serve` exits with status 0.
-
-- `Drain` is the shared state; `DrainGate` (ASGI middleware) counts /v1 requests in
-  flight and, once draining, refuses every new request but /health (which then says
-  503 "draining");
-- `install_sigterm_drain` (at lifespan startup; only in the main thread, i.e. under
-  `workbench serve`, where uvicorn has installed its signal handlers) puts itself in
-  front of uvicorn's SIGTERM handler: the first SIGTERM starts the drain and hands
-  over to uvicorn once nothing is in flight (no /v1 request, no generation on the
-  engine: UI streams count there) or drain_s has passed; a second SIGTERM, and
-  Ctrl-C, stop at once as before.
-
-Knows Starlette, signals and an `idle` callable; nothing of the engine itself.
-"""
+"""The app's life: its lifespan (the engine started, the default model loaded in the
+background, an owned engine stopped) and the graceful drain on SIGTERM (in-flight requests
+finish, new ones get 503). Knows Starlette, signals and the Engine's start/load/stop."""
 
 from __future__ import annotations
 
@@ -22,19 +9,67 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import ApiError
 from api.security import API_PREFIX, refuse
+from workbench.config import Settings
+from workbench.engine import Engine, EngineError
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 _POLL_S = 0.05
+
+
+def lifespan(
+    engine: Engine, settings: Settings, *, owns_engine: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: `engine` started if it is not; the default model loaded (and, the
+    first time, converted) in the background, so the server answers at once (/health: 503
+    "loading" from app.state.status) and requests that need the engine wait for it on its
+    thread; SIGTERM drained (`install_sigterm_drain`). At shutdown the app's stats listener
+    leaves the engine, which is stopped if the app owns it (a given one is its creator's)."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        app.state.status = ("loading", "the engine is starting and loading the default model")
+        if not engine.running:
+            engine.start()
+        loading = asyncio.create_task(_load_default(app, engine))
+        undo_drain = install_sigterm_drain(
+            app.state.drain,
+            drain_s=settings.drain_s,
+            idle=lambda: engine.active_streams == 0 and engine.queued_generations == 0,
+        )
+        try:
+            yield
+        finally:
+            undo_drain()
+            engine.remove_stats_listener(app.state.metrics.observe)  # a shared engine outlives the app
+            if owns_engine:
+                engine.stop()
+            await asyncio.gather(loading, return_exceptions=True)
+
+    return run
+
+
+async def _load_default(app: FastAPI, engine: Engine) -> None:
+    try:
+        await run_in_threadpool(engine.load)
+        app.state.status = ("ok", "")
+        facts = (engine.device, engine.blas, engine.default_model)
+        log.info("serving on engine: device=%s blas=%s default=%s", *facts)
+    except EngineError as exc:
+        log.error("the default model could not be loaded (the server runs on): %s", exc)
+        app.state.status = ("failed", f"the default model could not be loaded: {exc}")
 
 
 @dataclass
@@ -46,7 +81,8 @@ class Drain:
 
 
 class DrainGate:
-    """Count /v1 requests in flight; once draining, 503 every new request but /health."""
+    """ASGI middleware: counts /v1 requests in flight; once draining, answers every new
+    request but /health (which then says 503 "draining") with 503 and Retry-After."""
 
     def __init__(self, app: ASGIApp, drain: Drain) -> None:
         self.app = app
@@ -80,8 +116,12 @@ class DrainGate:
 
 
 def install_sigterm_drain(drain: Drain, *, drain_s: float, idle: Callable[[], bool]) -> Callable[[], None]:
-    """Put the drain in front of the current SIGTERM handler; returns the undo. A no-op
-    outside the main thread, or when no Python handler is installed (not under uvicorn)."""
+    """Put the drain in front of the current SIGTERM handler; returns the undo. The first
+    SIGTERM starts the drain and hands over to that handler (uvicorn's exit: the lifespan
+    shutdown stops the engine, `workbench serve` exits 0) once nothing is in flight (no /v1
+    request, no generation: UI streams count there) or drain_s has passed; a second SIGTERM,
+    and Ctrl-C, stop at once. A no-op outside the main thread, or when no Python handler is
+    installed (not under `workbench serve`, where uvicorn installs its signal handlers)."""
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is not threading.main_thread() or not callable(previous):
         return lambda: None

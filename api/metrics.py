@@ -1,13 +1,6 @@
-"""GET /metrics in Prometheus' text format (prometheus_client), one registry per app.
-
-What is counted: HTTP requests by method, route and status (middleware); every finished
-generation on the engine, whoever asked for it (API, UI, benchmarks; an engine stats
-listener): generations by model and finish reason, prompt / cached / generated tokens,
-TTFT and decode tok/s histograms; read when scraped: queue depth (running + waiting
-generations), active streams, model loads, MLX and process memory. Guarded by the API
-key when one is set. Answers at once whatever the engine does (published state only).
-Knows prometheus_client, Starlette and engine types.
-"""
+"""GET /metrics in Prometheus' text format (prometheus_client), one registry per app: HTTP
+requests, every finished generation on the engine (API, UI, benchmarks alike), and figures
+read when scraped. Guarded by the API key when one is set; answers from published state."""
 
 from __future__ import annotations
 
@@ -54,8 +47,11 @@ class _EngineCollector:
 
 
 class Metrics:
-    """The app's metrics; `observe` is the engine's stats listener (the app removes it
-    at shutdown)."""
+    """The app's metrics: HTTP requests by method, route and status (RequestCounter);
+    generations by model and finish reason, prompt / cached / generated tokens, TTFT and
+    decode tok/s histograms (`observe`, the engine's stats listener: whoever asked for the
+    generation; the app removes it at shutdown); read when scraped (_EngineCollector): queue
+    depth (running + waiting generations), active streams, model loads, MLX and process memory."""
 
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()

@@ -1,15 +1,6 @@
-"""Safe defaults at the HTTP edge, as ASGI middleware around the whole app (API and UI):
-
-- a Host-header allowlist (loopback names by default): a page on another site that
-  rebinds its DNS name to 127.0.0.1 still sends its own name as Host, so it is refused
-  (403) before any route runs;
-- CORS only for configured origins (none by default; a wildcard never with credentials);
-- a request body bound on /v1 (413 beyond Settings.max_body_mb), checked on
-  Content-Length and on the bytes actually received.
-
-Errors have the shape of the API they hit (Anthropic's under /v1/messages). Knows
-Starlette; nothing of the engine.
-"""
+"""Safe defaults at the HTTP edge, as ASGI middleware around the whole app (API and UI): a
+Host-header allowlist, CORS only for configured origins, a bound on /v1 request bodies.
+Errors have the shape of the API they hit; knows Starlette, nothing of the engine."""
 
 from __future__ import annotations
 
@@ -44,7 +35,9 @@ async def refuse(scope: Scope, receive: Receive, send: Send, err: ApiError) -> N
 
 
 class HostAllowlist:
-    """Refuse (403) HTTP and websocket requests whose Host is not in `hosts` ('*': any)."""
+    """Refuse (403) HTTP and websocket requests whose Host is not in `hosts` ('*': any;
+    loopback names by default): a page on another site that rebinds its DNS name to
+    127.0.0.1 still sends its own name as Host, so it is refused before any route runs."""
 
     def __init__(self, app: ASGIApp, hosts: tuple[str, ...]) -> None:
         self.app = app
@@ -75,7 +68,8 @@ class HostAllowlist:
 
 
 class BodyLimit:
-    """413 for /v1 request bodies over `limit` bytes (declared or received)."""
+    """413 for /v1 request bodies over `limit` bytes (Settings.max_body_mb), checked on
+    Content-Length and on the bytes actually received."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
