@@ -1,20 +1,6 @@
-"""Statistics of pairwise votes that hold at a single researcher's sample sizes.
-
-Input: a vote DataFrame with `model_a`, `model_b` (as shown), `verdict` (a, b, tie,
-both_bad) and, when present, per-side `generation_tps_*` / `peak_memory_gb_*`: the
-Compare tab's blind votes (results/votes.csv) and the arena's (<name>.votes.csv) alike.
-
-- Per pair: win rate with a Wilson interval and an exact two-sided sign (binomial) test.
-  Ties and "both bad" say no preference: they are excluded from the win rate and the
-  test by default (`ties="split"` counts each as half a win for both sides instead;
-  the sign test always excludes them, as a sign test does).
-- Bradley-Terry ratings with bootstrap intervals (arena.bradley_terry).
-- A sequential hint per pair: when the interval came to exclude 50% and stayed so, or
-  about how many more votes the current rate needs. It is a hint: looking after every
-  vote and stopping at the first exclusion raises the false-positive rate above 5%.
-
-Votes are read and checked by arena.votes. Knows pandas and scipy; no engine, no Gradio.
-"""
+"""Statistics of pairwise votes (Compare tab or arena) at one researcher's sample sizes: per
+pair a Wilson interval, an exact sign test and a stopping hint; per model Bradley-Terry ratings
+and speed. Votes are read and checked by arena.votes; knows pandas and scipy, no engine."""
 
 from __future__ import annotations
 
@@ -24,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 
 from workbench.arena.bradley_terry import (
     BOOTSTRAP,
@@ -75,23 +61,13 @@ def wilson_interval(successes: float, n: float, confidence: float = CONFIDENCE) 
 
 
 def binomial_test(k: int, n: int, p: float = 0.5) -> float:
-    """Exact two-sided binomial test of k successes in n trials: the probability of an
-    outcome no more likely than k (the 'minlike' rule). 1.0 when n == 0."""
+    """Exact two-sided binomial (sign) test of k successes in n trials (scipy's binomtest:
+    outcomes no more likely than k count). 1.0 when n == 0."""
     if n == 0:
         return 1.0
     if not 0 <= k <= n:
         raise ValueError(f"k must be in [0, n], got {k} of {n}")
-    log_pmf = [_log_binom_pmf(i, n, p) for i in range(n + 1)]
-    threshold = log_pmf[k] + math.log1p(1e-7)  # relative tolerance for float ties
-    total = sum(math.exp(lp) for lp in log_pmf if lp <= threshold)
-    return min(1.0, total)
-
-
-def _log_binom_pmf(k: int, n: int, p: float) -> float:
-    log_comb = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-    if p in (0.0, 1.0):
-        return 0.0 if (k == 0 and p == 0.0) or (k == n and p == 1.0) else -math.inf
-    return log_comb + k * math.log(p) + (n - k) * math.log1p(-p)
+    return float(binomtest(k, n, p).pvalue)
 
 
 def excludes_half(low: float, high: float) -> bool:
