@@ -1,7 +1,5 @@
-"""`workbench arena run|stats`: run a prompt set through 2..N models into a battle file
-for blind judging (the UI's Arena tab), and the statistics of a vote file. Parses
-flags, calls arena / reports, prints; tables to stdout, progress and notices to stderr.
-"""
+"""`workbench arena run|stats`: a prompt set through 2..N models into a battle file for blind
+judging (the UI's Arena tab), and the statistics of a vote file. Parses flags, calls arena."""
 
 from __future__ import annotations
 
@@ -9,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from workbench.cli._common import INTERRUPTED, run_cancellable
 from workbench.engine import Engine
 
 STATS_HELP = (
@@ -18,7 +17,7 @@ STATS_HELP = (
 )
 
 
-def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     arena = sub.add_parser(
         "arena",
         help="A/B arena: run a prompt set through several models, then vote statistics",
@@ -47,6 +46,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     run.add_argument("--min-p", type=float, default=0.0)
     run.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i gets seed+i")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_arena_run, needs_engine=True)
     stats = verbs.add_parser(
         "stats",
         help="win rates, sign tests, Bradley-Terry ratings and speed of a vote file",
@@ -58,12 +58,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     stats.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     stats.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     stats.add_argument("--plot", help="where to write the plot (default: beside the votes, .png)")
+    stats.set_defaults(handler=cmd_arena_stats, needs_engine=False)
 
 
 def cmd_arena_run(args: argparse.Namespace, engine: Engine) -> int:
     from workbench.arena.battles import ArenaSpec, find_prompt_set, read_prompt_set, run_battles
-    from workbench.cli_bench import progress_bar
-    from workbench.engine import CancelToken, SamplingParams
+    from workbench.engine import SamplingParams
 
     path = find_prompt_set(args.prompts)
     prompts = read_prompt_set(path)
@@ -77,11 +77,8 @@ def cmd_arena_run(args: argparse.Namespace, engine: Engine) -> int:
         max_tokens=args.max_tokens,
         seed=args.seed,
     )
-    bar, progress = progress_bar(spec.name, "reply", args.no_progress)
-
-    cancel = CancelToken()
-    try:
-        run = run_battles(
+    run = run_cancellable(
+        lambda cancel, progress: run_battles(
             engine,
             spec,
             prompts,
@@ -89,13 +86,14 @@ def cmd_arena_run(args: argparse.Namespace, engine: Engine) -> int:
             prompt_file=path,
             on_progress=progress,
             cancel=cancel,
-        )
-    except KeyboardInterrupt:
-        cancel.cancel()
-        bar.close()
-        print("\ninterrupted: no battles written", file=sys.stderr)
-        return 130
-    bar.close()
+        ),
+        desc=spec.name,
+        unit="reply",
+        no_progress=args.no_progress,
+        interrupted="no battles written",
+    )
+    if run is None:
+        return INTERRUPTED
     print(
         f"{run.battles} battles ({len(prompts)} prompts x {len(spec.models)} models) in {run.battles_path} "
         f"(run {run.run_id}); judge them in the UI's Arena tab, then: workbench arena stats {run.votes_path}",

@@ -1,7 +1,5 @@
 """`workbench quantize`: make variants of a model by recipe, or run a quantization sweep
-(experiments/<name>.toml) into one CSV and a Pareto plot. Parses flags, calls quant /
-reports, prints; tables to stdout, progress and notices to stderr.
-"""
+(experiments/<name>.toml) into one CSV and a Pareto plot. Parses flags, calls quant, prints."""
 
 from __future__ import annotations
 
@@ -9,10 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from workbench.cli._common import INTERRUPTED, run_cancellable
+from workbench.cli.report import write_quant_report
 from workbench.engine import RECIPE_HELP, Engine
 
 
-def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     quantize = sub.add_parser(
         "quantize",
         parents=[common],
@@ -35,6 +35,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     quantize.add_argument("--sweep", help="sweep spec: experiments/<name> or a path to a .toml file")
     quantize.add_argument("--out", help="sweep CSV (default: <results dir>/<name>.csv)")
     quantize.add_argument("--no-progress", action="store_true", help="no progress bar")
+    quantize.set_defaults(handler=cmd_quantize, needs_engine=True)
 
 
 def cmd_quantize(args: argparse.Namespace, engine: Engine) -> int:
@@ -58,8 +59,6 @@ def cmd_quantize(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def _sweep(args: argparse.Namespace, engine: Engine) -> int:
-    from workbench.cli_bench import progress_bar
-    from workbench.engine import CancelToken
     from workbench.quant import QuantSweepSpec, run_sweep
     from workbench.quant.sweep import default_csv_path
 
@@ -67,17 +66,15 @@ def _sweep(args: argparse.Namespace, engine: Engine) -> int:
     out = Path(args.out) if args.out else default_csv_path(engine.settings.results_dir, spec)
     if spec.question:
         print(f"{spec.name}: {spec.question}", file=sys.stderr)
-    bar, progress = progress_bar(spec.name, "step", args.no_progress)
-
-    cancel = CancelToken()
-    try:
-        run = run_sweep(engine, spec, out, on_progress=progress, cancel=cancel)
-    except KeyboardInterrupt:
-        cancel.cancel()
-        bar.close()
-        print(f"\ninterrupted: the finished variants are in {out}", file=sys.stderr)
-        return 130
-    bar.close()
+    run = run_cancellable(
+        lambda cancel, progress: run_sweep(engine, spec, out, on_progress=progress, cancel=cancel),
+        desc=spec.name,
+        unit="step",
+        no_progress=args.no_progress,
+        interrupted=f"the finished variants are in {out}",
+    )
+    if run is None:
+        return INTERRUPTED
     print(
         f"{len(run.rows)} rows appended to {run.csv_path} (run {run.run_id}; trials in "
         f"{run.bench_csv_path}; spec in {run.sidecar_path}; device {engine.device}, blas {engine.blas})",
@@ -85,22 +82,3 @@ def _sweep(args: argparse.Namespace, engine: Engine) -> int:
     )
     write_quant_report(run.csv_path, run.run_id, run.csv_path.parent)
     return 0
-
-
-def write_quant_report(csv_path: Path, run: str, out_dir: Path) -> list[Path]:
-    """Print the sweep's summary table and write <name>.pareto.png; returns the files."""
-    import pandas as pd
-
-    from workbench.cli_bench import select_run
-    from workbench.reports import plots
-    from workbench.reports.schema import QUANT_COLUMNS, QUANT_SUMMARY_FIELDS
-    from workbench.reports.store import read_results
-
-    df = select_run(read_results(csv_path, QUANT_COLUMNS), run)
-    with pd.option_context("display.width", 220, "display.max_columns", None, "display.precision", 4):
-        print(df[list(QUANT_SUMMARY_FIELDS)].to_string(index=False))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{csv_path.stem}.pareto.png"
-    plots.quant_pareto(df).savefig(path, dpi=110)
-    print(f"Pareto plot: {path}", file=sys.stderr)
-    return [path]

@@ -1,9 +1,5 @@
-"""`workbench loadtest`: the load tool and the multi-turn chat benchmark, as an HTTP
-client of any OpenAI-compatible server (no Engine in this process).
-
-Parses flags, calls loadgen.loadtest / loadgen.multiturn, appends rows through reports,
-prints a table to stdout; progress and notices go to stderr.
-"""
+"""`workbench loadtest`: the load tool and the multi-turn chat benchmark as an HTTP client of
+any OpenAI-compatible server (no Engine here); rows through reports, a table to stdout."""
 
 from __future__ import annotations
 
@@ -12,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from workbench.cli._common import progress_bar
 
 LOAD_TABLE = (
     "server_label",
@@ -39,7 +37,7 @@ TURN_TABLE = (
 )
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     load = sub.add_parser(
         "loadtest",
         help="load-test an OpenAI-compatible server (ours or another) and append CSV rows",
@@ -55,6 +53,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "to results/multiturn.csv; run it against a server with the prompt cache on and off to "
         "compare the last turn's TTFT. Every request has a timeout and the run an overall one.",
     )
+    _add_server_flags(load)
+    _add_load_flags(load)
+    _add_multi_turn_flags(load)
+    load.add_argument("--no-progress", action="store_true", help="no progress bar")
+    load.set_defaults(log_level=None, handler=cmd_loadtest, needs_engine=False)
+
+
+def _add_server_flags(load: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--base-url", required=True, help="the server's OpenAI base URL, e.g. http://127.0.0.1:8080/v1"
     )
@@ -70,6 +76,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     load.add_argument(
         "--out", help="CSV to append to (default <results dir>/loadtest.csv, --multi-turn: multiturn.csv)"
     )
+
+
+def _add_load_flags(load: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--concurrency",
         type=int,
@@ -103,6 +112,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=600.0,
         help="nothing is sent after this long, per run (default 600)",
     )
+
+
+def _add_multi_turn_flags(load: argparse.ArgumentParser) -> None:
     load.add_argument("--multi-turn", action="store_true", help="run the multi-turn chat benchmark instead")
     load.add_argument(
         "--history-tokens",
@@ -119,8 +131,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=3,
         help="--multi-turn: conversations, one after another (default 3)",
     )
-    load.add_argument("--no-progress", action="store_true", help="no progress bar")
-    load.set_defaults(log_level=None)
 
 
 def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
@@ -134,64 +144,73 @@ def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from workbench.bench.provenance import capture_client
-    from workbench.cli_bench import progress_bar
     from workbench.config import Settings
     from workbench.loadgen.loadtest import fetch_health
-    from workbench.reports.store import append_rows
 
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
     health = fetch_health(args.base_url)
     label = args.label or ("workbench" if health and isinstance(health.get("engine"), dict) else "server")
     name = "multiturn.csv" if args.multi_turn else "loadtest.csv"
     out = Path(args.out) if args.out else Settings.from_env().results_dir / name
-    common = {"api_key": api_key, "timeout_s": args.timeout_s, "overall_timeout_s": args.overall_timeout_s}
+    client_options = {
+        "api_key": args.api_key or os.environ.get("OPENAI_API_KEY"),
+        "timeout_s": args.timeout_s,
+        "overall_timeout_s": args.overall_timeout_s,
+    }
     if args.multi_turn:
-        from workbench.loadgen.multiturn import run_conversations, turn_rows
-        from workbench.reports.schema import MULTITURN_FIELDS
+        return _multi_turn(args, health, label, out, client_options)
+    return _load(args, health, label, out, client_options)
 
-        max_tokens = args.max_tokens or 8
-        bar, progress = progress_bar("multi-turn", "turn", args.no_progress)
-        results = run_conversations(
-            args.base_url,
-            args.model,
-            args.history_tokens,
-            args.turns,
-            args.conversations,
-            max_tokens,
-            seed=args.seed,
-            warmup=args.warmup > 0,
-            on_progress=progress,
-            **common,
-        )
-        bar.close()
-        rows = turn_rows(
-            results,
-            capture_client(health),
-            label,
-            args.base_url,
-            args.model,
-            args.history_tokens,
-            args.turns,
-            max_tokens,
-            args.seed,
-        )
-        append_rows(out, MULTITURN_FIELDS, rows)
-        _print_table(rows, TURN_TABLE)
-        last = [r["ttft_s"] for r in rows if r["turn"] == args.turns and r["ttft_s"] is not None]
-        if last:
-            last.sort()
-            print(
-                f"last-turn TTFT median {last[len(last) // 2]:.3f}s over {len(last)} conversation(s)",
-                file=sys.stderr,
-            )
+
+def _multi_turn(args: argparse.Namespace, health: Any, label: str, out: Path, common: dict[str, Any]) -> int:
+    from workbench.bench.provenance import capture_client
+    from workbench.loadgen.multiturn import run_conversations, turn_rows
+    from workbench.reports.schema import MULTITURN_FIELDS
+    from workbench.reports.store import append_rows
+
+    max_tokens = args.max_tokens or 8
+    bar, progress = progress_bar("multi-turn", "turn", args.no_progress)
+    results = run_conversations(
+        args.base_url,
+        args.model,
+        args.history_tokens,
+        args.turns,
+        args.conversations,
+        max_tokens,
+        seed=args.seed,
+        warmup=args.warmup > 0,
+        on_progress=progress,
+        **common,
+    )
+    bar.close()
+    rows = turn_rows(
+        results,
+        capture_client(health),
+        label,
+        args.base_url,
+        args.model,
+        args.history_tokens,
+        args.turns,
+        max_tokens,
+        args.seed,
+    )
+    append_rows(out, MULTITURN_FIELDS, rows)
+    _print_table(rows, TURN_TABLE)
+    last = [r["ttft_s"] for r in rows if r["turn"] == args.turns and r["ttft_s"] is not None]
+    if last:
+        last.sort()
         print(
-            f"{len(rows)} rows appended to {out} (run {rows[0]['run_id'] if rows else '-'})", file=sys.stderr
+            f"last-turn TTFT median {last[len(last) // 2]:.3f}s over {len(last)} conversation(s)",
+            file=sys.stderr,
         )
-        return 0 if all(r["error"] is None for r in rows) else 1
+    print(f"{len(rows)} rows appended to {out} (run {rows[0]['run_id'] if rows else '-'})", file=sys.stderr)
+    return 0 if all(r["error"] is None for r in rows) else 1
 
+
+def _load(args: argparse.Namespace, health: Any, label: str, out: Path, common: dict[str, Any]) -> int:
+    from workbench.bench.provenance import capture_client
     from workbench.loadgen.loadtest import run_load
     from workbench.reports.schema import LOAD_FIELDS
+    from workbench.reports.store import append_rows
 
     max_tokens = args.max_tokens or 64
     rows = []
