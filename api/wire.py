@@ -185,7 +185,8 @@ class Timings(ReplyModel):
     seed: int | None
     concurrent_streams: int = Field(description="most generations that shared the engine (1: alone)")
     cached_tokens: int = Field(description="prompt tokens the prompt cache supplied")
-    batch_size: int
+    batch_size: int = Field(description="most generations decoded together with this one")
+    reasoning_tokens: int = Field(description="of generation_tokens, those inside a thinking section")
     choices: int | SkipJsonSchema[None] = omitted("how many choices these figures sum (when several)")
 
 

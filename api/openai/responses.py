@@ -124,8 +124,8 @@ class TextCompletion(CompletionBase):
 
 
 class ModelObject(ReplyModel):
-    """OpenAI's model object; ours adds what the engine knows of the model (source .. load_s,
-    and any further ModelInfo fields the engine reports)."""
+    """OpenAI's model object; ours adds what the engine knows of the model (source ..
+    tool_dialect, and any ModelInfo field not named here yet)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -145,6 +145,8 @@ class ModelObject(ReplyModel):
     memory_gb: float | None
     description: str
     load_s: float | None = Field(description="how long its current load took (None: not loaded)")
+    reasoning: bool | None = Field(description="its template has a thinking section (None: not loaded yet)")
+    tool_dialect: str | None = Field(description="mlx-lm's parser of the tool calls its template asks for")
 
 
 class ModelList(ReplyModel):
