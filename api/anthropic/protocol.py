@@ -158,7 +158,7 @@ class MessagesBase(WireModel):
             )
         if self.thinking is not None and self.thinking.type != "disabled":
             # Claude-style clients ask for it on every request: answered without reasoning.
-            no_effect("messages", "thinking")  # the reply comes without a thinking block
+            no_effect("messages", "thinking")
         if self.mcp_servers:
             raise unsupported("mcp_servers", "MCP servers are not supported")
         fmt = self.output_config.format if self.output_config is not None else None
