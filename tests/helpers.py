@@ -138,3 +138,32 @@ def write_thinking_model(source: object, folder: object) -> object:
     config["chat_template"] = THINKING_TEMPLATE
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return folder
+
+
+# A Hermes / Qwen2.5 style template that renders `tools` itself and asks for calls as
+# <tool_call>{"name": ..., "arguments": ...}</tool_call> (mlx-lm reads it as json_tools).
+HERMES_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\nYou may call functions. Signatures:\n<tools>\n"
+    "{%- for tool in tools %}{{ tool | tojson }}\n{%- endfor %}</tools>\n"
+    'Answer a call as <tool_call>\n{"name": <name>, "arguments": <args>}\n</tool_call><|im_end|>\n'
+    "{%- endif %}{%- for message in messages %}<|im_start|>{{ message.role }}\n"
+    "{%- if message.tool_calls %}{%- for tool_call in message.tool_calls %}<tool_call>\n"
+    '{"name": "{{ tool_call.name }}"}\n</tool_call>{%- endfor %}{%- else %}{{ message.content }}'
+    "{%- endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def write_template_model(source: object, folder: object, template: str) -> object:
+    """The embedded float32 weights (linked) and tokenizer under another chat template."""
+    import json
+    from pathlib import Path
+
+    source, folder = Path(str(source)), Path(str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name not in ("tokenizer_config.json", "workbench_source.json"):
+            (folder / item.name).symlink_to(item)
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    config["chat_template"] = template
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder

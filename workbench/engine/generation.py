@@ -7,7 +7,7 @@ import itertools
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from workbench.engine.reply_text import ReplyText
 from workbench.engine.streams import StreamState
 from workbench.engine.types import (
     Chunk,
+    Constraint,
     FinishReason,
     GenerationRequest,
     GenerationStats,
@@ -36,7 +37,9 @@ GB = 1e9
 _GOLDEN = 0x9E3779B97F4A7C15  # spreads (seed, step) pairs over the 64-bit seed space
 
 
-def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
+def render_prompt(
+    tokenizer: Any, request: GenerationRequest, *, constrained: bool | None = None
+) -> list[int]:
     """Token ids for the request: chat messages through the model's template, a raw
     prompt through the tokenizer, or the given ids."""
     if request.prompt_ids is not None:
@@ -51,7 +54,9 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
         )
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
     # A constrained reply is the answer itself: templates that can skip their thinking do.
-    skip = request.think is False or request.constraint is not None or bool(request.tools)
+    if constrained is None:
+        constrained = request.constraint is not None
+    skip = request.think is False or constrained
     options = {"enable_thinking": False} if skip and getattr(tokenizer, "has_thinking", False) else {}
     try:
         if request.tools:
@@ -158,9 +163,9 @@ def final_chunk(
 ) -> Chunk:
     """The last chunk of a generation (alone, batched or cancelled before it started): the
     text that `text` still holds, and the GenerationStats (built here only)."""
-    tail, reasoning, stop = "", "", None
+    tail, reasoning, stop, calls = "", "", None, ()
     if text is not None:
-        tail, reasoning = text.finish()
+        tail, reasoning, calls = text.finish()
         finish, stop = ("stop", text.stop_sequence) if text.stop_hit else (finish, None)
     now, count = time.perf_counter(), timeline.count
     ttft = timeline.first_at - timeline.start if count else now - timeline.start
@@ -184,7 +189,7 @@ def final_chunk(
         batch_size=batch_size,
         reasoning_tokens=reasoning_tokens,
     )
-    return Chunk(text=tail, stats=stats, reasoning=reasoning)
+    return Chunk(text=tail, stats=stats, reasoning=reasoning, calls=calls)
 
 
 def cancelled_before_start(model_id: str, state: StreamState) -> Chunk:
@@ -205,9 +210,14 @@ class Prepared:
     eos: frozenset[int]
     thinking: tuple[str, str, bool] | None = None  # the model's thinking markers, and open at start
     budget: ThinkBudget | None = None  # counts (and bounds) the reasoning tokens
+    native: str | None = None  # the template's tool-call dialect, parsed from the text (auto)
 
     def reasoning_tokens(self) -> int:
         return self.budget.spent if self.budget is not None else 0
+
+    def calls(self, request: GenerationRequest) -> tuple[str, Sequence[Any]] | None:
+        """(dialect, tools) for ReplyText when the calls come in the template's own format."""
+        return (self.native, request.tools) if self.native else None
 
 
 @dataclass(frozen=True)
@@ -230,11 +240,13 @@ def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = R
     past the context's room is cut to the room (the generation then stops with 'length'
     when the context is full) or refused, as `limits` say; so is one past the server's cap."""
     tokenizer = lm.tokenizer
-    prompt = render_prompt(tokenizer, request)
+    native = native_dialect(lm, request)
+    constraint = None if native else request.constraint
+    prompt = render_prompt(tokenizer, request, constrained=constraint is not None)
     context = lm.context_length
     if not prompt:
         raise InvalidRequestError("the prompt encodes to no tokens", param="prompt")
-    thinking, budget = _thinking(tokenizer, prompt, request)  # may close the section in the prompt
+    thinking, budget = _thinking(tokenizer, prompt, request, constraint)  # may close it in the prompt
     sizes = {"n_prompt_tokens": len(prompt), "n_ctx": context}
     if len(prompt) >= context:
         over = len(prompt) - context + 1  # at least one token must be left to generate
@@ -267,18 +279,37 @@ def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = R
     sampler, processors, seed = build_sampling(request.sampling, vocab_size)
     if budget is not None:
         processors = [*processors, budget]
-    if request.constraint is not None:
+    if constraint is not None:
         from workbench.engine.structured.constrain import grammar_processor
 
         forbid = frozenset(tokenizer.eos_token_ids) if request.ignore_eos else frozenset()
-        processor = grammar_processor(lm, request.constraint, vocab_size, forbid)
+        processor = grammar_processor(lm, constraint, vocab_size, forbid)
         processors = [*processors, processor]  # last: masks the others
     eos = frozenset() if request.ignore_eos else frozenset(tokenizer.eos_token_ids)
-    return Prepared(prompt, max_tokens, sampler, processors, seed, eos, thinking, budget)
+    return Prepared(prompt, max_tokens, sampler, processors, seed, eos, thinking, budget, native)
+
+
+def native_dialect(lm: LoadedModel, request: GenerationRequest) -> str | None:
+    """The template's own tool-call dialect when a request offers tools under 'auto' to a model
+    whose template renders them (Qwen2.5 / Hermes, Mistral, ...): the model answers in its own
+    format, unconstrained, and mlx-lm's parser reads the calls. 'required' or a named tool
+    keep the JSON-line grammar (structured/tools.py), which guarantees the calls' shape."""
+    auto = request.tools and request.tool_choice == "auto"
+    if not auto or request.constraint is None or request.constraint.param != "tools":
+        return None
+    from workbench.engine.models.registry import tool_dialect
+    from workbench.engine.structured.tools import renders_tools
+
+    dialect = tool_dialect(lm.tokenizer)
+    if dialect is None:
+        return None
+    if lm.renders_tools is None:
+        lm.renders_tools = renders_tools(lm.tokenizer)
+    return dialect if lm.renders_tools else None
 
 
 def _thinking(
-    tokenizer: Any, prompt: list[int], request: GenerationRequest
+    tokenizer: Any, prompt: list[int], request: GenerationRequest, constraint: Constraint | None
 ) -> tuple[tuple[str, str, bool] | None, ThinkBudget | None]:
     """The thinking markers (and whether the prompt left the section open) and the budget
     processor of a model whose template has a thinking section; (None, None) otherwise. A
@@ -287,7 +318,7 @@ def _thinking(
     if thinking is None:
         return None, None
     start, end, opened = thinking
-    if opened and (request.constraint is not None or request.tools or request.think is False):
+    if opened and (constraint is not None or request.think is False):
         prompt.extend(tokenizer.think_end_tokens)
         opened = False
     budget = ThinkBudget(
@@ -312,7 +343,7 @@ def stream_chunks(
     timeline = Timeline()
     tokenizer = lm.tokenizer
     ready = prepare(lm, request, limits)
-    reply = ReplyText(tokenizer, request.stop, ready.thinking)
+    reply = ReplyText(tokenizer, request.stop, ready.thinking, ready.calls(request))
     if state.started_idle:
         memory.reset_peak()
     finish: FinishReason = "length"
@@ -332,11 +363,11 @@ def stream_chunks(
                 if token in ready.eos:
                     finish = "stop"
                     break
-                text, reasoning = reply.push(token)
+                text, reasoning, calls = reply.push(token)
                 logprob = None
                 if request.logprobs is not None:
                     logprob = token_logprob(tokenizer, token, logprobs, request.logprobs)
-                yield Chunk(text=text, token_id=token, logprob=logprob, reasoning=reasoning)
+                yield Chunk(text=text, token_id=token, logprob=logprob, reasoning=reasoning, calls=calls)
                 if reply.stop_hit or state.cancel.cancelled:
                     finish = "stop" if reply.stop_hit else "cancelled"
                     break

@@ -108,7 +108,7 @@ class ModelBatch:
             request=request,
             ready=ready,
             state=state,
-            reply=ReplyText(self.lm.tokenizer, request.stop, ready.thinking),
+            reply=ReplyText(self.lm.tokenizer, request.stop, ready.thinking, ready.calls(request)),
             timeline=timeline,
             load_s=load_s,
             cached=cached,
@@ -144,10 +144,11 @@ class ModelBatch:
                 self._remember(seq, r.all_tokens, r.prompt_cache)
                 self._finish(seq, "stop")
                 continue
-            text, reasoning = seq.reply.push(r.token)
+            text, reasoning, calls = seq.reply.push(r.token)
             top = seq.request.logprobs
             logprob = token_logprob(self.lm.tokenizer, r.token, r.logprobs, top) if top is not None else None
-            seq.pending.append(Chunk(text=text, token_id=r.token, logprob=logprob, reasoning=reasoning))
+            chunk = Chunk(text=text, token_id=r.token, logprob=logprob, reasoning=reasoning, calls=calls)
+            seq.pending.append(chunk)
             if seq.reply.stop_hit:
                 stopped.append(seq)
             elif r.finish_reason == "length":

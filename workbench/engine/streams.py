@@ -147,12 +147,14 @@ def collect(chunks: Iterator[Chunk]) -> Completion:
     benchmark's next trial, then starts on an idle engine)."""
     texts: list[str] = []
     reasoning: list[str] = []
+    events: list[tuple[Any, ...]] = []
     ids: list[int] = []
     logprobs: list[TokenLogprob] = []
     stats = None
     for chunk in chunks:
         texts.append(chunk.text)
         reasoning.append(chunk.reasoning)
+        events.extend(chunk.calls)
         if chunk.token_id is not None:
             ids.append(chunk.token_id)
         if chunk.logprob is not None:
@@ -160,4 +162,18 @@ def collect(chunks: Iterator[Chunk]) -> Completion:
         stats = chunk.stats or stats
     if stats is None:
         raise EngineStoppedError("the stream ended without stats (engine stopped?)")
-    return Completion("".join(texts), tuple(ids), stats, tuple(logprobs), "".join(reasoning))
+    return Completion(
+        "".join(texts), tuple(ids), stats, tuple(logprobs), "".join(reasoning), calls_of(events)
+    )
+
+
+def calls_of(events: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The ToolCalls a stream's call events ("call", i, name) / ("args", i, json) add up to."""
+    from workbench.engine.structured.tools import ToolCall
+
+    names = {e[1]: e[2] for e in events if e[0] == "call"}
+    args: dict[int, str] = {}
+    for e in events:
+        if e[0] == "args":
+            args[e[1]] = args.get(e[1], "") + e[2]
+    return tuple(ToolCall(names[i], args.get(i, "{}")) for i in sorted(names))

@@ -309,6 +309,8 @@ class Chunk:
     logprob: TokenLogprob | None = None
     stats: GenerationStats | None = None
     reasoning: str = ""  # text of the model's thinking section (never in `text`)
+    # Tool calls in the template's own format, parsed: ("call", i, name) / ("args", i, json).
+    calls: tuple[tuple[Any, ...], ...] = ()
 
     @property
     def is_final(self) -> bool:
@@ -328,6 +330,7 @@ class Completion:
     stats: GenerationStats
     logprobs: tuple[TokenLogprob, ...] = ()
     reasoning: str = ""
+    calls: tuple[Any, ...] = ()  # structured.tools.ToolCall, parsed from the template's own format
 
     @property
     def finish_reason(self) -> FinishReason:

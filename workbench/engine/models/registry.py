@@ -50,6 +50,7 @@ class LoadedModel:
     dtype: str = "unknown"  # the floating dtype of most parameter bytes, as loaded
     batch: Any = None  # scheduler.ModelBatch: the running batch and prompt cache, made on first use
     guidance: Any = None  # constrain.py's llguidance tokenizer, made on first constrained request
+    renders_tools: bool | None = None  # its template shows `tools` (learnt on the first tool request)
 
     @property
     def context_length(self) -> int:

@@ -222,3 +222,14 @@ def with_tools(
     else:
         messages = [{"role": "system", "content": note}, *messages]
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **options))
+
+
+def renders_tools(tokenizer: Any) -> bool:
+    """Whether the chat template shows the `tools` it is given (else they go in a note)."""
+    probe = [{"role": "user", "content": "Hi"}]
+    tool = ToolSpec("probe_tool", "a probe", {"type": "object", "properties": {}}).as_template_tool()
+    try:
+        with_them = tokenizer.apply_chat_template(probe, tools=[tool], add_generation_prompt=True)
+    except Exception:  # a template that fails on tools does not show them
+        return False
+    return with_them != tokenizer.apply_chat_template(probe, add_generation_prompt=True)
