@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from api.errors import ApiError
-from workbench.engine import Constraint, GenerationStats, SamplingParams
-from workbench.engine.structured.tools import ToolSpec, forced, tool_constraint
+from workbench.engine import Chunk, Completion, Constraint, GenerationStats, SamplingParams
+from workbench.engine.structured.tools import CallSplitter, ToolSpec, forced, parse_calls, tool_constraint
 from workbench.engine.types import MAX_STOP_STRINGS
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,32 @@ def sampling_params(temperature: float | None, top_p: float | None, **rest: Any)
         temperature, top_p = 0.0, 1.0
     given = {k: v for k, v in rest.items() if v is not None}
     return SamplingParams(temperature=temperature, top_p=top_p, **given)
+
+
+# ---- reasoning ------------------------------------------------------------------
+
+# A reasoning effort's bound on the thinking section, in tokens (None: no bound beyond the
+# reply's own length); "none" skips the section where the template allows it.
+EFFORT_BUDGETS: dict[str, int | None] = {
+    "minimal": 256,
+    "low": 1024,
+    "medium": 4096,
+    "high": None,
+    "xhigh": None,
+}
+EFFORTS = ("none", *EFFORT_BUDGETS)
+
+
+def reasoning_plan(effort: str | None, budget: int | None, param: str) -> tuple[bool | None, int | None]:
+    """(think, reasoning_budget) for the engine: an explicit `budget` wins, else the effort's;
+    for a model without a thinking section both change nothing."""
+    if effort is None:
+        return None, budget
+    if effort not in EFFORTS:
+        raise ApiError(400, f"{param}: {effort!r} is not one of {', '.join(EFFORTS)}", param=param)
+    if effort == "none":
+        return False, None
+    return None, budget if budget is not None else EFFORT_BUDGETS[effort]
 
 
 # ---- stop strings ---------------------------------------------------------------
@@ -136,6 +162,23 @@ def check_tool_choice(tools: Sequence[Any] | None, mode: ChoiceMode) -> None:
     """A choice that must call a tool needs tools to call."""
     if mode in ("required", "named") and not tools:
         raise ApiError(400, "tool_choice: needs tools", param="tool_choice")
+
+
+def reply_calls(result: Completion, tools: Sequence[ToolSpec]) -> tuple[str, list[Any]]:
+    """(text, calls) of a finished reply: calls the engine parsed from the template's own
+    format, or the JSON-line calls of the text (structured/tools.py)."""
+    if result.calls:
+        return result.text, list(result.calls)
+    return parse_calls(result.text, tools) if tools else (result.text, [])
+
+
+def call_events(split: CallSplitter, chunk: Chunk, native: bool) -> list[tuple[Any, ...]]:
+    """A chunk's text and call events: the engine's own (calls in the template's format) once
+    it parsed one, else the JSON-line splitter's (whatever it held back is text then)."""
+    if not (native or chunk.calls):
+        return split.feed(chunk.text) + (split.finish(chunk.stats.at_eos) if chunk.stats else [])
+    held = [] if native else split.finish(complete=False)
+    return [*held, *([("text", chunk.text)] if chunk.text else []), *chunk.calls]
 
 
 # ---- replies --------------------------------------------------------------------

@@ -10,9 +10,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
+import openai
 import pytest
 
-from tests.helpers import write_thinking_model
+from api.app import create_app
+from tests.helpers import LiveServer, write_thinking_model
+from workbench.config import Settings
 from workbench.engine import Constraint, Engine, GenerationRequest, Message, SamplingParams
 from workbench.engine.models.embedded import EMBEDDED_IDS
 from workbench.engine.reasoning import ReasoningSplit
@@ -87,3 +91,69 @@ def test_the_split_holds_across_every_chunk_boundary(opened: bool) -> None:
     unclosed = ReasoningSplit("<think>", "</think>", open=True)
     assert unclosed.push("still thinking </thi") == ("still thinking ", "")
     assert unclosed.flush() == ("</thi", "")
+
+
+# ---- on the wire --------------------------------------------------------------------
+FORCED = {"ignore_eos": True}  # the 135M model: lengths forced, the budget closes the section
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, engine: Engine, thinker: str) -> Iterator[LiveServer]:
+    with LiveServer(create_app(settings, engine, with_ui=False)) as live:
+        yield live
+
+
+def test_chat_completions_give_reasoning_content_apart_streamed_or_not(
+    server: LiveServer, thinker: str
+) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=300)
+    ask = {"model": thinker, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    body = {**ask, "max_tokens": 24, "temperature": 0, "extra_body": {**FORCED, "reasoning_budget": 6}}
+    whole = client.chat.completions.create(**body)
+    message = whole.choices[0].message
+    thought = message.model_extra["reasoning_content"]
+    assert thought.strip() and message.content.strip() and "</think>" not in message.content + thought
+    assert whole.usage.completion_tokens_details.reasoning_tokens == 6
+    parts = {"reasoning_content": "", "content": ""}
+    for chunk in client.chat.completions.create(**body, stream=True):
+        for choice in chunk.choices:
+            parts["content"] += choice.delta.content or ""
+            parts["reasoning_content"] += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+    assert parts == {"reasoning_content": thought, "content": message.content}
+    skipped = client.chat.completions.create(**{**body, "reasoning_effort": "none"})
+    assert "reasoning_content" not in (skipped.choices[0].message.model_extra or {})
+    assert skipped.usage.completion_tokens_details.reasoning_tokens == 0
+    with pytest.raises(openai.BadRequestError, match="reasoning_effort"):
+        client.chat.completions.create(**{**body, "reasoning_effort": "extreme"})
+
+
+def test_a_model_without_a_thinking_section_takes_any_effort(server: LiveServer) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=300)
+    reply = client.chat.completions.create(
+        model=EMBEDDED_IDS["f32"],
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=4,
+        reasoning_effort="high",
+    )
+    assert reply.choices[0].message.content and "reasoning_content" not in (
+        reply.choices[0].message.model_extra or {}
+    )
+
+
+def test_anthropic_thinking_blocks_bounded_by_budget_tokens(server: LiveServer, thinker: str) -> None:
+    claude = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0, timeout=300)
+    ask = {
+        "model": thinker,
+        "max_tokens": 24,
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+    }
+    extra = {"extra_body": {**FORCED, "temperature": 0}}
+    whole = claude.messages.create(**ask, thinking={"type": "enabled", "budget_tokens": 6}, **extra)
+    assert [b.type for b in whole.content] == ["thinking", "text"] and whole.content[0].signature
+    with claude.messages.stream(**ask, thinking={"type": "enabled", "budget_tokens": 6}, **extra) as stream:
+        streamed = stream.get_final_message()
+    assert [(b.type, getattr(b, "thinking", getattr(b, "text", None))) for b in streamed.content] == [
+        (b.type, getattr(b, "thinking", getattr(b, "text", None))) for b in whole.content
+    ]
+    plain = claude.messages.create(**ask, thinking={"type": "disabled"}, **extra)
+    assert [b.type for b in plain.content] == ["text"]

@@ -11,11 +11,11 @@ from pydantic import Field
 
 from api.errors import ApiError
 from api.wire import (
+    EFFORT_BUDGETS,
     ChoiceMode,
     WireModel,
     check_stops,
     check_tool_choice,
-    no_effect,
     offers_tools,
     sampling_params,
     tool_use,
@@ -119,10 +119,11 @@ class Metadata(WireModel):
 
 class Thinking(WireModel):
     type: str
+    budget_tokens: int | None = Field(None, ge=0, le=1_000_000)  # Anthropic asks >= 1024; any bound here
 
 
 class OutputConfig(WireModel):
-    effort: str | None = None  # how hard a reasoning model should think: no effect here (logged)
+    effort: str | None = None  # how hard a reasoning model thinks (api/wire.py EFFORT_BUDGETS)
     format: dict[str, Any] | None = None
 
 
@@ -156,9 +157,6 @@ class MessagesBase(WireModel):
             raise unsupported(
                 "thinking.type", f"{self.thinking.type!r}: expected enabled, adaptive or disabled"
             )
-        if self.thinking is not None and self.thinking.type != "disabled":
-            # Claude-style clients ask for it on every request: answered without reasoning.
-            no_effect("messages", "thinking")
         if self.mcp_servers:
             raise unsupported("mcp_servers", "MCP servers are not supported")
         fmt = self.output_config.format if self.output_config is not None else None
@@ -166,8 +164,6 @@ class MessagesBase(WireModel):
             raise unsupported(
                 "output_config.format", "only {'type': 'json_schema', 'schema': {...}} is supported"
             )
-        if self.output_config is not None and self.output_config.effort is not None:
-            no_effect("messages", "output_config.effort")
         last = self.messages[-1]
         if last.role == "assistant" and not isinstance(last.content, str):
             for j, block in enumerate(last.content):
@@ -218,6 +214,7 @@ class MessagesBase(WireModel):
             raise unsupported(
                 where, "a prefilled reply cannot be combined with tools or output_config.format"
             )
+        think, budget = self.reasoning()
         return GenerationRequest(
             messages=messages,
             model=model_id,
@@ -225,8 +222,22 @@ class MessagesBase(WireModel):
             tool_choice=tools.choice,
             constraint=constraint,
             prefill=prefill,
+            think=think,
+            reasoning_budget=budget,
             **rest,
         )
+
+    def reasoning(self) -> tuple[bool | None, int | None]:
+        """(think, reasoning_budget): `thinking` disabled skips the section, enabled bounds it
+        by budget_tokens; output_config.effort bounds it as reasoning_effort does (an effort
+        not known here changes nothing). Models without a thinking section answer as usual."""
+        effort = self.output_config.effort if self.output_config is not None else None
+        think, budget = (None, EFFORT_BUDGETS.get(effort)) if effort else (None, None)
+        if self.thinking is not None and self.thinking.type == "disabled":
+            return False, None
+        if self.thinking is not None and self.thinking.budget_tokens is not None:
+            budget = self.thinking.budget_tokens
+        return think, budget
 
 
 class CountTokensRequest(MessagesBase):

@@ -4,6 +4,7 @@ classes build the replies and document them (stream events: streams.py); knows n
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,9 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from api.wire import ReplyModel, Timings, omitted, timings
+from api.wire import ReplyModel, Timings, omitted, reply_calls, timings
 from workbench.engine import Completion, GenerationStats
-from workbench.engine.structured.tools import ToolSpec, parse_calls
+from workbench.engine.structured.tools import ToolSpec
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
@@ -24,6 +25,15 @@ class TextBlock(ReplyModel):
     text: str
 
 
+class ThinkingBlock(ReplyModel):
+    """The model's thinking section (models whose template has one); `signature` lets a
+    client send the block back in the history, where it is left out of the next prompt."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str
+
+
 class ToolUseBlock(ReplyModel):
     type: Literal["tool_use"] = "tool_use"
     id: str
@@ -31,7 +41,7 @@ class ToolUseBlock(ReplyModel):
     input: Any = Field(description="the call's arguments: they follow the tool's input_schema")
 
 
-ContentBlock = Annotated[TextBlock | ToolUseBlock, Field(discriminator="type")]
+ContentBlock = Annotated[TextBlock | ThinkingBlock | ToolUseBlock, Field(discriminator="type")]
 
 
 class MessageUsage(ReplyModel):
@@ -76,6 +86,11 @@ def stop_reason(stats: GenerationStats, called: bool = False) -> StopReason:
     return "tool_use" if called else "end_turn"
 
 
+def signature(thinking: str) -> str:
+    """A block's signature: a digest of its text (nothing here checks it when it comes back)."""
+    return hashlib.sha256(thinking.encode("utf-8")).hexdigest()
+
+
 def tool_use_id() -> str:
     return f"toolu_{uuid.uuid4().hex[:24]}"
 
@@ -85,10 +100,14 @@ def usage(stats: GenerationStats) -> MessageUsage:
 
 
 def message(head: MessageHeader, result: Completion, tools: Sequence[ToolSpec] = ()) -> MessageReply:
-    """The whole (non-streaming) reply: a text block, or (with `tools`) the reply's
-    tool_use blocks when it made calls."""
-    text, calls = parse_calls(result.text, tools) if tools else (result.text, [])
-    content: list[TextBlock | ToolUseBlock] = [TextBlock(text=text)] if text or not calls else []
+    """The whole (non-streaming) reply: a thinking block when the model reasoned, then a text
+    block, or (with `tools`) the reply's tool_use blocks when it made calls."""
+    text, calls = reply_calls(result, tools)
+    content: list[TextBlock | ThinkingBlock | ToolUseBlock] = []
+    if result.reasoning:
+        content.append(ThinkingBlock(thinking=result.reasoning, signature=signature(result.reasoning)))
+    if text.strip() or not calls:
+        content.append(TextBlock(text=text))
     for c in calls:
         content.append(ToolUseBlock(id=tool_use_id(), name=c.name, input=c.parsed_arguments()))
     return MessageReply(

@@ -37,7 +37,10 @@ async def create_message(body: MessagesRequest, request: Request) -> fmt.Message
     # message_start reports input_tokens before the last chunk's stats can say it.
     input_tokens = await on_engine(request, engine.count_prompt_tokens, req)
     items = await start_stream(request, stream_all(request, [req]))
-    return sse_response(message_events(head, items, input_tokens, bool(req.tools)), ANTHROPIC_SSE)
+    # A model known not to reason opens its text block at once, as Anthropic's API does.
+    info = status.find(model_id) if (status := engine.status()) is not None else None
+    plain = info is not None and info.reasoning is False
+    return sse_response(message_events(head, items, input_tokens, bool(req.tools), plain), ANTHROPIC_SSE)
 
 
 @router.post(

@@ -16,6 +16,7 @@ from api.wire import (
     check_tool_choice,
     no_effect,
     offers_tools,
+    reasoning_plan,
     sampling_params,
     stop_strings,
     tool_use,
@@ -229,10 +230,15 @@ class ChatCompletionRequest(SamplingFields):
     audio: dict[str, Any] | None = None
     modalities: list[str] | None = None
     web_search_options: dict[str, Any] | None = None
-    # Accepted without effect: a predicted output only speeds generation up; this server's
-    # models do not reason (agents send an effort with every request).
-    prediction: dict[str, Any] | None = None
+    # Reasoning models: the effort bounds the thinking section (api/wire.py EFFORT_BUDGETS;
+    # 'none' skips it), `reasoning_budget` in tokens; models without one answer as usual.
     reasoning_effort: str | None = None
+    reasoning_budget: int | None = Field(None, ge=0, description="extension: most reasoning tokens")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="extension (vLLM, SGLang): only enable_thinking is honoured"
+    )
+    # Accepted without effect: a predicted output only speeds generation up.
+    prediction: dict[str, Any] | None = None
     verbosity: str | None = None
 
     def check(self) -> None:
@@ -257,9 +263,12 @@ class ChatCompletionRequest(SamplingFields):
         for name in ("audio", "web_search_options"):
             if getattr(self, name) is not None:
                 raise unsupported(name, "not supported by this server")
-        for name in ("prediction", "reasoning_effort", "verbosity"):
+        for name in ("prediction", "verbosity"):
             if getattr(self, name) is not None:
                 no_effect("chat.completions", name)
+        other = set(self.chat_template_kwargs or {}) - {"enable_thinking"}
+        if other:
+            no_effect("chat.completions", f"chat_template_kwargs {sorted(other)}")
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "top_logprobs: requires logprobs to be true", param="top_logprobs")
 
@@ -281,6 +290,9 @@ class ChatCompletionRequest(SamplingFields):
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         tools = tool_use(self.tool_specs(), *self.tool_mode(), parallel=self.parallel_tool_calls is not False)
         constraint = tools.constraint(self.constraint())
+        think, budget = reasoning_plan(self.reasoning_effort, self.reasoning_budget, "reasoning_effort")
+        if (self.chat_template_kwargs or {}).get("enable_thinking") is False:
+            think = False
         return [
             GenerationRequest(
                 messages=messages,
@@ -293,6 +305,8 @@ class ChatCompletionRequest(SamplingFields):
                 constraint=constraint,
                 tools=tools.tools,
                 tool_choice=tools.choice,
+                think=think,
+                reasoning_budget=budget,
             )
             for i in range(self.n)
         ]

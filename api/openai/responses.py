@@ -14,10 +14,10 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from api.wire import ReplyModel, Timings, omitted, timings
+from api.wire import ReplyModel, Timings, omitted, reply_calls, timings
 from workbench import __version__
 from workbench.engine import Completion, GenerationStats, ModelInfo, TokenLogprob
-from workbench.engine.structured.tools import ToolSpec, parse_calls
+from workbench.engine.structured.tools import ToolSpec
 from workbench.engine.types import ModelSource
 
 TextFinish = Literal["stop", "length"]
@@ -31,6 +31,10 @@ class PromptTokensDetails(ReplyModel):
     cached_tokens: int = Field(description="prompt tokens the prompt cache supplied")
 
 
+class CompletionTokensDetails(ReplyModel):
+    reasoning_tokens: int = Field(description="completion tokens inside the model's thinking section")
+
+
 class Usage(ReplyModel):
     """Each distinct prompt counted once, every choice's tokens counted."""
 
@@ -38,6 +42,7 @@ class Usage(ReplyModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
 
 
 class TopLogprob(ReplyModel):
@@ -77,6 +82,9 @@ class AssistantMessage(ReplyModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    reasoning_content: str | SkipJsonSchema[None] = omitted(
+        "the model's thinking section, apart from the answer (models that have one)"
+    )
     tool_calls: list[ToolCall] | SkipJsonSchema[None] = omitted("when the reply made calls")
 
 
@@ -182,6 +190,9 @@ def usage(stats: Sequence[GenerationStats], per_prompt: int) -> Usage:
         completion_tokens=completion,
         total_tokens=prompt + completion,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+        completion_tokens_details=CompletionTokensDetails(
+            reasoning_tokens=sum(s.reasoning_tokens for s in stats)
+        ),
     )
 
 
@@ -244,9 +255,10 @@ def chat_completion(
     'tool_calls') and its content null."""
     choices = []
     for i, r in enumerate(results):
-        text, calls = parse_calls(r.text, tools) if tools else (r.text, [])
+        text, calls = reply_calls(r, tools)
         message = AssistantMessage(
-            content=None if calls else text,
+            content=None if calls and not text.strip() else text,
+            reasoning_content=r.reasoning or None,
             tool_calls=[tool_call(c.name, c.arguments) for c in calls] or None,
         )
         choice = ChatChoice(

@@ -24,7 +24,7 @@ from api.openai.responses import (
     text_logprobs,
     usage,
 )
-from api.wire import ReplyModel, Timings, omitted, timings
+from api.wire import ReplyModel, Timings, call_events, omitted, timings
 from workbench.engine import Chunk, GenerationStats, TokenLogprob
 from workbench.engine.structured.tools import CallSplitter
 
@@ -46,6 +46,7 @@ class ToolCallDelta(ReplyModel):
 class ChatDelta(ReplyModel):
     role: Literal["assistant"] | SkipJsonSchema[None] = omitted()
     content: str | SkipJsonSchema[None] = omitted()
+    reasoning_content: str | SkipJsonSchema[None] = omitted("the thinking section, as generated")
     tool_calls: list[ToolCallDelta] | SkipJsonSchema[None] = omitted()
 
 
@@ -161,6 +162,7 @@ async def chat_chunks(
     logprobs), a last chunk with finish_reason and timings; then, if asked, the usage chunk."""
     stats: list[GenerationStats] = []
     splitters: dict[int, CallSplitter] = {}  # with tools: text and calls apart, as generated
+    native: set[int] = set()  # choices whose calls the engine parsed (the template's format)
     # Closing this generator (sse_response does) must close `items`, and so the engine stream.
     async with aclosing(items) as stream:
         async for i, chunk in stream:
@@ -168,7 +170,11 @@ async def chat_chunks(
                 splitters[i] = CallSplitter(mode="?" if tools else "text")
                 yield chat_chunk(head, i, ChatDelta(role="assistant", content=""))
             split = splitters[i]
-            events = split.feed(chunk.text) + (split.finish(chunk.stats.at_eos) if chunk.stats else [])
+            if chunk.reasoning:
+                yield chat_chunk(head, i, ChatDelta(reasoning_content=chunk.reasoning))
+            events = call_events(split, chunk, i in native)
+            if chunk.calls:
+                native.add(i)
             logprobs = [chunk.logprob] if chunk.logprob is not None else None
             for delta in call_deltas(events):
                 yield chat_chunk(head, i, delta, logprobs=logprobs)
@@ -177,7 +183,8 @@ async def chat_chunks(
                 yield chat_chunk(head, i, ChatDelta(content=""), logprobs=logprobs)
             if chunk.stats is not None:
                 stats.append(chunk.stats)
-                yield chat_chunk(head, i, ChatDelta(), stats=chunk.stats, called=split.index >= 0)
+                called = split.index >= 0 or i in native
+                yield chat_chunk(head, i, ChatDelta(), stats=chunk.stats, called=called)
     if include_usage:
         yield usage_chunk(ChatCompletionChunk, head, stats, len(stats))
 
