@@ -20,7 +20,6 @@ from scipy.stats import binomtest
 
 from workbench.arena import stats
 from workbench.arena.battles import (
-    ARENA_VOTE_FIELDS,
     ArenaError,
     ArenaPrompt,
     ArenaSpec,
@@ -34,6 +33,8 @@ from workbench.arena.votes import BlindRound, append_vote
 from workbench.config import Settings
 from workbench.engine import Engine, GenerationRequest, GenerationStats, Message, SamplingParams
 from workbench.engine.models.embedded import EMBEDDED_IDS
+from workbench.reports.schema import ARENA_VOTE_COLUMNS, ARENA_VOTE_FIELDS, BATTLE_COLUMNS
+from workbench.reports.store import read_results
 
 F32, Q4 = EMBEDDED_IDS["f32"], EMBEDDED_IDS["4bit"]
 TRUE_STRENGTHS = np.array([-0.9, -0.3, 0.3, 0.9])  # log-strengths, mean 0
@@ -308,6 +309,14 @@ def test_arena_run_records_positions_and_votes_undo_them(
     with open(tmp_path / "tiny.votes.csv", newline="") as f:
         votes = list(csv.DictReader(f))
     assert len(votes) == 4 and tuple(votes[0]) == ARENA_VOTE_FIELDS
+    # Both files hold what their contracts in reports.schema declare, type by type.
+    assert len(read_results(path, BATTLE_COLUMNS)) == 4
+    assert list(read_results(tmp_path / "tiny.votes.csv", ARENA_VOTE_COLUMNS)["verdict"]) == [
+        "a",
+        "b",
+        "tie",
+        "a",
+    ]
     # The statistics count wins by model, whatever side each was shown on.
     winners = [v["winner_model"] for v in votes if v["winner_model"]]
     result = stats.arena_stats(stats.read_votes(tmp_path / "tiny.votes.csv"), bootstrap=200)

@@ -17,6 +17,8 @@ from tests.helpers import free_port, wait_until
 from workbench.config import Settings, SettingSpec
 from workbench.engine import Engine
 from workbench.engine.models.embedded import EMBEDDED_IDS
+from workbench.reports.schema import OVERHEAD_COLUMNS
+from workbench.reports.store import read_results
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +125,24 @@ def test_serve_answers_openai_clients_and_stops_cleanly(env: dict[str, str]) -> 
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert f"http://127.0.0.1:{port}/v1" in err and "Application shutdown complete" in err
+
+
+def test_overhead_appends_paired_rows_that_read_back_through_their_schema(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    out_csv = tmp_path / "overhead.csv"
+    args = ["overhead", "-m", EMBEDDED_IDS["f32"], "--prompt-tokens", "8", "--gen-tokens", "4"]
+    out = run(env, *args, "--trials", "2", "--out", str(out_csv))
+    assert out.returncode == 0, out.stderr
+    df = read_results(out_csv, OVERHEAD_COLUMNS)
+    assert sorted(zip(df["trial"], df["path"], strict=True)) == [
+        (0, "engine"),
+        (0, "raw"),
+        (1, "engine"),
+        (1, "raw"),
+    ]
+    assert (df["prompt_tokens"] == 8).all() and (df["generation_tokens"] == 4).all()
+    assert f"{EMBEDDED_IDS['f32']}: prefill raw" in out.stdout and "paired trials" in out.stdout
 
 
 def test_settings_reject_bad_environment(tmp_path: Path) -> None:

@@ -16,12 +16,11 @@ from workbench.arena.votes import (
     blind_order,
     side_labels,
     verdicts,
-    vote_fields,
     votes_path,
 )
 from workbench.bench.provenance import capture
 from workbench.engine import Engine, GenerationStats, SamplingParams
-from workbench.reports.schema import PROVENANCE_FIELDS
+from workbench.reports.schema import PROVENANCE_FIELDS, vote_fields
 from workbench.reports.store import append_rows, count_rows
 
 PROVENANCE = {"run_id": "r1", "git_sha": "abc", "device": "cpu", "blas": "openblas"}
@@ -94,7 +93,7 @@ def test_votes_append_one_row_each_with_one_header(tmp_path: Path) -> None:
     assert rows == 2
     read = list(csv.DictReader(path.open()))
     assert [r["verdict"] for r in read] == ["a", "tie"]
-    assert list(read[0]) == vote_fields(2)
+    assert tuple(read[0]) == vote_fields(2)
     # A three-way comparison has other columns, so it goes to its own file.
     three, _ = append_vote(tmp_path, _round(("x", "y", "z"), (2, 0, 1)), "C", PROVENANCE)
     assert three.name == "votes_3way.csv" and count_rows(path) == 2

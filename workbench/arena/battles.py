@@ -18,7 +18,6 @@ reports; nothing of Gradio.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import json
@@ -28,20 +27,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from workbench.arena.votes import PAIR_VERDICTS, SAMPLING_FIELDS, STAT_FIELDS, vote_fields
+from workbench.arena.votes import PAIR_VERDICTS
 from workbench.bench.provenance import capture
 from workbench.bench.runner import load_alone, now_utc, update_sidecar
 from workbench.bench.spec import NAME, experiments_dir
 from workbench.engine import CancelToken, Engine, GenerationRequest, GenerationStats, Message, SamplingParams
-from workbench.reports.store import append_rows
+from workbench.reports.schema import (
+    ARENA_VOTE_FIELDS,
+    BATTLE_FIELDS,
+    VOTE_SAMPLING_FIELDS,
+    VOTE_STAT_FIELDS,
+)
+from workbench.reports.store import ResultsSchemaError, append_rows, read_rows
 
 ProgressFn = Callable[[int, int, str], None]  # (replies done, replies in all, what is running)
 PROMPT_SUFFIXES = (".txt", ".jsonl")
-ARENA_FIELDS = ("arena", "battle_id", "prompt_index", "prompt_id")
-VOTE_ONLY = ("verdict", "winner_model")
-# A battle row: a two-sided vote row without its verdict, plus where it comes from.
-BATTLE_FIELDS: tuple[str, ...] = (*(f for f in vote_fields(2) if f not in VOTE_ONLY), *ARENA_FIELDS)
-ARENA_VOTE_FIELDS: tuple[str, ...] = (*vote_fields(2), *ARENA_FIELDS, "judged_at")
 
 
 class ArenaError(ValueError):
@@ -279,7 +279,7 @@ def _battle_row(
         "mode": "arena",
         "prompt": item.prompt,
         "system_prompt": item.system,
-        **{k: getattr(spec.sampling, k) for k in SAMPLING_FIELDS},
+        **{k: getattr(spec.sampling, k) for k in VOTE_SAMPLING_FIELDS},
         "max_tokens": spec.max_tokens,
         "seed": spec.seed + index,
         "arena": spec.name,
@@ -291,7 +291,7 @@ def _battle_row(
         text, stats = replies[(index, models[m])]
         row[f"model_{side}"] = models[m]
         row[f"output_{side}"] = text
-        for name in STAT_FIELDS:
+        for name in VOTE_STAT_FIELDS:
             row[f"{name}_{side}"] = getattr(stats, name)
     return {k: row[k] for k in BATTLE_FIELDS}
 
@@ -302,22 +302,20 @@ def read_battles(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise ArenaError(f"{path}: no such battle file")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != BATTLE_FIELDS:
-            raise ArenaError(f"{path}: not a battle file (its columns differ from the arena's)")
-        return list(reader)
+    try:
+        return read_rows(path, BATTLE_FIELDS)
+    except ResultsSchemaError:
+        raise ArenaError(f"{path}: not a battle file (its columns differ from the arena's)") from None
 
 
 def judged_ids(votes_csv: Path) -> set[str]:
     """Battle ids already judged in `votes_csv`."""
     if not Path(votes_csv).exists():
         return set()
-    with open(votes_csv, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != ARENA_VOTE_FIELDS:
-            raise ArenaError(f"{votes_csv}: not an arena vote file (its columns differ)")
-        return {row["battle_id"] for row in reader}
+    try:
+        return {row["battle_id"] for row in read_rows(votes_csv, ARENA_VOTE_FIELDS)}
+    except ResultsSchemaError:
+        raise ArenaError(f"{votes_csv}: not an arena vote file (its columns differ)") from None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,6 @@
-"""Blind comparisons: which model answers at which hidden label, and the vote CSV.
-
-One row per vote, appended with provenance to `results/votes.csv` (N-way
-comparisons: `votes_<N>way.csv`); the arena's `<name>.votes.csv` shares its columns.
-read_votes checks a two-sided vote file for the statistics (arena.stats). Knows engine
-result types and pandas; nothing of Gradio.
-"""
+"""Blind comparisons: which model answers at which hidden label, and the vote rows
+(results/votes.csv, votes_<N>way.csv; columns in reports.schema) with read_votes for the
+statistics. Knows engine result types and pandas; nothing of Gradio."""
 
 from __future__ import annotations
 
@@ -18,20 +14,9 @@ from typing import Any
 import pandas as pd
 
 from workbench.engine import GenerationStats, SamplingParams
-from workbench.reports.schema import PROVENANCE_FIELDS
-from workbench.reports.store import append_rows
+from workbench.reports.schema import PROVENANCE_FIELDS, VOTE_SAMPLING_FIELDS, VOTE_STAT_FIELDS, vote_fields
+from workbench.reports.store import append_rows, read_table
 
-STAT_FIELDS = (
-    "ttft_s",
-    "prompt_tps",
-    "generation_tps",
-    "prompt_tokens",
-    "generation_tokens",
-    "peak_memory_gb",
-    "finish_reason",
-    "concurrent_streams",
-)
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 # A two-sided vote file's verdicts, as the CSV spells them: the side shown, or no preference.
 TIE_VERDICTS = ("tie", "both_bad")
 PAIR_VERDICTS = ("a", "b", *TIE_VERDICTS)
@@ -59,25 +44,6 @@ def blind_order(n: int, rng: random.Random | None = None) -> list[int]:
 
 def votes_path(results_dir: Path, n: int) -> Path:
     return Path(results_dir) / ("votes.csv" if n == 2 else f"votes_{n}way.csv")
-
-
-def vote_fields(n: int) -> list[str]:
-    """The vote CSV's columns for an n-side comparison (per-side columns end in _a, _b, ...)."""
-    per_side = ["model", "output", *STAT_FIELDS]
-    sides = [f"{name}_{label.lower()}" for label in side_labels(n) for name in per_side]
-    return [
-        *PROVENANCE_FIELDS,
-        "verdict",
-        "winner_model",
-        "picker_order",
-        "mode",
-        "prompt",
-        "system_prompt",
-        *SAMPLING_FIELDS,
-        "max_tokens",
-        "seed",
-        *sides,
-    ]
 
 
 @dataclass(frozen=True)
@@ -114,7 +80,7 @@ class BlindRound:
             "mode": self.mode,
             "prompt": self.prompt,
             "system_prompt": self.system_prompt,
-            **{k: getattr(self.sampling, k) for k in SAMPLING_FIELDS},
+            **{k: getattr(self.sampling, k) for k in VOTE_SAMPLING_FIELDS},
             "max_tokens": self.max_tokens,
             "seed": self.seed,
         }
@@ -122,7 +88,7 @@ class BlindRound:
             suffix = label.lower()
             row[f"model_{suffix}"] = model
             row[f"output_{suffix}"] = output
-            for name in STAT_FIELDS:
+            for name in VOTE_STAT_FIELDS:
                 row[f"{name}_{suffix}"] = getattr(stats, name) if stats is not None else None
         return row
 
@@ -148,10 +114,7 @@ def read_votes(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such vote file")
-    try:
-        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"verdict": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
+    df = read_table(path, str_columns=("verdict",))
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a vote file of two sides: no column(s) {missing}")

@@ -1,9 +1,6 @@
-"""Engine overhead: the same greedy generation through `Engine.stream` (timed by the
-consuming thread) and through raw `mlx_lm.stream_generate` (on the engine thread).
-
-Trials alternate the order of the two paths, run under `engine.exclusive()`,
-after one untimed warm-up of each. Rows go to a CSV with provenance.
-"""
+"""Engine overhead: the same greedy generation through Engine.stream (timed by the consumer)
+and raw mlx_lm.stream_generate (on the engine thread), alternating, under engine.exclusive(),
+after a warm-up of each; rows (reports.schema.OVERHEAD_COLUMNS) carry provenance."""
 
 from __future__ import annotations
 
@@ -15,20 +12,7 @@ from typing import Any
 from workbench.bench.prompts import exact_prompt
 from workbench.bench.provenance import capture
 from workbench.engine import Engine, GenerationRequest
-from workbench.reports.schema import PROVENANCE_FIELDS
-
-FIELDS = [
-    *PROVENANCE_FIELDS,
-    "model",
-    "path",
-    "trial",
-    "prompt_tokens",
-    "generation_tokens",
-    "ttft_s",
-    "prompt_tps",
-    "generation_tps",
-    "peak_memory_gb",
-]
+from workbench.reports.schema import OVERHEAD_FIELDS
 
 
 def engine_run(engine: Engine, model: str, ids: list[int], max_tokens: int) -> dict[str, Any]:
@@ -68,6 +52,7 @@ def consumer_figures(
 def measure_overhead(
     engine: Engine, models: Sequence[str], prompt_tokens: int, gen_tokens: int, trials: int
 ) -> list[dict[str, Any]]:
+    """Alternating paired trials of raw mlx-lm and Engine.stream, per model: OVERHEAD_FIELDS rows."""
     base = capture(engine)
     rows: list[dict[str, Any]] = []
     with engine.exclusive("overhead measurement"):
@@ -89,7 +74,7 @@ def measure_overhead(
                             "model": model,
                             "path": path,
                             "trial": trial,
-                            **{k: result[k] for k in FIELDS if k in result},
+                            **{k: result[k] for k in OVERHEAD_FIELDS if k in result},
                         }
                     )
     return rows

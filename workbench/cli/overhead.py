@@ -43,8 +43,9 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
-    from workbench.bench.overhead import FIELDS, measure_overhead, summarize
+    from workbench.bench.overhead import measure_overhead, summarize
     from workbench.engine.models.embedded import EMBEDDED_IDS
+    from workbench.reports.schema import OVERHEAD_FIELDS
     from workbench.reports.store import append_rows
 
     for name in ("prompt_tokens", "gen_tokens", "trials"):
@@ -65,7 +66,7 @@ def cmd_overhead(args: argparse.Namespace, engine: Engine) -> int:
         out = args.out or "results/engine_overhead.csv"
         base, other = "raw", "engine"
         rows = measure_overhead(engine, models, args.prompt_tokens, args.gen_tokens, args.trials)
-    append_rows(Path(out), FIELDS, rows)
+    append_rows(Path(out), OVERHEAD_FIELDS, rows)
     print(f"{len(rows)} rows appended to {out} (run {rows[0]['run_id']}, blas {engine.blas})")
     for s in summarize(rows, base, other):
         lo_p, hi_p = s["prefill_overhead_range"]

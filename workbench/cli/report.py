@@ -93,12 +93,10 @@ def write_quant_report(csv_path: Path, run: str, out_dir: Path) -> list[Path]:
 
 def _is_quant_sweep(csv_path: Path) -> bool:
     """A `workbench quantize --sweep` CSV (reports.schema.QUANT_COLUMNS) rather than a benchmark's."""
-    import csv
-
     from workbench.reports.schema import QUANT_FIELDS
+    from workbench.reports.store import csv_header
 
     try:
-        with open(csv_path, newline="") as f:
-            return next(csv.reader(f), []) == list(QUANT_FIELDS)
+        return csv_header(csv_path) == list(QUANT_FIELDS)
     except OSError:
         return False

@@ -13,11 +13,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from workbench.bench.overhead import FIELDS, consumer_figures, engine_run
+from workbench.bench.overhead import consumer_figures, engine_run
 from workbench.bench.prompts import exact_prompt
 from workbench.bench.provenance import capture
 from workbench.config import Settings
 from workbench.engine import Engine
+from workbench.reports.schema import OVERHEAD_FIELDS
 
 SDK_PATH = "openai_sdk"
 ENGINE_PATH = "engine"
@@ -125,4 +126,4 @@ def measure_client_overhead(
                 else:
                     result = sdk_run(client, model, ids, gen_tokens)
                 rows.append({**base, "model": model, "path": path, "trial": trial, **result})
-    return [{k: r[k] for k in FIELDS} for r in rows]
+    return [{k: r[k] for k in OVERHEAD_FIELDS} for r in rows]

@@ -1,11 +1,10 @@
-"""The ONE benchmark CSV contract: every column, its type, whether it may be empty.
-
-The runner writes rows with exactly these keys; `reports.store.read_results`
-checks a file against them. Knows columns and types, not how they are measured.
-"""
+"""Every CSV contract (benchmark, sweep, overhead, load, multi-turn, votes, battles): each
+column, its type, whether it may be empty. Writers use exactly these columns; reports.store
+checks files against them. Knows columns and types, not how they are measured."""
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Literal
 
@@ -196,3 +195,95 @@ MULTITURN_COLUMNS: tuple[Column, ...] = (
     Column("seed", "int", "text seed (texts also differ per conversation, so none reuses another's)"),
 )
 MULTITURN_FIELDS: tuple[str, ...] = tuple(c.name for c in MULTITURN_COLUMNS)
+
+# One row per timed generation of the overhead probe (workbench overhead): the same greedy,
+# end-of-sequence-ignored generation through two paths, in alternating order per trial.
+OVERHEAD_COLUMNS: tuple[Column, ...] = (
+    *PROVENANCE_COLUMNS,
+    Column("model", "str", "registered model id"),
+    Column("path", "str", "raw (mlx_lm.stream_generate), engine (Engine.stream) or openai_sdk (--api)"),
+    Column("trial", "int", "paired trial number, from 0 (both paths once per trial)"),
+    Column("prompt_tokens", "int", "exact prompt length in tokens"),
+    Column("generation_tokens", "int", "tokens the consumer received"),
+    Column("ttft_s", "float", "request start -> first token, as the consumer saw it"),
+    Column("prompt_tps", "float", "prompt_tokens / ttft_s"),
+    Column("generation_tps", "float", "tokens after the first / time after the first (0 if one token)"),
+    Column("peak_memory_gb", "float", "MLX peak memory the engine reported for the generation"),
+)
+OVERHEAD_FIELDS: tuple[str, ...] = tuple(c.name for c in OVERHEAD_COLUMNS)
+
+# Blind votes (the Compare tab: results/votes.csv, votes_<N>way.csv; the arena's
+# <name>.votes.csv). Each side's columns end in _a, _b, ... for the label it was shown at.
+_SIDE_COLUMNS: tuple[Column, ...] = (
+    Column("model", "str", "the model shown at this label"),
+    Column("output", "str", "its reply", nullable=True),
+    Column("ttft_s", "float", "its time to first token", nullable=True),
+    Column("prompt_tps", "float", "its prompt tok/s", nullable=True),
+    Column("generation_tps", "float", "its decode tok/s", nullable=True),
+    Column("prompt_tokens", "int", "its prompt length in tokens", nullable=True),
+    Column("generation_tokens", "int", "tokens it generated", nullable=True),
+    Column("peak_memory_gb", "float", "MLX peak memory during its reply", nullable=True),
+    Column("finish_reason", "str", "why its reply ended (stop, length, cancelled ...)", nullable=True),
+    Column("concurrent_streams", "int", "generations that shared the engine with it", nullable=True),
+)
+# The per-side columns taken from each reply's GenerationStats, by attribute name.
+VOTE_STAT_FIELDS: tuple[str, ...] = tuple(c.name for c in _SIDE_COLUMNS[2:])
+_SAMPLING_COLUMNS: tuple[Column, ...] = (
+    Column("temperature", "float", "sampling temperature (0 = greedy)"),
+    Column("top_p", "float", "nucleus sampling threshold"),
+    Column("top_k", "int", "top-k cut-off (0 = off)"),
+    Column("min_p", "float", "min-p threshold"),
+    Column("repetition_penalty", "float", "repetition penalty (1 = off)"),
+)
+# The columns taken from the round's SamplingParams, by attribute name.
+VOTE_SAMPLING_FIELDS: tuple[str, ...] = tuple(c.name for c in _SAMPLING_COLUMNS)
+_VOTE_COLUMNS: tuple[Column, ...] = (
+    Column("verdict", "str", "a, b, ... (the label preferred), tie, both_bad (2 sides) or all_bad"),
+    Column("winner_model", "str", "the model behind the preferred label; empty for no preference", True),
+    Column("picker_order", "str", "which picker each label came from, e.g. '2,1': A shows picker 2"),
+    Column("mode", "str", "how the replies were made: fair (one at a time), live (together), arena"),
+    Column("prompt", "str", "the user prompt"),
+    Column("system_prompt", "str", "the system prompt", nullable=True),
+    *_SAMPLING_COLUMNS,
+    Column("max_tokens", "int", "reply length limit"),
+    Column("seed", "int", "sampler seed", nullable=True),
+)
+
+
+def vote_columns(n: int) -> tuple[Column, ...]:
+    """The columns of a vote file for n-side comparisons (2..26 sides: _a, _b, ... _z)."""
+    if not 2 <= n <= len(string.ascii_lowercase):
+        raise ValueError(f"a comparison has 2..26 sides, got {n}")
+    sides = tuple(
+        Column(f"{c.name}_{suffix}", c.kind, c.doc, c.nullable)
+        for suffix in string.ascii_lowercase[:n]
+        for c in _SIDE_COLUMNS
+    )
+    return (*PROVENANCE_COLUMNS, *_VOTE_COLUMNS, *sides)
+
+
+def vote_fields(n: int) -> tuple[str, ...]:
+    """The column names of vote_columns(n), in order."""
+    return tuple(c.name for c in vote_columns(n))
+
+
+# An arena battle (<name>.battles.csv): a two-sided vote row without its verdict, plus
+# where it comes from; judged, it becomes a row of <name>.votes.csv with the verdict.
+_ARENA_COLUMNS: tuple[Column, ...] = (
+    Column("arena", "str", "the battle set's name"),
+    Column("battle_id", "int", "battle number within the set, from 1"),
+    Column("prompt_index", "int", "the prompt's position in the set, from 0 (its seed is seed + this)"),
+    Column("prompt_id", "str", "the prompt's id (its line number, or the .jsonl id)"),
+)
+_VERDICT_FIELDS = ("verdict", "winner_model")
+BATTLE_COLUMNS: tuple[Column, ...] = (
+    *(c for c in vote_columns(2) if c.name not in _VERDICT_FIELDS),
+    *_ARENA_COLUMNS,
+)
+BATTLE_FIELDS: tuple[str, ...] = tuple(c.name for c in BATTLE_COLUMNS)
+ARENA_VOTE_COLUMNS: tuple[Column, ...] = (
+    *vote_columns(2),
+    *_ARENA_COLUMNS,
+    Column("judged_at", "str", "UTC time (ISO 8601) of the vote"),
+)
+ARENA_VOTE_FIELDS: tuple[str, ...] = tuple(c.name for c in ARENA_VOTE_COLUMNS)

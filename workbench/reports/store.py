@@ -1,9 +1,6 @@
-"""CSV reports on disk: appending rows (header on a new file, a refusal on a file whose
-columns differ, fsync after each write so a crash loses at most the row in flight),
-reading them back validated against a schema, and atomic JSON sidecars.
-
-Knows files, columns and types (reports.schema), not what the rows mean.
-"""
+"""CSV reports on disk: appending rows (header on a new file, refused when its columns differ,
+fsync per write: a crash loses at most the row in flight) and reading them back, checked
+against reports.schema; atomic JSON sidecars. Knows files, columns and types, not what rows mean."""
 
 from __future__ import annotations
 
@@ -40,11 +37,8 @@ def append_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, A
             raise ValueError(f"{path}: row has columns outside the schema: {sorted(extra)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
-    if not new:
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != fields:
-            raise ValueError(f"{path}: the existing file has other columns; write to another file")
+    if not new and csv_header(path) != fields:
+        raise ValueError(f"{path}: the existing file has other columns; write to another file")
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields)
     if new:
@@ -56,6 +50,46 @@ def append_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, A
         f.flush()
         os.fsync(f.fileno())
     return count_rows(path)
+
+
+def csv_header(path: Path) -> list[str]:
+    """A CSV's column names ([] for a missing or empty file)."""
+    try:
+        with open(path, newline="") as f:
+            return next(csv.reader(f), [])
+    except FileNotFoundError:
+        return []
+
+
+def read_rows(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]:
+    """A CSV's rows as written (strings, nothing converted), after checking that its columns
+    are exactly `fields`; ResultsSchemaError when the file is missing or has other columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsSchemaError(f"{path}: no such results file")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != tuple(fields):
+            raise ResultsSchemaError(f"{path}: its columns differ from the schema's")
+        return list(reader)
+
+
+def read_table(path: str | Path, str_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """A CSV of any columns as pandas reads it (numbers inferred, empty cells missing;
+    `str_columns` kept as text), for readers that need only some of its columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsSchemaError(f"{path}: no such results file")
+    return _read_csv(path, keep_default_na=False, na_values=[""], dtype=dict.fromkeys(str_columns, str))
+
+
+def _read_csv(path: Path, **options: Any) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ResultsSchemaError(f"{path}: not a readable CSV ({exc})") from None
 
 
 def count_rows(path: Path) -> int:
@@ -82,10 +116,7 @@ def read_results(path: str | Path, columns: Sequence[Column] = BENCH_COLUMNS) ->
     path = Path(path)
     if not path.is_file():
         raise ResultsSchemaError(f"{path}: no such results file")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ResultsSchemaError(f"{path}: not a readable CSV ({exc})") from None
+    raw = _read_csv(path, dtype=str, keep_default_na=False)
     wanted = [c.name for c in columns]
     for c in columns:  # a nullable column added since the file was written reads as empty
         if c.nullable and c.name in LATER_COLUMNS and c.name not in raw.columns:
