@@ -15,6 +15,8 @@ from api.lifecycle import Drain, DrainGate, lifespan
 from api.metrics import Metrics, RequestCounter
 from api.metrics import router as metrics_router
 from api.openai import routes as openai_routes
+from api.openai.responses_api import routes as responses_routes
+from api.openai.responses_api.store import ResponseStore
 from api.openapi import drop_validation_422
 from api.security import install_security
 from workbench import __version__
@@ -25,7 +27,8 @@ from workbench.engine import Engine
 def create_app(
     settings: Settings | None = None, engine: Engine | None = None, *, with_ui: bool = True
 ) -> FastAPI:
-    """The ASGI app: `/v1` (OpenAI-compatible, plus Anthropic's `/v1/messages`),
+    """The ASGI app: `/v1` (OpenAI-compatible: chat, completions, responses; plus Anthropic's
+    `/v1/messages`),
     `/health` and, with `with_ui`, the Gradio workbench at `/ui` (`/` redirects
     there), all on one `engine`.
 
@@ -56,7 +59,8 @@ def create_app(
     install_security(app, settings.served_hosts(), settings.cors_origins, settings.max_body_mb)
     app.add_middleware(RequestCounter, metrics=app.state.metrics)  # outermost: refusals count too
     protected = [Depends(require_api_key)]
-    for router in (openai_routes.router, anthropic_routes.router, metrics_router):
+    app.state.responses = ResponseStore(settings.responses_stored)
+    for router in (openai_routes.router, responses_routes.router, anthropic_routes.router, metrics_router):
         app.include_router(router, dependencies=protected)
     app.include_router(routes_health.router)
     if with_ui:

@@ -88,6 +88,21 @@ OPENAI_SSE = SseDialect(named=False, error_body=ApiError.body, done="[DONE]")
 ANTHROPIC_SSE = SseDialect(named=True, error_body=ApiError.anthropic_body, done=None)
 
 
+def _responses_error(err: ApiError) -> dict[str, Any]:
+    # A failure the event sequence could not report itself (it ends with response.failed).
+    return {
+        "type": "error",
+        "code": err.code or err.type,
+        "message": err.message,
+        "param": err.param,
+        "sequence_number": 0,
+    }
+
+
+# Responses: `event: <type>` + `data:`, no end marker (the last event is response.completed).
+RESPONSES_SSE = SseDialect(named=True, error_body=_responses_error, done=None)
+
+
 def _frame(payload: dict[str, Any], named: bool) -> dict[str, str]:
     frame = {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
     if named:

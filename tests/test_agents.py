@@ -222,7 +222,8 @@ def test_max_tokens_far_above_the_context_gives_a_full_reply_that_stops_at_its_e
 ) -> None:
     """32000 tokens asked of a model with a context of prompt + ROOM: 200, the reply fills
     the context (end-of-sequence ignored so a reply cannot end sooner), and it says so:
-    finish_reason 'length' on chat and completions, stop_reason 'max_tokens' on messages."""
+    finish_reason 'length' on chat and completions, stop_reason 'max_tokens' on messages,
+    status 'incomplete' (max_output_tokens) on responses."""
     model, messages, n_ctx = short_context["model"], short_context["messages"], short_context["n_ctx"]
     oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=300)
     forced = {"ignore_eos": True}
@@ -259,6 +260,14 @@ def test_max_tokens_far_above_the_context_gives_a_full_reply_that_stops_at_its_e
         message = claude.messages.create(**ask, extra_body=forced_greedy)
     assert message.stop_reason == "max_tokens" and message.content[0].text
     assert message.usage.input_tokens + message.usage.output_tokens == n_ctx
+    asked = {"model": model, "input": messages, "max_output_tokens": 32000, "extra_body": forced}
+    if stream:
+        with oai.responses.stream(**asked) as events:
+            response = list(events)[-1].response  # response.incomplete: get_final_response wants completed
+    else:
+        response = oai.responses.create(**asked)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    assert response.output_text and response.usage.total_tokens == n_ctx
 
 
 def test_a_prompt_past_the_context_is_a_400_naming_both_sizes(

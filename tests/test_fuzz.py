@@ -48,6 +48,10 @@ OPERATIONS = [
     ("POST", "/v1/completions"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/count_tokens"),
+    ("POST", "/v1/responses"),
+    ("GET", "/v1/responses/{response_id}"),
+    ("DELETE", "/v1/responses/{response_id}"),
+    ("GET", "/v1/responses/{response_id}/input_items"),
 ]
 # Valid requests for every operation; invalid ones where there is something to get
 # wrong (a body: the GET routes take no parameters but a path string).
@@ -59,7 +63,7 @@ MAX_TOKENS = 4  # generation is the slow part: length limits the server honours 
 # limit past the context stops when it is full, WORKBENCH_MAX_TOKENS=clamp), 1e6 on Anthropic's.
 HONOURED = {"/v1/messages": 1_000_000}
 FEW_CHOICES = 2  # n up to the bound is clamped to this
-LIMITS = ("max_tokens", "max_completion_tokens")
+LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -193,9 +197,10 @@ def cheapen(case: Case, data: st.DataObject) -> None:
     for key in LIMITS:
         if _is_number(body.get(key)) and MAX_TOKENS < body[key] <= honoured:
             body[key] = MAX_TOKENS
-    generates = case.operation.path in ("/v1/chat/completions", "/v1/completions")
+    generates = case.operation.path in ("/v1/chat/completions", "/v1/completions", "/v1/responses")
     if generates and all(body.get(k) is None for k in LIMITS):
-        body["max_tokens"] = MAX_TOKENS  # unset or null: until end of sequence (or the context)
+        # Unset or null: until end of sequence (or the context).
+        body["max_output_tokens" if case.operation.path == "/v1/responses" else "max_tokens"] = MAX_TOKENS
     if _is_number(body.get("n")) and FEW_CHOICES < body["n"] <= MAX_CHOICES:
         body["n"] = FEW_CHOICES
     if isinstance(body.get("model"), str):

@@ -157,3 +157,20 @@ def test_anthropic_thinking_blocks_bounded_by_budget_tokens(server: LiveServer, 
     ]
     plain = claude.messages.create(**ask, thinking={"type": "disabled"}, **extra)
     assert [b.type for b in plain.content] == ["text"]
+
+
+def test_responses_put_the_reasoning_in_its_own_item(server: LiveServer, thinker: str) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=300)
+    ask = {"model": thinker, "input": "Capital of France?", "max_output_tokens": 24, "temperature": 0}
+    body = {**ask, "extra_body": {**FORCED, "reasoning_budget": 6}}
+    r = client.responses.create(**body)
+    assert [o.type for o in r.output] == ["reasoning", "message"]
+    assert r.output[0].content[0].text.strip() and r.output_text.strip()
+    assert r.usage.output_tokens_details.reasoning_tokens == 6
+    with client.responses.stream(**body) as stream:
+        events = list(stream)
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert thought == r.output[0].content[0].text
+    assert events[-1].response.output_text == r.output_text
+    none = client.responses.create(**{**ask, "reasoning": {"effort": "none"}, "extra_body": FORCED})
+    assert [o.type for o in none.output] == ["message"]

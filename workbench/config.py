@@ -166,6 +166,12 @@ class Settings:
         "finish_reason 'length', as llama.cpp's --n-predict); 0 or unset: up to the context",
         _cap,
     )
+    responses_stored: int = setting(
+        256,
+        "Responses API responses kept in memory for previous_response_id and GET /v1/responses/{id} "
+        "(least recently used out first; 0 = none)",
+        _int_at_least(0),
+    )
     request_timeout_s: float = setting(
         600.0,
         "longest a /v1 generation may take, queueing included: 504 (or a stream error event) "

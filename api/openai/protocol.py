@@ -163,7 +163,7 @@ class SamplingFields(WireModel):
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0, le=100_000, description="extension (llama.cpp, mlx-lm)")
     min_p: float | None = Field(None, ge=0, le=1, description="extension")
-    repetition_penalty: float | None = Field(None, gt=0, le=10, description="extension")
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10, description="extension")
     repetition_context_size: int | None = Field(None, ge=1, le=65536, description="extension")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)

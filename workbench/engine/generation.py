@@ -127,7 +127,10 @@ def token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) ->
         pairs = sorted(zip(idx.tolist(), logprobs[idx].tolist(), strict=True), key=lambda p: -p[1])
         # Tokens a grammar forbids have logprob -inf: not alternatives (nor valid JSON).
         top = tuple((i, tokenizer.decode([i]), float(v)) for i, v in pairs if math.isfinite(v))
-    return TokenLogprob(token, tokenizer.decode([token]), float(logprobs[token].item()), top)
+    chosen = float(logprobs[token].item())
+    # Extreme sampling settings (a repetition penalty near 0) can push logits past float range:
+    # reported as OpenAI reports an impossible token, never as a number JSON cannot carry.
+    return TokenLogprob(token, tokenizer.decode([token]), chosen if math.isfinite(chosen) else -9999.0, top)
 
 
 @dataclass
