@@ -17,7 +17,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from tests.helpers import FinishedGenerations, wait_until
-from workbench.bench.runner import run_benchmark, run_to_csv, sidecar_path
+from workbench.bench.runner import run_benchmark, run_to_csv
 from workbench.bench.spec import BenchSpec, BenchSpecError, experiments_dir, spec_files
 from workbench.config import Settings
 from workbench.engine import Engine
@@ -26,6 +26,7 @@ from workbench.reports import plots
 from workbench.reports.schema import BENCH_COLUMNS, BENCH_FIELDS, TRIAL_KEY
 from workbench.reports.store import ResultsSchemaError, count_rows, read_results
 from workbench.reports.summary import median_ci, summarize
+from workbench.runs import sidecar_path
 
 F32 = EMBEDDED_IDS["f32"]
 

@@ -18,7 +18,7 @@ from workbench.config import Settings, SettingSpec
 from workbench.engine import Engine
 from workbench.engine.models.embedded import EMBEDDED_IDS
 from workbench.reports.schema import OVERHEAD_COLUMNS
-from workbench.reports.store import read_results
+from workbench.reports.store import count_rows, read_results
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +143,77 @@ def test_overhead_appends_paired_rows_that_read_back_through_their_schema(
     ]
     assert (df["prompt_tokens"] == 8).all() and (df["generation_tokens"] == 4).all()
     assert f"{EMBEDDED_IDS['f32']}: prefill raw" in out.stdout and "paired trials" in out.stdout
+
+
+# Ctrl-C as a terminal delivers it: a shell that starts the suite in the background may
+# have SIGINT ignored, and a child would inherit that; this one takes it as Python does.
+CTRL_C_ABLE = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from workbench.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def _status(sidecar: Path) -> str | None:
+    """The status of the one run in `sidecar` (None until it is written)."""
+    try:
+        runs = json.loads(sidecar.read_text())["runs"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return next(iter(runs.values()))["status"] if len(runs) == 1 else None
+
+
+@pytest.mark.parametrize("lab", ["sweep", "arena"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_a_sweep_or_an_arena_run_as_it_stops_a_bench_run(
+    env: dict[str, str], tmp_path: Path, lab: str, sig: signal.Signals
+) -> None:
+    """Interrupted mid-run (far more work than any machine finishes before the signal), a
+    quantization sweep and an arena run exit 130 with an 'interrupted:' notice and their
+    sidecar says stopped, not failed; finished rows stay, nothing is half-written."""
+    env = {**env, "WORKBENCH_RESULTS_DIR": str(tmp_path)}
+    if lab == "sweep":
+        spec = tmp_path / "longsweep.toml"
+        spec.write_text(
+            f'model = "{EMBEDDED_IDS["f32"]}"\nrecipes = ["q8"]\neval_tokens = 32\nwindow = 32\n'
+            "divergence_prompts = 1\ndivergence_tokens = 4\nprompt_tokens = 8\ngeneration_tokens = 64\n"
+            "trials = 1000\nwarmup = 0\n"
+        )
+        args = ["quantize", "--sweep", str(spec), "--out", str(tmp_path / "longsweep.csv")]
+        sidecar, trials = tmp_path / "longsweep.json", tmp_path / "longsweep.bench.csv"
+        notice = "interrupted: the finished variants are in"
+    else:
+        prompts = tmp_path / "long.txt"
+        prompts.write_text("".join(f"Tell me a long story about the number {i}.\n" for i in range(500)))
+        args = ["arena", "run", str(prompts), "-m", EMBEDDED_IDS["f32"], "-m", EMBEDDED_IDS["4bit"]]
+        args += ["--max-tokens", "512", "--temperature", "0"]
+        sidecar, trials = tmp_path / "long.battles.json", None
+        notice = "interrupted: no battles written"
+    cmd = [sys.executable, "-c", CTRL_C_ABLE, *args, "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Running: the sidecar says so and, for the sweep, its speed trials have begun.
+        assert wait_until(
+            lambda: (
+                proc.poll() is not None
+                or (_status(sidecar) == "running" and (trials is None or count_rows(trials) >= 1))
+            ),
+            timeout_s=180,
+        )
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert notice in err and "Traceback" not in err, err
+    assert _status(sidecar) == "stopped"
+    if lab == "sweep":
+        assert len(read_results(trials)) >= 1  # the trials written stay, whole
+        assert count_rows(tmp_path / "longsweep.csv") == 0  # no variant finished
+    else:
+        assert not (tmp_path / "long.battles.csv").exists()
 
 
 def test_settings_reject_bad_environment(tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ import pytest
 
 from api.app import create_app
 from tests.helpers import LiveServer, free_port
-from workbench.bench.provenance import capture_client
 from workbench.config import Settings
 from workbench.engine import Engine
 from workbench.loadgen.loadtest import run_load
 from workbench.reports.schema import LOAD_COLUMNS, LOAD_FIELDS, MULTITURN_COLUMNS
 from workbench.reports.store import append_rows, read_results
+from workbench.runs import capture_client
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ from workbench.arena.votes import (
     verdicts,
     votes_path,
 )
-from workbench.bench.provenance import capture
 from workbench.engine import Engine, GenerationStats, SamplingParams
 from workbench.reports.schema import PROVENANCE_FIELDS, vote_fields
 from workbench.reports.store import append_rows, count_rows
+from workbench.runs import capture
 
 PROVENANCE = {"run_id": "r1", "git_sha": "abc", "device": "cpu", "blas": "openblas"}
 

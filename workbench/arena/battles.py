@@ -1,20 +1,6 @@
-"""Arena battles: a prompt set (experiments/<name>.txt or .jsonl) run through 2..N models
-with fixed sampling and per-prompt seeds, stored for blind judging later.
-
-Files, all under the results folder, named after the set:
-- `<name>.battles.csv`: one row per prompt and pair of models, each side's reply and its
-  stats; `model_a` / `model_b` are the models as they will be SHOWN, drawn at random
-  per battle, and `picker_order` records the draw ("1,2": the pair's first model in the
-  run's order is shown at A; "2,1": swapped).
-- `<name>.battles.json`: the run (models, sampling, prompt file and its sha256, status).
-- `<name>.votes.csv`: one row per judged battle: the battle's columns (the Compare tab's
-  vote columns plus the arena's) with the verdict, the winner with the positions undone,
-  and when it was judged. `arena.stats` reads it like any vote file.
-
-Each model generates every prompt with the others unloaded (its peak memory is its own)
-and nothing else on the engine (engine.exclusive(): its tok/s compare). Knows Engine,
-reports; nothing of Gradio.
-"""
+"""Arena battles: a prompt set run through 2..N models (each alone on the engine, fixed
+sampling, a seed per prompt) into <name>.battles.csv for blind judging, and the votes on
+them in <name>.votes.csv (columns in reports.schema). Knows Engine, runs, reports; no Gradio."""
 
 from __future__ import annotations
 
@@ -22,14 +8,13 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from workbench.arena.votes import PAIR_VERDICTS
-from workbench.bench.provenance import capture
-from workbench.bench.runner import load_alone, now_utc, update_sidecar
+from workbench.bench.runner import load_alone
 from workbench.bench.spec import NAME, experiments_dir
 from workbench.engine import CancelToken, Engine, GenerationRequest, GenerationStats, Message, SamplingParams
 from workbench.reports.schema import (
@@ -39,9 +24,11 @@ from workbench.reports.schema import (
     VOTE_STAT_FIELDS,
 )
 from workbench.reports.store import ResultsSchemaError, append_rows, read_rows
+from workbench.runs import ProgressFn, RunRecord, now_utc, sidecar_path
 
-ProgressFn = Callable[[int, int, str], None]  # (replies done, replies in all, what is running)
 PROMPT_SUFFIXES = (".txt", ".jsonl")
+# A reply per (prompt index, model id): its text and stats.
+Replies = dict[tuple[int, str], tuple[str, GenerationStats]]
 
 
 class ArenaError(ValueError):
@@ -181,7 +168,7 @@ def run_battles(
 ) -> BattleRun:
     """Generate every prompt with every model, then write one battle per prompt and pair
     with the shown positions drawn at random (unpredictably: SystemRandom). A cancelled
-    run writes nothing to the battle file."""
+    run writes nothing to the battle file; its sidecar says stopped."""
     cancel = cancel or CancelToken()
     path = battles_path(results_dir, spec.name)
     if path.exists() and path.stat().st_size > 0:
@@ -193,63 +180,78 @@ def run_battles(
     models = [engine.model_info(m).id for m in spec.models]  # a typo fails here, before any work
     if len(set(models)) != len(models):
         raise ArenaError(f"the models must differ, got {models}")
-    base = capture(engine)
-    sidecar = path.with_suffix(".json")
-    record = {
-        "run_id": base["run_id"],
+    details = {
         "spec": {**asdict(spec), "models": models},
         "prompt_file": str(prompt_file) if prompt_file else None,
         "prompts_sha256": _prompts_sha(prompts),
         "prompts": len(prompts),
-        "started": now_utc(),
     }
+    record = RunRecord.create(engine, sidecar_path(path), spec.name, details)
+    with record.active():
+        replies = _generate(engine, spec, models, prompts, record.run_id, cancel, on_progress)
+        if replies is None:
+            record.finish(complete=False)
+            return BattleRun(path, votes_path_for(path), record.run_id, 0, False)
+        rows = _battle_rows(record.provenance, spec, prompts, models, replies)
+        record.rows = append_rows(path, BATTLE_FIELDS, rows)
+    record.finish(complete=True)
+    return BattleRun(path, votes_path_for(path), record.run_id, record.rows, True)
+
+
+def _generate(
+    engine: Engine,
+    spec: ArenaSpec,
+    models: Sequence[str],
+    prompts: Sequence[ArenaPrompt],
+    run_id: str,
+    cancel: CancelToken,
+    on_progress: ProgressFn | None,
+) -> Replies | None:
+    """Every prompt's reply from every model, each model alone on the engine; None if cancelled."""
     total = len(prompts) * len(models)
-    done = 0
-    replies: dict[tuple[int, str], tuple[str, GenerationStats]] = {}
-    update_sidecar(sidecar, spec.name, record, "running", 0)
-    try:
-        if on_progress:
-            on_progress(0, total, "waiting for the engine")
-        with engine.exclusive(f"arena {spec.name}, run {record['run_id']}"):
-            for model in models:
+    replies: Replies = {}
+    if on_progress:
+        on_progress(0, total, "waiting for the engine")
+    with engine.exclusive(f"arena {spec.name}, run {run_id}"):
+        for model in models:
+            if cancel.cancelled:
+                return None
+            load_alone(engine, model)
+            for index, item in enumerate(prompts):
                 if cancel.cancelled:
-                    break
-                load_alone(engine, model)
-                for index, item in enumerate(prompts):
-                    if cancel.cancelled:
-                        break
-                    request = GenerationRequest(
-                        messages=_messages(item),
-                        model=model,
-                        sampling=replace(spec.sampling, seed=spec.seed + index),
-                        max_tokens=spec.max_tokens,
-                        cache=False,  # each reply's TTFT and tok/s are its own
-                    )
-                    reply = engine.generate(request, cancel.child())
-                    if reply.stats.finish_reason == "cancelled":
-                        break
-                    replies[(index, model)] = (reply.text, reply.stats)
-                    done += 1
-                    if on_progress:
-                        on_progress(done, total, f"{model}: prompt {index + 1} of {len(prompts)}")
-        if done < total:
-            update_sidecar(sidecar, spec.name, record, "stopped", 0)
-            return BattleRun(path, votes_path_for(path), base["run_id"], 0, False)
-        rng = random.SystemRandom()
-        rows = []
-        for index, item in enumerate(prompts):
-            for first, second in itertools.combinations(range(len(models)), 2):
-                swapped = rng.random() < 0.5
-                shown = (second, first) if swapped else (first, second)
-                rows.append(
-                    _battle_row(base, spec, len(rows) + 1, index, item, models, shown, swapped, replies)
+                    return None
+                request = GenerationRequest(
+                    messages=_messages(item),
+                    model=model,
+                    sampling=replace(spec.sampling, seed=spec.seed + index),
+                    max_tokens=spec.max_tokens,
+                    cache=False,  # each reply's TTFT and tok/s are its own
                 )
-        count = append_rows(path, BATTLE_FIELDS, rows)
-    except BaseException:
-        update_sidecar(sidecar, spec.name, record, "failed", 0)
-        raise
-    update_sidecar(sidecar, spec.name, record, "complete", count)
-    return BattleRun(path, votes_path_for(path), base["run_id"], count, True)
+                reply = engine.generate(request, cancel.child())
+                if reply.stats.finish_reason == "cancelled":
+                    return None
+                replies[(index, model)] = (reply.text, reply.stats)
+                if on_progress:
+                    on_progress(len(replies), total, f"{model}: prompt {index + 1} of {len(prompts)}")
+    return replies
+
+
+def _battle_rows(
+    base: Mapping[str, Any],
+    spec: ArenaSpec,
+    prompts: Sequence[ArenaPrompt],
+    models: Sequence[str],
+    replies: Replies,
+) -> list[dict[str, Any]]:
+    """One battle per prompt and pair of models, the pair's shown order drawn at random."""
+    rng = random.SystemRandom()
+    rows: list[dict[str, Any]] = []
+    for index, item in enumerate(prompts):
+        for first, second in itertools.combinations(range(len(models)), 2):
+            swapped = rng.random() < 0.5
+            shown = (second, first) if swapped else (first, second)
+            rows.append(_battle_row(base, spec, len(rows) + 1, index, item, models, shown, swapped, replies))
+    return rows
 
 
 def _messages(item: ArenaPrompt) -> tuple[Message, ...]:
@@ -271,7 +273,7 @@ def _battle_row(
     models: Sequence[str],
     shown: tuple[int, int],
     swapped: bool,
-    replies: Mapping[tuple[int, str], tuple[str, GenerationStats]],
+    replies: Replies,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         **base,

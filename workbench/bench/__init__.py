@@ -1,5 +1,3 @@
-"""Benchmarks on the shared Engine: experiment specs (spec.py), the runner (runner.py),
-exact-length prompts, provenance capture, load/unload memory, and the engine overhead probe.
-
-Calls the Engine only (never mlx); rows go to CSV through workbench.reports.
-"""
+"""Benchmarks on the shared Engine: experiment specs, the runner, exact-length prompts,
+load/unload memory and the engine overhead probe. Calls the Engine only (never mlx); runs are
+recorded through workbench.runs, rows go to CSV through workbench.reports."""

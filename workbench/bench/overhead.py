@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from workbench.bench.prompts import exact_prompt
-from workbench.bench.provenance import capture
 from workbench.engine import Engine, GenerationRequest
 from workbench.reports.schema import OVERHEAD_FIELDS
+from workbench.runs import capture
 
 
 def engine_run(engine: Engine, model: str, ids: list[int], max_tokens: int) -> dict[str, Any]:

@@ -1,34 +1,22 @@
-"""The benchmark runner: a BenchSpec's grid on the shared Engine, one row per trial.
-
-Hygiene lives here: sole use of the engine (`engine.exclusive()`), the model under
-test the only one loaded, unrecorded warm-up, exact-length prompts, end-of-sequence
-ignored, fixed seed, peak memory reset per trial (the engine resets it when a
-generation starts on an idle engine). A batch size B runs B copies of the trial's
-request together on the engine's scheduler (Engine.generate_many): rows give per-stream
-and aggregate tok/s. `run_to_csv` adds the files: each row is
-appended (fsync) as its trial ends, a JSON sidecar keeps the spec, and `resume`
-skips the trials a killed run already wrote. Knows the Engine and reports, not mlx.
-"""
+"""The benchmark runner: a BenchSpec's grid on the shared Engine, one row per trial (hygiene:
+engine.exclusive(), the model alone, warm-up, exact-length prompts, EOS ignored, fixed seed);
+run_to_csv appends each row as it ends and resumes a killed run. Knows Engine, runs, reports."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from workbench.bench.prompts import exact_prompt, prompt_sha
-from workbench.bench.provenance import capture, new_run_id
 from workbench.bench.spec import BenchConfig, BenchSpec, BenchSpecError
-from workbench.engine import CancelToken, Constraint, Engine, GenerationRequest, SamplingParams
+from workbench.engine import CancelToken, Constraint, Engine, GenerationRequest, ModelInfo, SamplingParams
 from workbench.reports.schema import BENCH_FIELDS, TRIAL_KEY
-from workbench.reports.store import append_rows, read_results, write_json_atomic
-
-# on_progress(done, total, what): recorded trials so far, of all trials in the run.
-ProgressFn = Callable[[int, int, str], None]
+from workbench.reports.store import append_rows, read_results
+from workbench.runs import ProgressFn, RunRecord, capture, now_utc, sidecar_path
 
 # `output = "json"` specs: records of a small JSON schema, one after another, never
 # closed (ignore_eos masks end-of-sequence while the grammar allows a next record), so
@@ -51,10 +39,6 @@ class BenchmarkError(ValueError):
     """A trial that could not be measured as the spec asks (e.g. past the context window)."""
 
 
-def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def trial_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(int(row[k]) if k != "model" else str(row[k]) for k in TRIAL_KEY)
 
@@ -63,7 +47,7 @@ def run_benchmark(
     engine: Engine,
     spec: BenchSpec,
     *,
-    run_id: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
     skip: Collection[tuple[Any, ...]] = (),
     on_row: Callable[[dict[str, Any]], None] | None = None,
     on_progress: ProgressFn | None = None,
@@ -72,9 +56,10 @@ def run_benchmark(
     """Run every configuration of `spec`: `warmup` unrecorded trials, then `trials`
     recorded ones, each a row with exactly reports.schema.BENCH_FIELDS.
 
-    `skip` holds trial keys (reports.schema.TRIAL_KEY) already measured; `on_row`
-    sees each row as its trial ends (run_to_csv writes it there); cancelling `cancel`
-    stops the run after, or within, the current trial, which is then not recorded.
+    `provenance` is stamped on every row (its run id too; default: captured now); `skip`
+    holds trial keys (reports.schema.TRIAL_KEY) already measured; `on_row` sees each row as
+    its trial ends (run_to_csv writes it there); cancelling `cancel` stops the run after,
+    or within, the current trial, which is then not recorded.
     """
     if max(spec.batch_sizes) > engine.settings.max_batch:
         raise BenchSpecError(
@@ -82,9 +67,7 @@ def run_benchmark(
             "generations together (WORKBENCH_MAX_BATCH / --max-batch); raise it or lower the batch sizes"
         )
     cancel = cancel or CancelToken()
-    base = capture(engine)
-    if run_id is not None:
-        base["run_id"] = run_id
+    base = dict(provenance) if provenance is not None else capture(engine)
     # Resolve every id first: a typo in the last model fails now, not after an hour, and
     # rows (and resume keys) name registered ids, never aliases such as "default".
     resolved = {model: engine.model_info(model).id for model in spec.models}
@@ -93,66 +76,82 @@ def run_benchmark(
         for c in spec.configurations()
     }
     total = spec.total_trials
-    done = total - sum(len(trials) for trials in todo.values())
     rows: list[dict[str, Any]] = []
+    done = total - sum(len(trials) for trials in todo.values())
+
+    def record(row: dict[str, Any], config: BenchConfig) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+        if on_progress:
+            on_progress(done + len(rows), total, config.label())
+
     if on_progress:
         on_progress(done, total, "waiting for the engine")
     with engine.exclusive(f"benchmark {spec.name}, run {base['run_id']}"):
         for model in spec.models:
-            configs = [c for c in spec.configurations() if c.model == model]
-            if not any(todo[c] for c in configs) or cancel.cancelled:
+            configs = [c for c in spec.configurations() if c.model == model and todo[c]]
+            if not configs or cancel.cancelled:
                 continue
             info = load_alone(engine, resolved[model])
             for config in configs:
-                if not todo[config] or cancel.cancelled:
-                    continue
-                ids = exact_prompt(engine, info.id, config.prompt_tokens)
-                json_output = spec.output == "json"
-                request = GenerationRequest(
-                    prompt_ids=tuple(ids),
-                    model=info.id,
-                    sampling=SamplingParams(seed=spec.seed),
-                    max_tokens=config.generation_tokens,
-                    ignore_eos=True,  # under the JSON grammar: masked while a "," can follow
-                    cache=False,  # every trial processes its whole prompt
-                    constraint=Constraint("lark", JSON_RECORDS, "output") if json_output else None,
-                )
-                for _ in range(spec.warmup):
-                    _measure(engine, request, config, cancel)
-                for trial in todo[config]:
-                    if spec.cooldown_s:
-                        time.sleep(spec.cooldown_s)
-                    measured = _measure(engine, request, config, cancel)
-                    if measured is None:
-                        break
-                    row = {
-                        **base,
-                        "timestamp": now_utc(),
-                        "experiment": spec.name,
-                        "model": info.id,
-                        "variant": info.variant,
-                        "bits": info.bits,
-                        "group_size": info.group_size,
-                        "dtype": info.dtype,
-                        "batch_size": config.batch_size,
-                        "prompt_tokens": config.prompt_tokens,
-                        "generation_tokens": config.generation_tokens,
-                        "trial": trial,
-                        "seed": spec.seed,
-                        "sampler": "greedy",
-                        "prompt_sha": prompt_sha(ids),
-                        **measured,
-                        "load_s": info.load_s,
-                        "spec_sha": spec.sha(),
-                    }
-                    assert tuple(row) == BENCH_FIELDS, "the runner and reports.schema disagree"
-                    rows.append(row)
-                    done += 1
-                    if on_row:
-                        on_row(row)
-                    if on_progress:
-                        on_progress(done, total, config.label())
+                if not cancel.cancelled:
+                    _run_config(engine, spec, info, config, todo[config], base, cancel, record)
     return rows
+
+
+def _run_config(
+    engine: Engine,
+    spec: BenchSpec,
+    info: ModelInfo,
+    config: BenchConfig,
+    trials: list[int],
+    base: Mapping[str, Any],
+    cancel: CancelToken,
+    record: Callable[[dict[str, Any], BenchConfig], None],
+) -> None:
+    """The warm-up and the `trials` of one configuration; `record` takes each row."""
+    ids = exact_prompt(engine, info.id, config.prompt_tokens)
+    json_output = spec.output == "json"
+    request = GenerationRequest(
+        prompt_ids=tuple(ids),
+        model=info.id,
+        sampling=SamplingParams(seed=spec.seed),
+        max_tokens=config.generation_tokens,
+        ignore_eos=True,  # under the JSON grammar: masked while a "," can follow
+        cache=False,  # every trial processes its whole prompt
+        constraint=Constraint("lark", JSON_RECORDS, "output") if json_output else None,
+    )
+    for _ in range(spec.warmup):
+        _measure(engine, request, config, cancel)
+    for trial in trials:
+        if spec.cooldown_s:
+            time.sleep(spec.cooldown_s)
+        measured = _measure(engine, request, config, cancel)
+        if measured is None:
+            return
+        row = {
+            **base,
+            "timestamp": now_utc(),
+            "experiment": spec.name,
+            "model": info.id,
+            "variant": info.variant,
+            "bits": info.bits,
+            "group_size": info.group_size,
+            "dtype": info.dtype,
+            "batch_size": config.batch_size,
+            "prompt_tokens": config.prompt_tokens,
+            "generation_tokens": config.generation_tokens,
+            "trial": trial,
+            "seed": spec.seed,
+            "sampler": "greedy",
+            "prompt_sha": prompt_sha(ids),
+            **measured,
+            "load_s": info.load_s,
+            "spec_sha": spec.sha(),
+        }
+        assert tuple(row) == BENCH_FIELDS, "the runner and reports.schema disagree"
+        record(row, config)
 
 
 def _key(config: BenchConfig, trial: int, model_id: str) -> tuple[Any, ...]:
@@ -161,7 +160,7 @@ def _key(config: BenchConfig, trial: int, model_id: str) -> tuple[Any, ...]:
     return tuple(values[k] for k in TRIAL_KEY)
 
 
-def load_alone(engine: Engine, model: str) -> Any:
+def load_alone(engine: Engine, model: str) -> ModelInfo:
     """Load `model` with every other model unloaded, so peak memory is its own."""
     info = engine.model_info(model)
     for other in engine.models():
@@ -224,10 +223,6 @@ def default_csv_path(results_dir: Path, spec: BenchSpec) -> Path:
     return Path(results_dir) / f"{spec.name}.csv"
 
 
-def sidecar_path(csv_path: Path) -> Path:
-    return csv_path.with_suffix(".json")
-
-
 def run_to_csv(
     engine: Engine,
     spec: BenchSpec,
@@ -246,39 +241,28 @@ def run_to_csv(
     """
     csv_path = Path(csv_path)
     run_id, skip = _resume_point(csv_path, spec) if resume else (None, set())
-    sidecar = sidecar_path(csv_path)
-    record: dict[str, Any] = {"spec": spec.as_dict(), "spec_sha": spec.sha(), "started": now_utc()}
-
-    def save(status: str, rows: int) -> None:
-        update_sidecar(sidecar, spec.name, record, status, rows)
-
-    written: list[dict[str, Any]] = []
+    details = {"spec": spec.as_dict(), "spec_sha": spec.sha()}
+    record = RunRecord.create(
+        engine, sidecar_path(csv_path), spec.name, details, resume=run_id, rows=len(skip)
+    )
 
     def on_row(row: dict[str, Any]) -> None:
         append_rows(csv_path, BENCH_FIELDS, [row])
-        written.append(row)
+        record.rows += 1
 
-    record["run_id"] = run_id or new_run_id()
-    save("running", len(skip))
-    try:
+    with record.active():
         rows = run_benchmark(
             engine,
             spec,
-            run_id=record["run_id"],
+            provenance=record.provenance,
             skip=skip,
             on_row=on_row,
             on_progress=on_progress,
             cancel=cancel,
         )
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into this)
-        save("stopped", len(skip) + len(written))
-        raise
-    except BaseException:
-        save("failed", len(skip) + len(written))
-        raise
     complete = len(skip) + len(rows) == spec.total_trials
-    save("complete" if complete else "stopped", len(skip) + len(rows))
-    return BenchRun(csv_path, sidecar, record["run_id"], rows, len(skip), complete)
+    record.finish(complete)
+    return BenchRun(csv_path, record.sidecar, record.run_id, rows, len(skip), complete)
 
 
 def _resume_point(csv_path: Path, spec: BenchSpec) -> tuple[str | None, set[tuple[Any, ...]]]:
@@ -299,24 +283,3 @@ def _resume_point(csv_path: Path, spec: BenchSpec) -> tuple[str | None, set[tupl
     run_id = str(same["run_id"].iloc[-1])
     last = same[same["run_id"] == run_id]
     return run_id, {trial_key(r) for r in last.to_dict("records")}
-
-
-def update_sidecar(path: Path, experiment: str, record: dict[str, Any], status: str, rows: int) -> None:
-    """Record run `record["run_id"]` (its spec and start) in the JSON sidecar `path`,
-    with its status (running, complete, stopped, failed) and rows written so far."""
-    data = _read_sidecar(path)
-    data["experiment"] = experiment
-    entry = data.setdefault("runs", {}).setdefault(record["run_id"], dict(record))
-    entry.update(status=status, updated=now_utc(), rows=rows)
-    write_json_atomic(path, data)
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    import json
-
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchmarkError(f"{path}: unreadable sidecar ({exc}); move it away to start afresh") from None

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workbench.engine import CancelToken
+from workbench.runs import ProgressFn
 
 if TYPE_CHECKING:
     import pandas as pd
 
 T = TypeVar("T")
-ProgressFn = Callable[[int, int, str], None]
 INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT)
 
 

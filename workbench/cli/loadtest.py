@@ -162,10 +162,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
 
 def _multi_turn(args: argparse.Namespace, health: Any, label: str, out: Path, common: dict[str, Any]) -> int:
-    from workbench.bench.provenance import capture_client
     from workbench.loadgen.multiturn import run_conversations, turn_rows
     from workbench.reports.schema import MULTITURN_FIELDS
     from workbench.reports.store import append_rows
+    from workbench.runs import capture_client
 
     max_tokens = args.max_tokens or 8
     bar, progress = progress_bar("multi-turn", "turn", args.no_progress)
@@ -207,10 +207,10 @@ def _multi_turn(args: argparse.Namespace, health: Any, label: str, out: Path, co
 
 
 def _load(args: argparse.Namespace, health: Any, label: str, out: Path, common: dict[str, Any]) -> int:
-    from workbench.bench.provenance import capture_client
     from workbench.loadgen.loadtest import run_load
     from workbench.reports.schema import LOAD_FIELDS
     from workbench.reports.store import append_rows
+    from workbench.runs import capture_client
 
     max_tokens = args.max_tokens or 64
     rows = []

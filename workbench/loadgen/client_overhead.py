@@ -15,10 +15,10 @@ from typing import Any
 
 from workbench.bench.overhead import consumer_figures, engine_run
 from workbench.bench.prompts import exact_prompt
-from workbench.bench.provenance import capture
 from workbench.config import Settings
 from workbench.engine import Engine
 from workbench.reports.schema import OVERHEAD_FIELDS
+from workbench.runs import capture
 
 SDK_PATH = "openai_sdk"
 ENGINE_PATH = "engine"

@@ -1,20 +1,15 @@
-"""run_sweep: a QuantSweepSpec on the shared Engine. Under engine.exclusive(): the
-reference first, then each recipe: make (or reuse) the variant, measure its speed and
-memory with the benchmark runner, its quality against the reference, and append its
-row (reports.schema.QUANT_COLUMNS) as soon as it is done. Benchmark trials go to
-<name>.bench.csv, the spec to the <name>.json sidecar. Knows Engine, bench, reports.
-"""
+"""run_sweep: a QuantSweepSpec on the shared Engine, under engine.exclusive(): the reference,
+then each recipe made (or reused), timed by the benchmark runner (<name>.bench.csv), measured
+against the reference, one row each (<name>.csv). Knows Engine, bench, runs, reports."""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.bench.provenance import capture
-from workbench.bench.runner import now_utc, run_benchmark, update_sidecar
+from workbench.bench.runner import run_benchmark
 from workbench.bench.spec import BenchSpec
 from workbench.engine import CancelToken, Engine, QuantRecipe, QuantResult
 from workbench.quant.quality import (
@@ -29,8 +24,7 @@ from workbench.quant.quality import (
 from workbench.quant.spec import QuantSweepSpec
 from workbench.reports.schema import BENCH_FIELDS, QUANT_FIELDS
 from workbench.reports.store import append_rows
-
-ProgressFn = Callable[[int, int, str], None]  # (steps done, steps in all, what is running)
+from workbench.runs import ProgressFn, RunRecord, sidecar_path
 
 
 @dataclass(frozen=True)
@@ -65,82 +59,90 @@ def run_sweep(
     Cancelling `cancel` stops after the current step; finished rows stay."""
     cancel = cancel or CancelToken()
     csv_path = Path(csv_path)
-    bench_csv, sidecar = bench_csv_path(csv_path), csv_path.with_suffix(".json")
+    bench_csv, sidecar = bench_csv_path(csv_path), sidecar_path(csv_path)
     recipes = [QuantRecipe.parse(r) for r in spec.recipes]
     source = engine.model_info(spec.model).id  # a typo fails here, before any work
     reference = engine.model_info(spec.reference_model).id
-    base = capture(engine)
-    record = {
-        "run_id": base["run_id"],
-        "spec": spec.as_dict(),
-        "spec_sha": spec.sha(),
-        "eval_text_sha256": eval_text_sha256(),
-        "started": now_utc(),
-    }
-    prompts = DIVERGENCE_PROMPTS[: spec.divergence_prompts]
-    n_windows = spec.eval_tokens // spec.window
-    per_variant = 1 + spec.trials + n_windows + len(prompts)
-    total = len(prompts) + (1 + len(recipes)) * per_variant
-    done = 0
-
-    def step(what: str, n: int = 1) -> None:
-        nonlocal done
-        done += n
-        if on_progress:
-            on_progress(min(done, total), total, what)
-
+    details = {"spec": spec.as_dict(), "spec_sha": spec.sha(), "eval_text_sha256": eval_text_sha256()}
+    record = RunRecord.create(engine, sidecar, spec.name, details)
+    progress = _Steps(spec, len(recipes), on_progress)
     rows: list[dict[str, Any]] = []
-    update_sidecar(sidecar, spec.name, record, "running", 0)
-    try:
-        if on_progress:
-            on_progress(0, total, "waiting for the engine")
-        with engine.exclusive(f"quantization sweep {spec.name}, run {record['run_id']}"):
+    with record.active():
+        progress.report("waiting for the engine")
+        with engine.exclusive(f"quantization sweep {spec.name}, run {record.run_id}"):
             windows = token_windows(engine.tokenize(eval_text(), reference), spec.eval_tokens, spec.window)
-            pairs = reference_continuations(engine, reference, prompts, spec.divergence_tokens, on_step=step)
+            prompts = DIVERGENCE_PROMPTS[: spec.divergence_prompts]
+            pairs = reference_continuations(
+                engine, reference, prompts, spec.divergence_tokens, on_step=progress.step
+            )
             for recipe in (None, *recipes):
                 if cancel.cancelled:
                     break
                 made = None if recipe is None else engine.quantize(source, recipe)
                 model = reference if made is None else made.model
-                step(f"{model}: {'cached' if made and made.cached else 'ready'}")
-                at = done  # the benchmark runner reports its trials from 0
-
-                def trials(d: int, _total: int, what: str, at: int = at, model: str = model) -> None:
-                    if on_progress:
-                        on_progress(min(at + d, total), total, f"{model}: speed, {what}")
-
-                speed = _speed(engine, spec, model, base, bench_csv, cancel, trials)
+                progress.step(f"{model}: {'cached' if made and made.cached else 'ready'}")
+                trials = progress.offset(f"{model}: speed")  # the runner counts its trials from 0
+                speed = _speed(engine, spec, model, record.provenance, bench_csv, cancel, trials)
                 if speed is None:
                     break
-                step(f"{model}: speed", spec.trials)
+                progress.step(f"{model}: speed", spec.trials)
                 quality = measure_quality(
                     engine,
                     reference,
                     model,
                     windows,
                     pairs,
-                    on_step=lambda w, m=model: step(f"{m}: {w}"),
+                    on_step=lambda w, m=model: progress.step(f"{m}: {w}"),
                     cancel=cancel,
                 )
                 if quality is None:
                     break
-                row = _row(engine, spec, base, source, reference, model, recipe, made, quality, speed)
+                row = _row(
+                    engine, spec, record.provenance, source, reference, model, recipe, made, quality, speed
+                )
                 append_rows(csv_path, QUANT_FIELDS, [row])
                 rows.append(row)
-                update_sidecar(sidecar, spec.name, record, "running", len(rows))
-    except BaseException:
-        update_sidecar(sidecar, spec.name, record, "failed", len(rows))
-        raise
+                record.rows = len(rows)
+                record.save()
     complete = len(rows) == 1 + len(recipes)
-    update_sidecar(sidecar, spec.name, record, "complete" if complete else "stopped", len(rows))
-    return SweepRun(csv_path, bench_csv, sidecar, base["run_id"], rows, complete)
+    record.finish(complete)
+    return SweepRun(csv_path, bench_csv, sidecar, record.run_id, rows, complete)
+
+
+class _Steps:
+    """The sweep's progress: steps done of all its steps (divergence prompts, then per
+    variant: making it, its speed trials, its quality windows and prompts)."""
+
+    def __init__(self, spec: QuantSweepSpec, recipes: int, on_progress: ProgressFn | None) -> None:
+        prompts = min(spec.divergence_prompts, len(DIVERGENCE_PROMPTS))
+        per_variant = 1 + spec.trials + spec.eval_tokens // spec.window + prompts
+        self.total = prompts + (1 + recipes) * per_variant
+        self.done = 0
+        self.on_progress = on_progress
+
+    def report(self, what: str, done: int | None = None) -> None:
+        if self.on_progress:
+            self.on_progress(min(self.done if done is None else done, self.total), self.total, what)
+
+    def step(self, what: str, n: int = 1) -> None:
+        self.done += n
+        self.report(what)
+
+    def offset(self, what: str) -> ProgressFn:
+        """A runner's on_progress that counts on from the steps done now."""
+        at = self.done
+
+        def progress(done: int, _total: int, detail: str) -> None:
+            self.report(f"{what}, {detail}", at + done)
+
+        return progress
 
 
 def _speed(
     engine: Engine,
     spec: QuantSweepSpec,
     model: str,
-    base: dict[str, Any],
+    provenance: dict[str, Any],
     bench_csv: Path,
     cancel: CancelToken,
     on_progress: ProgressFn,
@@ -159,7 +161,7 @@ def _speed(
     rows = run_benchmark(
         engine,
         bench,
-        run_id=base["run_id"],
+        provenance=provenance,
         on_row=lambda row: append_rows(bench_csv, BENCH_FIELDS, [row]),
         on_progress=on_progress,
         cancel=cancel,

@@ -19,7 +19,7 @@ class Column:
     nullable: bool = False
 
 
-# What bench.provenance.capture() stamps on every row of every report (benchmarks, votes).
+# What runs.provenance.capture() stamps on every row of every report (benchmarks, votes).
 PROVENANCE_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "one id per run (kept by --resume)"),
     Column("timestamp", "str", "UTC time (ISO 8601) the row was written"),

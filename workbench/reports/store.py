@@ -1,14 +1,12 @@
 """CSV reports on disk: appending rows (header on a new file, refused when its columns differ,
 fsync per write: a crash loses at most the row in flight) and reading them back, checked
-against reports.schema; atomic JSON sidecars. Knows files, columns and types, not what rows mean."""
+against reports.schema. Knows files, columns and types, not what the rows mean."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,21 +159,3 @@ def _typed(path: Path, column: Column, values: pd.Series) -> pd.Series:
     if column.kind == "bool" and not column.nullable:
         dtype = "bool"
     return parsed.astype(dtype)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename, so a reader (or a
-    crash) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is as readable as its CSV
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -12,9 +12,9 @@ from typing import Any
 import gradio as gr
 
 from workbench.arena.votes import BlindRound, append_vote, blind_order, side_labels, verdicts
-from workbench.bench.provenance import capture
 from workbench.config import Settings
 from workbench.engine import Engine, GenerationRequest, GenerationStats
+from workbench.runs import capture
 from workbench.ui.common import (
     SamplingControls,
     SessionCancels,

@@ -1,9 +1,6 @@
-"""Where a result row came from: run id, time, git state, versions, platform, device, BLAS.
-
-Captured once per run and stamped on every row: `capture(engine)` for in-process runs,
-`capture_client(health)` for HTTP clients of a server that may not be ours. Knows the
-Engine's reported runtime facts and our /health JSON, nothing of mlx itself.
-"""
+"""Where a result row came from (run id, time, git state, versions, platform, device, BLAS):
+`capture(engine)` in-process, `capture_client(health)` for an HTTP client of any server.
+Knows the Engine's reported runtime facts and our /health JSON, nothing of mlx itself."""
 
 from __future__ import annotations
 
@@ -34,7 +31,13 @@ def _git(*args: str) -> str | None:
 
 
 def new_run_id() -> str:
+    """A fresh run id: 12 hex digits."""
     return uuid.uuid4().hex[:12]
+
+
+def now_utc() -> str:
+    """The time now, UTC, ISO 8601 to the second (row timestamps, sidecar times)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _common(python: str, mlx: str, mlx_lm: str, device: str, blas: str) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def _common(python: str, mlx: str, mlx_lm: str, device: str, blas: str) -> dict[
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "run_id": new_run_id(),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": now_utc(),
         "git_sha": sha or "unknown",
         "git_dirty": bool(status) if status is not None else None,
         "python_version": python,
