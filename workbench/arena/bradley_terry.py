@@ -1,11 +1,6 @@
-"""Bradley-Terry strengths of models from pairwise votes, with bootstrap intervals.
-
-Fitted by minorization-maximization (Hunter 2004), vectorised over bootstrap resamples
-of the votes (percentile intervals). Ties and "both bad" count half a win each way (as
-in Chatbot Arena), and one virtual tie per compared pair keeps an unbeaten model's
-strength finite. Reported on the Elo scale: 1000 + 400 log10(strength), mean 1000.
-Knows numpy, pandas and scipy; no engine, no Gradio.
-"""
+"""Bradley-Terry strengths of models from pairwise votes, fitted by minorization-maximization
+with bootstrap percentile intervals, on the Elo scale (mean 1000). Knows numpy, pandas and
+scipy; no engine, no Gradio."""
 
 from __future__ import annotations
 

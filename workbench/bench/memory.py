@@ -1,8 +1,6 @@
-"""Memory through a model's load / generate / unload cycle, as rows for a DataFrame:
-what loading costs, what a generation adds, and whether unloading gives it back.
-
-Reads the Engine's memory() figures; knows no mlx.
-"""
+"""Memory through a model's load / generate / unload cycle, as rows for a DataFrame: what
+loading costs, what a generation adds, whether unloading gives it back. Reads the Engine's
+memory() figures; knows no mlx."""
 
 from __future__ import annotations
 

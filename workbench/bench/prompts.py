@@ -1,8 +1,6 @@
-"""Exact-length benchmark prompts: natural text, tokenized by the model's own
-tokenizer and cut to the wanted token count, plus a hash that names them in rows.
-
-Knows the Engine's tokenize(), nothing of mlx.
-"""
+"""Exact-length benchmark prompts: natural text tokenized by the model's own tokenizer and cut
+to the wanted token count, and the hash that names them in rows. Knows the Engine's
+tokenize(), nothing of mlx."""
 
 from __future__ import annotations
 

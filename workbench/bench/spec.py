@@ -1,8 +1,6 @@
-"""BenchSpec: what one experiment measures (models, lengths, batch sizes, trials, seed),
-loaded from a TOML file in experiments/ and validated before any model loads.
-
-Knows the file format and the grid of configurations, not how a trial runs.
-"""
+"""BenchSpec: what one experiment measures (models, lengths, batch sizes, trials, seed), loaded
+from a TOML file in experiments/ and validated before any model loads. Knows the file format
+and the grid of configurations, not how a trial runs."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""The quantization lab: recipes swept over a model, quality against a reference
-(perplexity, KL divergence, top-1 agreement, greedy divergence), speed and memory
-through the benchmark runner, one CSV and a Pareto plot. Knows the Engine, bench and
-reports; the mlx side (convert, forward passes) is engine.quantize / engine.quality.
-"""
+"""The quantization lab: recipes swept over a model, quality against a reference, speed and
+memory through the benchmark runner, one CSV and a Pareto plot. Knows the Engine, bench, runs
+and reports; the mlx side (convert, forward passes) is engine.quantize / engine.quality."""
 
 from workbench.quant.quality import QualityReport, eval_text, eval_text_sha256, measure_quality
 from workbench.quant.spec import QuantSweepSpec

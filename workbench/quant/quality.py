@@ -1,9 +1,6 @@
-"""Quality of a variant against a reference, from engine.compare_next_tokens: perplexity,
-mean KL(reference || variant) of the next-token distributions, top-1 agreement, and the
-greedy divergence point (first token where the variant's greedy choice departs from the
-reference's on a set of prompts). The evaluation text ships with the package; its sha256
-goes with every result. Knows the Engine, not mlx.
-"""
+"""Quality of a variant against a reference, from engine.compare_next_tokens: perplexity, mean
+KL divergence, top-1 agreement and the greedy divergence point, on the shipped evaluation
+text (its sha256 goes with every result). Knows the Engine, not mlx."""
 
 from __future__ import annotations
 

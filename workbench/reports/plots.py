@@ -1,10 +1,6 @@
-"""Benchmark rows (a read_results DataFrame) -> matplotlib Figures: the same plots for
-the CLI (`workbench report`), the UI's Benchmark tab and the notebooks.
-
-Points are medians per configuration; error bars are the 95% CI of the median when a
-configuration has enough trials (reports.summary). Figures are built without pyplot,
-so nothing here touches global state or needs a display. Knows DataFrames only.
-"""
+"""Result rows (read_results DataFrames) -> matplotlib Figures, the same for the CLI, the UI and
+the notebooks: medians per configuration, 95% CI bars when there are enough trials. Built
+without pyplot (no global state, no display). Knows DataFrames only."""
 
 from __future__ import annotations
 

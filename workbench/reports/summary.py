@@ -1,10 +1,6 @@
 """Summaries of benchmark rows: per configuration, the median of each metric and a
-distribution-free 95% confidence interval for it (never a bare mean).
-
-The interval comes from order statistics (scipy.stats.quantile_test), which assumes
-nothing about the shape of the timings; it needs at least 6 trials, so with fewer
-the bounds are NaN and `n` says why. Knows DataFrames, not how rows were measured.
-"""
+distribution-free 95% confidence interval for it (order statistics; NaN under 6 trials).
+Knows DataFrames, not how rows were measured."""
 
 from __future__ import annotations
 
