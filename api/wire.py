@@ -4,6 +4,7 @@ extension and `omitted` reply fields. Knows neither API's field names, and no HT
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,11 +138,14 @@ class ToolUse:
     parallel: bool = True
 
     def constraint(self, reply_format: Constraint | None = None) -> Constraint | None:
-        """The grammar the reply follows: the calls' when tools are offered (they have their
-        own format), else `reply_format`'s, if any."""
-        if self.tools:
-            return tool_constraint(self.tools, self.choice, parallel=self.parallel)
-        return reply_format
+        """The grammar the reply follows: with tools, calls or (under 'auto') an answer that
+        follows `reply_format`'s schema; without, `reply_format`'s, if any."""
+        if not self.tools:
+            return reply_format
+        answer = None
+        if reply_format is not None and reply_format.kind == "json_schema":
+            answer = json.loads(reply_format.source)
+        return tool_constraint(self.tools, self.choice, parallel=self.parallel, answer=answer)
 
 
 def tool_use(

@@ -183,7 +183,7 @@ class Shape:
 
     agent: str
     turn: str
-    api: Literal["chat", "completions", "messages", "count_tokens"]
+    api: Literal["chat", "completions", "messages", "count_tokens", "responses"]
     source: str
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)

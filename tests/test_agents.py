@@ -27,6 +27,7 @@ import pytest
 
 from api.app import create_app
 from tests.agent_shapes import Shape, shapes
+from tests.agent_shapes_responses import responses_shapes
 from tests.helpers import LiveServer
 from workbench.config import Settings
 from workbench.engine import Engine
@@ -57,7 +58,7 @@ def capped_server(settings: Settings) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def agent_replies(capped_server: LiveServer) -> dict[str, Any]:
     """Every shape's reply (or the exception it raised), all requested at once."""
-    todo, url = shapes(F32), capped_server.url
+    todo, url = all_shapes(), capped_server.url
 
     def attempt(shape: Shape) -> Any:
         try:
@@ -69,7 +70,31 @@ def agent_replies(capped_server: LiveServer) -> dict[str, Any]:
         return dict(zip([s.id for s in todo], pool.map(attempt, todo), strict=True))
 
 
+def all_shapes() -> list[Shape]:
+    return [*shapes(F32), *responses_shapes(F32)]
+
+
+def _responses_reply(shape: Shape, url: str) -> Any:
+    """The final response of a responses shape (streamed through the SDK's accumulator when the
+    client streams; a "{previous}" previous_response_id continues a response made first)."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-local", max_retries=0, timeout=600)
+    body = dict(shape.body)
+    if body.get("previous_response_id") == "{previous}":
+        first = client.responses.create(model=body["model"], input="Weather in Paris?", tools=body["tools"])
+        body["previous_response_id"] = first.id
+    kwargs, extra = _split(client.responses.create, {k: v for k, v in body.items() if k != "stream"})
+    options = {"extra_body": extra or None, "extra_headers": shape.headers or None}
+    if not body.get("stream"):
+        return client.responses.create(**kwargs, **options)
+    with client.responses.stream(**kwargs, **options) as stream:
+        events = list(stream)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    return events[-1].response  # completed or incomplete (the SDK's final response wants completed)
+
+
 def _reply(shape: Shape, url: str) -> Any:
+    if shape.api == "responses":
+        return _responses_reply(shape, url)
     if shape.api == "count_tokens":
         client = anthropic.Anthropic(base_url=url, api_key="local", max_retries=0)
         return client.beta.messages.count_tokens(
@@ -87,11 +112,33 @@ def _split(create: Any, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 
 def _tool_schemas(shape: Shape) -> dict[str, dict[str, Any]]:
-    tools = shape.body.get("tools") or []
-    return {
-        t.get("name") or t["function"]["name"]: t.get("input_schema") or t["function"].get("parameters") or {}
-        for t in tools
-    }
+    """Every offered function's parameters schema (namespaces' functions too)."""
+    tools = list(shape.body.get("tools") or [])
+    tools += [inner for t in tools if t.get("type") == "namespace" for inner in t.get("tools", [])]
+    out = {}
+    for t in tools:
+        if "function" in t:
+            out[t["function"]["name"]] = t["function"].get("parameters") or {}
+        elif t.get("name"):
+            out[t["name"]] = t.get("input_schema") or t.get("parameters") or {}
+    return out
+
+
+def _check_response(shape: Shape, response: Any, schemas: dict[str, dict[str, Any]]) -> None:
+    """A well-formed response: completed (or incomplete at the cap), output items of the kinds
+    offered, calls of offered tools whose arguments follow their schema, usage counted."""
+    assert response.status in ("completed", "incomplete"), response
+    assert response.output and response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    for item in response.output:
+        assert item.type in ("message", "reasoning", "function_call", "custom_tool_call"), item
+        if item.type == "function_call" and response.status == "completed":
+            jsonschema.validate(json.loads(item.arguments), schemas[item.name])
+        if item.type == "custom_tool_call":
+            assert isinstance(item.input, str) and item.name in schemas
+    fmt = (shape.body.get("text") or {}).get("format") or {}
+    calls = [i for i in response.output if i.type in ("function_call", "custom_tool_call")]
+    if fmt.get("type") == "json_schema" and not calls and response.status == "completed":
+        jsonschema.validate(json.loads(response.output_text), fmt["schema"])
 
 
 def _openai_reply(shape: Shape, url: str) -> tuple[str, list[tuple[str, str]], str, Any]:
@@ -139,7 +186,7 @@ def _anthropic_reply(shape: Shape, url: str) -> Any:
     return api.create(**kwargs, **options)
 
 
-@pytest.mark.parametrize("shape", shapes(F32), ids=lambda s: s.id)
+@pytest.mark.parametrize("shape", all_shapes(), ids=lambda s: s.id)
 def test_an_agent_request_shape_gets_a_well_formed_reply(shape: Shape, agent_replies: dict[str, Any]) -> None:
     schemas = _tool_schemas(shape)
     reply = agent_replies[shape.id]
@@ -147,6 +194,9 @@ def test_an_agent_request_shape_gets_a_well_formed_reply(shape: Shape, agent_rep
         raise reply
     if shape.api == "count_tokens":
         assert reply.input_tokens > 100
+        return
+    if shape.api == "responses":
+        _check_response(shape, reply, schemas)
         return
     if shape.api in ("chat", "completions"):
         text, calls, finish, usage = reply

@@ -180,13 +180,6 @@ def test_bad_tool_requests_get_a_clear_400(client: openai.OpenAI) -> None:
         )
     with pytest.raises(openai.BadRequestError, match="tool_choice: needs tools"):
         client.chat.completions.create(model="default", messages=ASK, tool_choice="required")
-    with pytest.raises(openai.BadRequestError, match="cannot be combined with tools"):
-        client.chat.completions.create(
-            model="default",
-            messages=ASK,
-            tools=TOOLS,
-            response_format={"type": "json_object"},  # type: ignore[arg-type]
-        )
     with pytest.raises(openai.BadRequestError, match="tools"):
         bad = [{"type": "function", "function": {"name": "has space"}}]
         client.chat.completions.create(model="default", messages=ASK, tools=bad)  # type: ignore[arg-type]
@@ -272,3 +265,35 @@ def test_call_parsing_and_splitting_agree() -> None:
         events = [e for i in range(0, len(cut), size) for e in split.feed(cut[i : i + size])]
         events += split.finish(complete=False)  # max_tokens or a stop string ended it
         assert "".join(e[2] for e in events if e[0] == "args") == '{"a": 12', size
+
+
+def test_tools_and_a_reply_format_together_give_a_call_or_a_conforming_answer(client: openai.OpenAI) -> None:
+    """OpenAI takes both (the Agents SDK sends them together): under `auto` a reply is calls or
+    an answer that follows the format; under `required` it is calls."""
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "final", "schema": schema, "strict": True}}
+    for stream in (False, True):
+        body = {"model": "default", "messages": ASK, "tools": TOOLS, "response_format": fmt, "max_tokens": 64}
+        text, calls = _reply_of(client, body, stream)
+        if calls:
+            for name, arguments in calls:
+                _valid(name, arguments)
+        else:
+            jsonschema.validate(json.loads(text), schema)
+    forced = {**body, "tool_choice": "required", "stream": False}
+    reply = client.chat.completions.create(**forced, temperature=0)  # type: ignore[call-overload]
+    assert reply.choices[0].message.tool_calls
+
+
+def _reply_of(client: openai.OpenAI, body: dict, stream: bool) -> tuple[str, list[tuple[str, str]]]:
+    if not stream:
+        m = client.chat.completions.create(**body, temperature=0).choices[0].message  # type: ignore[call-overload]
+        return m.content or "", [(c.function.name, c.function.arguments) for c in m.tool_calls or []]
+    text, calls = "", {}
+    for chunk in client.chat.completions.create(**body, temperature=0, stream=True):  # type: ignore[call-overload]
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            for c in choice.delta.tool_calls or []:
+                name, args = calls.get(c.index, ("", ""))
+                calls[c.index] = (name + (c.function.name or ""), args + (c.function.arguments or ""))
+    return text, list(calls.values())

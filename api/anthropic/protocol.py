@@ -16,7 +16,6 @@ from api.wire import (
     WireModel,
     check_stops,
     check_tool_choice,
-    offers_tools,
     sampling_params,
     tool_use,
     unsupported,
@@ -149,10 +148,6 @@ class MessagesBase(WireModel):
         check_tool_choice(self.tools, mode)
         if mode == "named" and not (self.tool_choice and self.tool_choice.name):
             raise ApiError(400, "tool_choice.name: required when type is 'tool'", param="tool_choice.name")
-        if offers_tools(self.tools, mode) and self.output_config is not None and self.output_config.format:
-            raise ApiError(
-                400, "output_config.format: cannot be combined with tools", param="output_config.format"
-            )
         if self.thinking is not None and self.thinking.type not in ("disabled", "enabled", "adaptive"):
             raise unsupported(
                 "thinking.type", f"{self.thinking.type!r}: expected enabled, adaptive or disabled"

@@ -15,7 +15,6 @@ from api.wire import (
     check_stops,
     check_tool_choice,
     no_effect,
-    offers_tools,
     reasoning_plan,
     sampling_params,
     stop_strings,
@@ -250,14 +249,6 @@ class ChatCompletionRequest(SamplingFields):
             )
         mode, _ = self.tool_mode()
         check_tool_choice(self.tools, mode)
-        formatted = self.response_format is not None and self.response_format.type != "text"
-        if offers_tools(self.tools, mode) and formatted:
-            raise ApiError(
-                400,
-                "response_format: cannot be combined with tools (tool calls have their own format); "
-                "set tool_choice to 'none' or drop response_format",
-                param="response_format",
-            )
         if self.modalities is not None and self.modalities != ["text"]:
             raise unsupported("modalities", "only ['text'] is supported")
         for name in ("audio", "web_search_options"):

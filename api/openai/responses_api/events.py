@@ -12,14 +12,19 @@ from pydantic.json_schema import SkipJsonSchema
 
 from api.errors import from_exception
 from api.openai.responses_api.objects import (
+    Call,
+    CustomToolCallItem,
     ErrorDetails,
     FunctionCallItem,
+    Kinds,
     MessageItem,
     OutputItem,
     OutputText,
     ReasoningItem,
     ReasoningText,
     ResponseObject,
+    call_item,
+    custom_input,
     finished,
     new_id,
 )
@@ -27,7 +32,7 @@ from api.wire import ReplyModel, call_events, omitted
 from workbench.engine import Chunk, EngineStoppedError, GenerationStats
 from workbench.engine.structured.tools import CallSplitter
 
-Item = MessageItem | ReasoningItem | FunctionCallItem
+Item = MessageItem | ReasoningItem | Call
 
 
 class Event(ReplyModel):
@@ -89,8 +94,9 @@ class ArgumentsEvent(Event):
 class ResponseEvents:
     """One response's event sequence: numbers the events and keeps the open output item."""
 
-    def __init__(self, response: ResponseObject) -> None:
+    def __init__(self, response: ResponseObject, kinds: Kinds | None = None) -> None:
         self.response = response
+        self.kinds = kinds or {}
         self.seq = -1
         self.items: list[Item] = []
         self.open: Item | None = None
@@ -112,7 +118,7 @@ class ResponseEvents:
                 type="response.output_item.added", sequence_number=self._n(), output_index=index, item=item
             )
         )
-        if not isinstance(item, FunctionCallItem):
+        if isinstance(item, (MessageItem, ReasoningItem)):
             part = OutputText(text="") if isinstance(item, MessageItem) else ReasoningText(text="")
             out.append(self._part("response.content_part.added", part))
         return out
@@ -136,13 +142,12 @@ class ResponseEvents:
         elif kind is MessageItem and not isinstance(self.open, MessageItem):
             out = self.start(MessageItem(id=new_id("msg"), status="in_progress", content=[]))
         elif kind is FunctionCallItem and name is not None:
-            item = FunctionCallItem(
-                id=new_id("fc"), call_id=new_id("call"), name=name, arguments="", status="in_progress"
-            )
-            return self.start(item)
+            return self.start(call_item(name, "", "in_progress", self.kinds))
         assert self.open is not None
         self.text += piece
         index, item_id = len(self.items), self.open.id
+        if isinstance(self.open, CustomToolCallItem):
+            return out  # its input (one string argument, as JSON) is known when the call ends
         if isinstance(self.open, FunctionCallItem):
             delta = "response.function_call_arguments.delta"
             out.append(
@@ -171,7 +176,9 @@ class ResponseEvents:
         if item is None:
             return []
         index, text = len(self.items), self.text
-        if isinstance(item, FunctionCallItem):
+        if isinstance(item, CustomToolCallItem):
+            done = item.model_copy(update={"input": custom_input(text), "status": status})
+        elif isinstance(item, FunctionCallItem):
             done = item.model_copy(update={"arguments": text, "status": status})
             out.append(
                 ArgumentsEvent(
@@ -212,13 +219,14 @@ class ResponseEvents:
 async def response_events(
     response: ResponseObject,
     chunks: AsyncIterator[tuple[int, Chunk]],
-    tools: bool,
+    kinds: Kinds,
     cached_prompt: bool,
     on_done: Callable[[ResponseObject], None],
 ) -> AsyncIterator[Event]:
-    """The whole sequence; `on_done` gets the final response (to store it). A failure after the
-    first event (the request timeout, the engine stopping) ends it with response.failed."""
-    events = ResponseEvents(response)
+    """The whole sequence (`kinds`: the offered tools, ResponsesRequest.tool_kinds); `on_done`
+    gets the final response (to store it). A failure after the first event (the request
+    timeout, the engine stopping) ends it with response.failed."""
+    events, tools = ResponseEvents(response, kinds), bool(kinds)
     yield events.lifecycle("response.created", response)
     yield events.lifecycle("response.in_progress", response)
     split, native, stats = CallSplitter(mode="?" if tools else "text"), False, None
@@ -268,6 +276,7 @@ def _ending(events: ResponseEvents, stats: GenerationStats) -> Sequence[Event]:
     all gets an empty one, as a non-streamed response has."""
     status = "incomplete" if stats.finish_reason == "length" else "completed"
     out: list[Event] = []
-    if not any(isinstance(i, (MessageItem, FunctionCallItem)) for i in [*events.items, events.open] if i):
+    said = (MessageItem, FunctionCallItem, CustomToolCallItem)
+    if not any(isinstance(i, said) for i in [*events.items, events.open] if i):
         out += events.add(MessageItem, "")
     return [*out, *events.close(status)]

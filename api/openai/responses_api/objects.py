@@ -4,6 +4,7 @@ result. The same classes build the replies and document them; knows no HTTP or e
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -61,9 +62,49 @@ class FunctionCallItem(ReplyModel):
     name: str
     arguments: str = Field(description="the arguments as JSON text, as generated")
     status: Status
+    namespace: str | SkipJsonSchema[None] = omitted("the namespace tool the function came in")
 
 
-OutputItem = Annotated[MessageItem | ReasoningItem | FunctionCallItem, Field(discriminator="type")]
+class CustomToolCallItem(ReplyModel):
+    """A call of a custom (freeform) tool: its input text."""
+
+    type: Literal["custom_tool_call"] = "custom_tool_call"
+    id: str
+    call_id: str
+    name: str
+    input: str
+    status: Status
+
+
+Call = FunctionCallItem | CustomToolCallItem
+OutputItem = Annotated[MessageItem | ReasoningItem | Call, Field(discriminator="type")]
+# Offered tool name -> (its namespace, whether it is a custom tool): ResponsesRequest.tool_kinds.
+Kinds = dict[str, tuple[str | None, bool]]
+
+
+def call_item(name: str, arguments: str, status: Status, kinds: Kinds) -> Call:
+    """A call as its tool's kind reports it: a custom tool's input is its one string argument."""
+    namespace, custom = kinds.get(name, (None, False))
+    if not custom:
+        return FunctionCallItem(
+            id=new_id("fc"),
+            call_id=new_id("call"),
+            name=name,
+            arguments=arguments,
+            status=status,
+            namespace=namespace,
+        )
+    return CustomToolCallItem(
+        id=new_id("ctc"), call_id=new_id("call"), name=name, input=custom_input(arguments), status=status
+    )
+
+
+def custom_input(arguments: str) -> str:
+    try:
+        value = json.loads(arguments).get("input") if arguments else ""
+    except (ValueError, AttributeError):
+        return arguments  # cut short: as generated
+    return value if isinstance(value, str) else arguments
 
 
 class InputTokensDetails(ReplyModel):
@@ -176,11 +217,11 @@ def skeleton(body: ResponsesRequest, rid: str, model: str, previous: str | None)
 
 
 def output_items(
-    result: Completion, tools: Sequence[ToolSpec]
-) -> list[MessageItem | ReasoningItem | FunctionCallItem]:
+    result: Completion, tools: Sequence[ToolSpec], kinds: Kinds
+) -> list[MessageItem | ReasoningItem | Call]:
     """A finished reply's items: its reasoning, its text as a message, its calls."""
     status: Status = "incomplete" if result.stats.finish_reason == "length" else "completed"
-    items: list[MessageItem | ReasoningItem | FunctionCallItem] = []
+    items: list[MessageItem | ReasoningItem | Call] = []
     if result.reasoning:
         items.append(
             ReasoningItem(id=new_id("rs"), status=status, content=[ReasoningText(text=result.reasoning)])
@@ -188,18 +229,13 @@ def output_items(
     text, calls = reply_calls(result, tools)
     if text.strip() or not calls:
         items.append(MessageItem(id=new_id("msg"), status=status, content=[OutputText(text=text)]))
-    for c in calls:
-        items.append(
-            FunctionCallItem(
-                id=new_id("fc"), call_id=new_id("call"), name=c.name, arguments=c.arguments, status=status
-            )
-        )
+    items += [call_item(c.name, c.arguments, status, kinds) for c in calls]
     return items
 
 
 def finished(
     response: ResponseObject,
-    items: Sequence[MessageItem | ReasoningItem | FunctionCallItem],
+    items: Sequence[MessageItem | ReasoningItem | Call],
     stats: GenerationStats,
     cached_prompt: bool,
 ) -> ResponseObject:

@@ -4,6 +4,7 @@ conversation it continues. Knows no HTTP, no engine thread, no reply shape."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -13,7 +14,6 @@ from api.wire import (
     WireModel,
     check_tool_choice,
     no_effect,
-    offers_tools,
     reasoning_plan,
     sampling_params,
     tool_use,
@@ -52,18 +52,65 @@ class InputItem(WireModel):
     call_id: str | None = None
     name: str | None = None
     arguments: str | None = None
+    input: str | None = None  # a custom tool call's
     output: str | list[Part] | None = None
 
     def kind(self) -> str:
         return self.type or ("message" if self.role is not None else "?")
 
 
+# Tools the server itself would run (OpenAI's hosted tools): a local model cannot, so they are
+# not offered to it. Codex and the Agents SDK send some with every request; refusing them
+# would refuse every request. Forcing one (tool_choice) is a 400.
+HOSTED_TOOLS = (
+    "web_search",
+    "web_search_preview",
+    "tool_search",
+    "file_search",
+    "image_generation",
+    "code_interpreter",
+    "computer",
+    "computer_use_preview",
+    "mcp",
+    "local_shell",
+    "shell",
+    "apply_patch",
+)
+# A custom (freeform) tool is offered as a function taking its text as one string.
+CUSTOM_INPUT = {"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]}
+
+
 class FunctionTool(WireModel):
+    """A function tool, a `namespace` of them (offered flat), a `custom` freeform tool, or a
+    hosted one (not offered)."""
+
     type: str
     name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = Field(None, max_length=8192)
     parameters: dict[str, Any] | None = None
     strict: bool | None = None  # accepted: arguments always follow the schema, objects closed
+    tools: list[FunctionTool] | None = Field(None, max_length=128)  # a namespace's
+    format: dict[str, Any] | None = None  # a custom tool's grammar: shown to the model, not enforced
+
+    def offered(self, where: str) -> list[tuple[ToolSpec, str | None, bool]]:
+        """(spec, its namespace, whether custom) of each function this tool offers the model."""
+        if self.type in HOSTED_TOOLS:
+            return []
+        if self.type == "namespace":
+            inner = [t for i, tool in enumerate(self.tools or ()) for t in tool.offered(f"{where}.tools.{i}")]
+            return [(spec, self.name, custom) for spec, _, custom in inner]
+        if self.type not in ("function", "custom") or not self.name:
+            what = f"tool type {self.type!r}: function, custom, namespace or hosted tools only"
+            raise unsupported(where, what)
+        if self.type == "custom":
+            grammar = (self.format or {}).get("definition")
+            note = (
+                f" Its input follows this {self.format.get('syntax')} grammar: {grammar}" if grammar else ""
+            )
+            return [(ToolSpec(self.name, (self.description or "") + note, CUSTOM_INPUT), None, True)]
+        return [
+            (ToolSpec(self.name, self.description or "", self.parameters or {"type": "object"}), None, False)
+        ]
 
 
 class NamedFunction(WireModel):
@@ -135,15 +182,11 @@ class ResponsesRequest(WireModel):
                 raise unsupported(name, "not supported by this server; send the input itself")
         if self.top_logprobs:
             raise unsupported("top_logprobs", "logprobs are served by /v1/chat/completions, not here")
-        for i, tool in enumerate(self.tools or ()):
-            if tool.type != "function" or not tool.name:
-                raise unsupported(
-                    f"tools.{i}", f"tool type {tool.type!r}: only named function tools run here"
-                )
+        hosted = sorted({t.type for t in self.tools or () if t.type in HOSTED_TOOLS})
+        if hosted:
+            no_effect("responses", f"hosted tools {hosted} (not offered to the model)")
         mode, _ = self.tool_mode()
-        check_tool_choice(self.tools, mode)
-        if offers_tools(self.tools, mode) and self.format_constraint() is not None:
-            raise ApiError(400, "text.format: cannot be combined with tools", param="text.format")
+        check_tool_choice(self.tool_specs(), mode)
         for value in self.include or ():
             if value not in HARMLESS_INCLUDES:
                 raise unsupported("include", f"{value!r} is not available here")
@@ -156,11 +199,15 @@ class ResponsesRequest(WireModel):
         c = self.tool_choice
         return ("named", c.name) if isinstance(c, NamedFunction) else (c or "auto", None)
 
+    def offered(self) -> list[tuple[ToolSpec, str | None, bool]]:
+        return [o for i, tool in enumerate(self.tools or ()) for o in tool.offered(f"tools.{i}")]
+
     def tool_specs(self) -> tuple[ToolSpec, ...]:
-        return tuple(
-            ToolSpec(t.name or "", t.description or "", t.parameters or {"type": "object"})
-            for t in self.tools or ()
-        )
+        return tuple(spec for spec, _, _ in self.offered())
+
+    def tool_kinds(self) -> dict[str, tuple[str | None, bool]]:
+        """Offered tool name -> (its namespace, whether it is a custom tool): how calls come back."""
+        return {spec.name: (namespace, custom) for spec, namespace, custom in self.offered()}
 
     def format_constraint(self) -> Constraint | None:
         fmt = self.text.format if self.text is not None else None
@@ -243,9 +290,13 @@ def _turn(item: InputItem, where: str) -> Message | None:
         if not item.name or item.arguments is None:
             raise ApiError(400, f"{where}: a function_call needs name and arguments", param=where)
         return Message("assistant", call_text(item.name, item.arguments))
-    if kind == "function_call_output":
+    if kind == "custom_tool_call":
+        if not item.name or item.input is None:
+            raise ApiError(400, f"{where}: a custom_tool_call needs name and input", param=where)
+        return Message("assistant", call_text(item.name, json.dumps({"input": item.input})))
+    if kind in ("function_call_output", "custom_tool_call_output"):
         if item.call_id is None or item.output is None:
-            raise ApiError(400, f"{where}: a function_call_output needs call_id and output", param=where)
+            raise ApiError(400, f"{where}: a {kind} needs call_id and output", param=where)
         return Message("tool", _text(item.output, f"{where}.output"))
     if kind == "reasoning":
         return None

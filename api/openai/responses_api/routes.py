@@ -63,11 +63,14 @@ async def create_response(body: ResponsesRequest, request: Request) -> ResponseO
 
     if not body.stream:
         (result,) = await until_disconnect(request, collect_all(request, [req]))
-        final = finished(response, output_items(result, req.tools), result.stats, req.cache)
+        final = finished(
+            response, output_items(result, req.tools, body.tool_kinds()), result.stats, req.cache
+        )
         keep(final)
         return final
     items = await start_stream(request, stream_all(request, [req]))
-    return sse_response(response_events(response, items, bool(req.tools), req.cache, keep), RESPONSES_SSE)
+    kinds = body.tool_kinds() if req.tools else {}
+    return sse_response(response_events(response, items, kinds, req.cache, keep), RESPONSES_SSE)
 
 
 @router.get(

@@ -4,12 +4,13 @@ first. Made per app (create_app); lost with the process. Knows no HTTP."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from api.openai.responses_api.objects import FunctionCallItem, MessageItem, ResponseObject
+from api.openai.responses_api.objects import CustomToolCallItem, FunctionCallItem, MessageItem, ResponseObject
 from workbench.engine import Message
 from workbench.engine.structured.tools import call_text
 
@@ -59,4 +60,6 @@ def output_turns(response: ResponseObject) -> tuple[Message, ...]:
             parts.append(item.content[0].text)
         elif isinstance(item, FunctionCallItem):
             parts.append(call_text(item.name, item.arguments))
+        elif isinstance(item, CustomToolCallItem):
+            parts.append(call_text(item.name, json.dumps({"input": item.input})))
     return (Message("assistant", "\n".join(parts)),) if parts else ()

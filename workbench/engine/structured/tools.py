@@ -60,6 +60,9 @@ def forced(name: str) -> ToolChoice:
     return name
 
 
+_HEAD = '{"name": "'  # how every call line begins
+
+
 def call_prefix(name: str) -> str:
     return f'{{"name": "{name}", "arguments": '
 
@@ -69,8 +72,12 @@ def call_text(name: str, arguments: str) -> str:
     return f"{call_prefix(name)}{arguments}}}"
 
 
-def tool_constraint(tools: Sequence[ToolSpec], choice: ToolChoice, *, parallel: bool) -> Constraint:
-    """The grammar a reply must follow for `choice` ('auto', 'required' or a tool name)."""
+def tool_constraint(
+    tools: Sequence[ToolSpec], choice: ToolChoice, *, parallel: bool, answer: Mapping[str, Any] | None = None
+) -> Constraint:
+    """The grammar a reply must follow for `choice` ('auto', 'required' or a tool name). Under
+    'auto' a reply that calls no tool is free text, or with `answer` (a JSON schema: the
+    request's reply format) a JSON value that follows it."""
     offered = {t.name: t for t in tools}
     if choice not in MODES and choice not in offered:
         listed = ", ".join(offered) or "none"
@@ -87,6 +94,9 @@ def tool_constraint(tools: Sequence[ToolSpec], choice: ToolChoice, *, parallel: 
     calls = 'call ("\\n" call)*' if parallel else "call"
     start = f"TEXT | {calls}" if choice == "auto" else calls
     text = "TEXT: /[^{\\s][\\s\\S]*/\n" if choice == "auto" else ""
+    if choice == "auto" and answer is not None:
+        start = f"answer | {calls}"
+        text = f"answer: %json {json.dumps({**dict(answer), 'x-guidance': _JSON_STYLE})}\n"
     grammar = f"start: {start}\ncall: {one}\n" + "\n".join(rules) + "\n" + text
     return Constraint("lark", grammar, "tools")
 
@@ -163,8 +173,12 @@ class CallSplitter:
             if text:
                 self.events.append(("text", text))
             return self.events
-        for ch in text:
+        for i, ch in enumerate(text):
             self._char(ch)
+            if self.mode == "text":  # it turned out to be an answer: the rest is text too
+                if text[i + 1 :]:
+                    self.events.append(("text", text[i + 1 :]))
+                return self.events
         self._flush_args()
         return self.events
 
@@ -190,6 +204,12 @@ class CallSplitter:
             self.held = ch
             return
         self.buffer += ch
+        n = min(len(self.buffer), len(_HEAD))
+        if self.index < 0 and self.buffer[:n] != _HEAD[:n]:
+            # Not a call at all: a JSON answer (the reply format under 'auto') is text.
+            self.mode, text, self.buffer = "text", self.buffer, ""
+            self.events.append(("text", text))
+            return
         match = re.match(r'\{"name": "([A-Za-z0-9_-]{1,64})", "arguments": ', self.buffer)
         if match and self.buffer == match.group(0):
             self.index += 1
