@@ -29,10 +29,13 @@ ARTIFACTS = (
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "figures", "csv", "columns"),
-    [
-        ("01_tokens_per_second.ipynb", 3, "nb01_tokens_per_second.csv", BENCH_COLUMNS),
-        ("02_memory.ipynb", 3, "nb02_memory_vs_context.csv", BENCH_COLUMNS),
-        ("03_quantization_tradeoffs.ipynb", 2, "nb03_quantization.csv", QUANT_COLUMNS),
+    [  # each its own xdist group: the notebooks are the suite's longest tests, spread them
+        pytest.param(*case, marks=pytest.mark.xdist_group(case[0]))
+        for case in (
+            ("01_tokens_per_second.ipynb", 3, "nb01_tokens_per_second.csv", BENCH_COLUMNS),
+            ("02_memory.ipynb", 3, "nb02_memory_vs_context.csv", BENCH_COLUMNS),
+            ("03_quantization_tradeoffs.ipynb", 2, "nb03_quantization.csv", QUANT_COLUMNS),
+        )
     ],
 )
 def test_notebook_executes_and_draws(
@@ -74,6 +77,7 @@ def execute(name: str) -> list[Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("04_ab_analysis.ipynb")
 def test_ab_notebook_reproduces_the_arena_statistics_on_votes_made_here(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
