@@ -43,12 +43,13 @@ $(STAMP): pyproject.toml Makefile scripts/setup_system.sh
 run: setup
 	$(BIN)/workbench serve
 
-# Two pytest-xdist workers: most of a test's time is one core's (model steps, a browser,
-# a child process), so two share this 2-core machine well; PYTEST_WORKERS=0 runs serially.
+# Two pytest-xdist workers, each taking whole test files (--dist loadfile: a file's module
+# fixtures, its live servers and loaded models, are built once): most of a test's time is one
+# core's (model steps, a browser, a child process). PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
 test: setup
 	@scripts/setup_system.sh --test
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/workbench bench experiments/default

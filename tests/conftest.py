@@ -43,12 +43,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     failed test in teardown (the browser tests save a screenshot of it)."""
     outcome = yield
     setattr(item, f"rep_{call.when}", outcome.get_result())
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), a module's tests
-    stay on one worker, so its module fixtures (live servers, loaded models) are built once;
-    a test marked `xdist_group` itself (each notebook) may go to either worker."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))

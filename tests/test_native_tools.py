@@ -92,14 +92,31 @@ def test_a_native_reply_streams_into_text_and_parsed_calls(hermes: tuple[str, Pa
     ]
 
 
-def test_parse_native_calls_reads_each_dialect_and_leaves_the_rest_as_text() -> None:
-    said, calls = parse_native_calls(REPLY, "json_tools", (WEATHER,))
-    assert said == "Checking.\n" and [(c.name, json.loads(c.arguments)) for c in calls] == [
-        ("get_weather", {"city": "Paris"})
-    ]
-    mistral = '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo"}}]'
-    said, calls = parse_native_calls(mistral, "mistral", (WEATHER,))
-    assert said == "" and calls[0].arguments == '{"city": "Oslo"}'
+# Each family's own call format, as its chat template asks for it (mlx-lm's parser per dialect).
+FAMILIES = {
+    "json_tools": 'On it.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+    "</tool_call>",
+    "mistral": 'On it.[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]',
+    "qwen3_coder": (
+        "On it.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+        "</function>\n</tool_call>"
+    ),
+    "pythonic": 'On it.<|tool_call_start|>[get_weather(city="Paris")]<|tool_call_end|>',
+    "glm47": "On it.<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n"
+    "</tool_call>",
+    "function_gemma": "On it.<start_function_call>call:get_weather{city:<escape>Paris<escape>}"
+    "<end_function_call>",
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(FAMILIES))
+def test_each_familys_format_parses_with_its_own_parser(dialect: str) -> None:
+    said, calls = parse_native_calls(FAMILIES[dialect], dialect, (WEATHER,))
+    assert said.strip() == "On it."
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
+
+
+def test_what_is_not_a_whole_call_stays_text() -> None:
     assert parse_native_calls("no call <tool_ here", "json_tools", (WEATHER,)) == ("no call <tool_ here", [])
     cut = '<tool_call>\n{"name": "get_weather", "argu'  # max_tokens cut the call: it stays text
     assert parse_native_calls(cut, "json_tools", (WEATHER,)) == (cut, [])

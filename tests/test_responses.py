@@ -174,7 +174,7 @@ def test_max_output_tokens_makes_an_incomplete_response(client: openai.OpenAI) -
 
 def test_what_cannot_be_honoured_is_a_400_naming_it(server: LiveServer) -> None:
     cases = [
-        ({"tools": [{"type": "web_search"}]}, "tools.0"),
+        ({"tools": [{"type": "hologram"}]}, "tools.0"),  # hosted tools (web_search) are accepted
         ({"background": True}, "background"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -256,6 +257,14 @@ def test_logprobs_under_a_schema_list_only_allowed_tokens(server: LiveServer) ->
         assert all(math.isfinite(a.logprob) for t in tokens for a in t.top_logprobs)
         # Right after the opening `{` only `"` can follow: a single alternative.
         assert min(len(t.top_logprobs) for t in tokens) == 1
+    # The same on /v1/completions (found there by the fuzzer too), whole and streamed.
+    body = {"model": "default", "prompt": "Once upon a time", "max_tokens": 3, "logprobs": 20}
+    body["response_format"] = {"type": "json_object"}
+    r = httpx.post(f"{server.url}/v1/completions", json=body, timeout=120)
+    tops = [lp for entry in r.json()["choices"][0]["logprobs"]["top_logprobs"] for lp in entry.values()]
+    assert r.status_code == 200 and tops and all(-1e9 < lp <= 0 for lp in tops), r.text[-300:]
+    r = httpx.post(f"{server.url}/v1/completions", json={**body, "stream": True}, timeout=120)
+    assert r.status_code == 200 and '"error"' not in r.text, r.text[-300:]
 
 
 def test_strict_closes_object_subschemas_and_leaves_values_alone() -> None:
