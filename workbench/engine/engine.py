@@ -322,12 +322,12 @@ class Engine(MeasureCalls):
         `check`, the request is also checked as its generation would check it (context,
         vocabulary, sampling, its constraint compiled), so what a generation would refuse
         is refused here too."""
-        from workbench.engine.generation import ReplyLimits, prepare, render_prompt
+        from workbench.engine.generation import ReplyLimits, prepare, prompt_of
 
         def work() -> int:
             lm = self._load(request.model)[0]
             if not check:
-                return len(render_prompt(lm.tokenizer, request))
+                return len(prompt_of(lm, request)[0])
             return len(prepare(lm, request, ReplyLimits.of(self.settings)).prompt)
 
         return self._worker.call(work)

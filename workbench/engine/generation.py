@@ -243,13 +243,8 @@ def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = R
     past the context's room is cut to the room (the generation then stops with 'length'
     when the context is full) or refused, as `limits` say; so is one past the server's cap."""
     tokenizer = lm.tokenizer
-    native = native_dialect(lm, request)
-    constraint = None if native else request.constraint
-    prompt = render_prompt(tokenizer, request, constrained=constraint is not None)
+    prompt, native, constraint, thinking, budget = prompt_of(lm, request)
     context = lm.context_length
-    if not prompt:
-        raise InvalidRequestError("the prompt encodes to no tokens", param="prompt")
-    thinking, budget = _thinking(tokenizer, prompt, request, constraint)  # may close it in the prompt
     sizes = {"n_prompt_tokens": len(prompt), "n_ctx": context}
     if len(prompt) >= context:
         over = len(prompt) - context + 1  # at least one token must be left to generate
@@ -290,6 +285,20 @@ def prepare(lm: LoadedModel, request: GenerationRequest, limits: ReplyLimits = R
         processors = [*processors, processor]  # last: masks the others
     eos = frozenset() if request.ignore_eos else frozenset(tokenizer.eos_token_ids)
     return Prepared(prompt, max_tokens, sampler, processors, seed, eos, thinking, budget, native)
+
+
+def prompt_of(
+    lm: LoadedModel, request: GenerationRequest
+) -> tuple[list[int], str | None, Constraint | None, tuple[str, str, bool] | None, ThinkBudget | None]:
+    """The prompt ids exactly as the generation sees them, with what decided them: the native
+    tool dialect (if any), the constraint that applies, the thinking markers and budget."""
+    native = native_dialect(lm, request)
+    constraint = None if native else request.constraint
+    prompt = render_prompt(lm.tokenizer, request, constrained=constraint is not None)
+    if not prompt:
+        raise InvalidRequestError("the prompt encodes to no tokens", param="prompt")
+    thinking, budget = _thinking(lm.tokenizer, prompt, request, constraint)  # may close it in the prompt
+    return prompt, native, constraint, thinking, budget
 
 
 def native_dialect(lm: LoadedModel, request: GenerationRequest) -> str | None:
