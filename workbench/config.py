@@ -103,7 +103,8 @@ class Settings:
     )
     allow_download: bool = setting(
         False,
-        "fetch hub ids that are not in the local cache (HF_HUB_OFFLINE=1 forces off)",
+        "let a request (or a command) that names a hub id not in the local cache fetch it (HF_HUB_OFFLINE=1 "
+        "forces off); `workbench pull` and the Models tab download regardless",
         _parse_bool,
         scope="common",
     )

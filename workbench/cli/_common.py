@@ -18,12 +18,12 @@ T = TypeVar("T")
 INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT)
 
 
-def progress_bar(desc: str, unit: str, disable: bool = False) -> tuple[Any, ProgressFn]:
+def progress_bar(desc: str, unit: str, disable: bool = False, scale: bool = False) -> tuple[Any, ProgressFn]:
     """A tqdm bar on stderr and the (done, total, what) callback that moves it (the
-    runners' on_progress); close the bar when the run ends."""
+    runners' on_progress); `scale`: show k/M/G multiples (bytes). Close the bar at the end."""
     from tqdm import tqdm
 
-    bar = tqdm(unit=unit, desc=desc, file=sys.stderr, disable=disable)
+    bar = tqdm(unit=unit, desc=desc, file=sys.stderr, disable=disable, unit_scale=scale, unit_divisor=1000)
 
     def progress(done: int, total: int, what: str) -> None:
         bar.total = total
@@ -65,11 +65,12 @@ def run_cancellable(
     unit: str,
     no_progress: bool,
     interrupted: str,
+    scale: bool = False,
 ) -> T | None:
     """Run a lab: `work(cancel, on_progress)` with a progress bar of `unit`s. Ctrl-C or
     SIGTERM cancels it (the lab has marked its run stopped by then); prints "interrupted:
     <interrupted>" and returns None, and the command exits INTERRUPTED."""
-    bar, progress = progress_bar(desc, unit, no_progress)
+    bar, progress = progress_bar(desc, unit, no_progress, scale)
     cancel = CancelToken()
     try:
         result = work(cancel, progress)

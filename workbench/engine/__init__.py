@@ -15,6 +15,9 @@ from workbench.engine.errors import (
     RequestTimeoutError,
     UnsupportedModelError,
 )
+from workbench.engine.models.downloads import DownloadProgress
+from workbench.engine.models.hub import CachedModel, cached_models
+from workbench.engine.models.hub_search import HubModel, fits, repo_files, search_models
 from workbench.engine.models.recipes import RECIPE_HELP, QuantRecipe, QuantResult
 from workbench.engine.status import EngineStatus
 from workbench.engine.streams import CancelToken, collect
@@ -34,17 +37,20 @@ from workbench.engine.types import (
 
 __all__ = [
     "RECIPE_HELP",
+    "CachedModel",
     "CancelToken",
     "Chunk",
     "Completion",
     "Constraint",
     "ContextLengthError",
+    "DownloadProgress",
     "Engine",
     "EngineError",
     "EngineStatus",
     "EngineStoppedError",
     "GenerationRequest",
     "GenerationStats",
+    "HubModel",
     "InvalidRequestError",
     "MemoryBudgetError",
     "MemoryInfo",
@@ -61,5 +67,9 @@ __all__ = [
     "TokenComparison",
     "TokenLogprob",
     "UnsupportedModelError",
+    "cached_models",
     "collect",
+    "fits",
+    "repo_files",
+    "search_models",
 ]

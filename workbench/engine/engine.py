@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.config import ApiModels, Settings
 from workbench.engine.errors import EngineStoppedError, QueueFullError
 from workbench.engine.measure import MeasureCalls
+from workbench.engine.models.downloads import DownloadProgress, Downloads
 from workbench.engine.status import EngineStatus, StatusBoard, StatusPublisher
 from workbench.engine.streams import CancelToken, QueueSink, StreamState, collect
 from workbench.engine.types import (
@@ -58,6 +59,8 @@ class Engine(MeasureCalls):
         self._inflight_lock = threading.Lock()
         self._listeners: list[Callable[[GenerationStats], None]] = []
         self.model_loads = 0  # models loaded by this engine (counted on its thread)
+        # Explicit downloads (child processes): a finished one is registered at once.
+        self.downloads = Downloads(on_finished=self._downloaded)
         if start:
             self.start()
 
@@ -109,7 +112,8 @@ class Engine(MeasureCalls):
         atexit.register(self._atexit)
 
     def stop(self) -> None:
-        """Cancel running generations, unload every model, stop the thread. Idempotent."""
+        """Cancel running generations and downloads, unload every model, stop the thread. Idempotent."""
+        self.downloads.cancel_all()
         self._worker.stop()
         if getattr(self, "_atexit", None) is not None:
             atexit.unregister(self._atexit)
@@ -224,6 +228,10 @@ class Engine(MeasureCalls):
     def unload(self, model_id: str) -> bool:
         """Unload a model and free MLX's cache; False if it was not loaded."""
         return self._worker.call(lambda: self.registry.unload(model_id))
+
+    def _downloaded(self, progress: DownloadProgress) -> None:
+        if progress.state == "done" and self.running:
+            self._worker.submit(lambda: self.registry.refresh())
 
     @contextmanager
     def exclusive(self, what: str = "exclusive use") -> Iterator[None]:

@@ -1,6 +1,6 @@
-"""The engine's measurement and model-making calls (tokenize, the mlx-lm reference decode,
-next-token comparison, quantization, memory), as a part of the Engine facade: each hands its
-work to the engine thread. Knows no HTTP, Gradio or pandas."""
+"""The engine's measurement and model-making calls (tokenize, the mlx-lm reference decode, next-token
+comparison, quantization, memory, deleting a cached hub model), part of the Engine facade: each
+hands its work to the engine thread. Knows no HTTP, Gradio or pandas."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from workbench.engine.errors import InvalidRequestError
 from workbench.engine.types import MemoryInfo, TokenComparison
 
 if TYPE_CHECKING:
+    from workbench.engine.models.downloads import Downloads
     from workbench.engine.models.recipes import QuantRecipe, QuantResult
     from workbench.engine.models.registry import ModelRegistry
     from workbench.engine.status import StatusBoard
@@ -30,6 +31,7 @@ class MeasureCalls:
     _board: StatusBoard
     registry: ModelRegistry
     _load: Callable[[str | None], tuple[Any, float | None]]
+    downloads: Downloads
 
     def tokenize(self, text: str, model_id: str | None = None) -> list[int]:
         return self._worker.call(lambda: list(self._load(model_id)[0].tokenizer.encode(text)))
@@ -99,5 +101,22 @@ class MeasureCalls:
                 ref.busy -= 1
             _check_ids(ids, ref.vocab_size, "ids")
             return compare_next_tokens(ref, lm, ids)
+
+        return self._worker.call(work)
+
+    def delete_cached(self, repo: str) -> bool:
+        """Delete a hub repo from the local cache (not while it downloads or is loaded);
+        False when it was not there."""
+        from workbench.engine.errors import ModelBusyError
+        from workbench.engine.models.hub import delete_cached
+
+        def work() -> bool:
+            if self.downloads.running(repo):
+                raise ModelBusyError(f"{repo!r} is downloading: cancel the download first")
+            if self.registry.is_loaded(repo):
+                raise ModelBusyError(f"{repo!r} is loaded: unload it first")
+            gone = delete_cached(repo)
+            self.registry.refresh()
+            return gone
 
         return self._worker.call(work)

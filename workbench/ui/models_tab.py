@@ -1,5 +1,5 @@
 """Models tab: every registered model with size, variant and state; load and unload with live
-memory; import a GGUF file or MLX folder by path. Knows engine types and Gradio, no HTTP."""
+memory; import a GGUF file or MLX folder by path; the hub panel. Knows engine types and Gradio."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from workbench.ui.common import (
     picked,
     user_errors,
 )
+from workbench.ui.hub_panel import build_hub_panel
 
 HEADERS = ["id", "source", "variant", "bits", "size (MB)", "loaded", "memory (GB)", "description"]
 MEMORY_REFRESH_S = 2.0
@@ -115,6 +116,7 @@ def build_models_tab(engine: Engine, settings: Settings, pickers: list[gr.Dropdo
     unload.click(do_unload, [target], outputs, **engine_event(api_visibility="private"))
     import_.click(do_import, [path], outputs, **engine_event(api_visibility="private"))
     refresh.click(on_load, None, outputs, api_visibility="private")
+    build_hub_panel(engine, overview, outputs)
     # Memory figures only; they come from the engine between generation steps. While a
     # benchmark holds the engine they would wait for its end, so the tick skips instead.
     timer.tick(

@@ -18,7 +18,7 @@ from workbench.engine.models.embedded import (
     dense_variant,
     embedded_gguf_path,
 )
-from workbench.engine.models.hub import HUB_ID
+from workbench.engine.models.hub import HUB_ID, cached_models
 from workbench.engine.models.variants import CONVERTED_DIR, QUANTIZED_DIR, RECIPE_FILE, read_recipe_record
 from workbench.engine.types import ModelSource
 
@@ -94,6 +94,16 @@ class ModelCatalog:
             for child in sorted(quantized.iterdir()) if quantized.is_dir() else ():
                 if not child.name.startswith("."):
                     self.add_quantized(child)
+        self._add_cached()
+
+    def _add_cached(self) -> None:
+        """The hub cache's complete MLX repos (by hub id) and GGUF files (as GGUF entries)."""
+        for cached in cached_models():
+            if cached.mlx and cached.complete and cached.repo not in self._entries:
+                size = f"{cached.size_bytes / 1e9:.2f} GB"
+                self._add_hub(cached.repo, description=f"hub model, in the Hugging Face cache ({size})")
+            for name in cached.gguf_files if cached.folder is not None else ():
+                self._add_path(cached.folder / name)
 
     def add_quantized(self, folder: Path) -> ModelEntry | None:
         """Register a variant folder made by engine.quantize (id = folder name)."""
@@ -127,7 +137,8 @@ class ModelCatalog:
     def _add_path(self, path: Path, alias: str | None = None) -> ModelEntry | None:
         aliases = tuple(a for a in (alias, str(path), str(path.resolve())) if a)
         if path.is_file() and path.suffix == ".gguf":
-            location = str(path.resolve())
+            # A hub cache's file links to a blob without the suffix: keep the link's name.
+            location = str(path.resolve() if path.resolve().suffix == ".gguf" else path.absolute())
             first = None
             dense = dense_variant(self.float32)
             for variant, dequantize in (("gguf", False), (dense, True)):
@@ -218,6 +229,6 @@ class ModelCatalog:
         """Every registered entry, by id."""
         return sorted(self._entries.values(), key=lambda e: e.id)
 
-    def _add_hub(self, repo: str) -> ModelEntry:
-        entry = ModelEntry(id=repo, source="hub", variant="mlx", location=repo, description="hub model")
+    def _add_hub(self, repo: str, description: str = "hub model") -> ModelEntry:
+        entry = ModelEntry(id=repo, source="hub", variant="mlx", location=repo, description=description)
         return self._add(entry)

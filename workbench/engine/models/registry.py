@@ -26,7 +26,7 @@ from workbench.engine.errors import (
 from workbench.engine.models import gguf
 from workbench.engine.models.catalog import ModelCatalog, ModelEntry
 from workbench.engine.models.embedded import dense_dtype, dense_variant
-from workbench.engine.models.hub import hub_folder
+from workbench.engine.models.hub import cached_snapshot, hub_folder
 from workbench.engine.models.variants import CONVERTED_DIR
 from workbench.engine.types import ModelInfo
 
@@ -173,6 +173,10 @@ class ModelRegistry:
             return hub_folder(entry.location, self.settings.allow_download)
         return Path(entry.location)
 
+    def _local_folder(self, entry: ModelEntry) -> Path | None:
+        """An MLX folder's path; a hub id's cached snapshot (None when not cached)."""
+        return cached_snapshot(entry.location) if entry.source == "hub" else Path(entry.location)
+
     def _estimate_bytes(self, entry: ModelEntry) -> int:
         if entry.source in ("embedded", "gguf"):
             src = Path(entry.location)
@@ -180,8 +184,8 @@ class ModelRegistry:
                 infos = self._gguf(src)[1]
                 return sum(DTYPE_BYTES[dense_dtype(self.float32)] * math.prod(i.shape) for i in infos)
             return int(src.stat().st_size * (1.25 if self.float32 else 1.0))
-        folder = Path(entry.location)
-        if folder.is_dir():
+        folder = self._local_folder(entry)
+        if folder is not None and folder.is_dir():
             stored = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
             bits, _, dtype = _folder_facts(folder, float32=False)
             # The CPU backend upcasts half-precision weights to float32 as it loads them.
@@ -301,10 +305,9 @@ class ModelRegistry:
             except (OSError, EngineError) as exc:
                 # A listing must not fail because one file went missing or is unreadable.
                 log.warning("cannot describe %s: %s", entry.id, exc)
-        elif Path(entry.location).is_dir():
-            bits, group, dtype = _folder_facts(Path(entry.location), float32=self.float32)
-            size = _dir_bytes(Path(entry.location))
-            context = _folder_context(Path(entry.location))
+        elif (folder := self._local_folder(entry)) is not None and folder.is_dir():
+            bits, group, dtype = _folder_facts(folder, float32=self.float32)
+            size, context, path = _dir_bytes(folder), _folder_context(folder), str(folder)
         if lm is not None and lm.dtype in DTYPE_BYTES:  # loaded: what it really holds
             dtype = lm.dtype
             if group is None and bits is not None:
