@@ -39,7 +39,14 @@ class FakeHub:
     def add_repo(self, repo: str, folder: Path, tags: tuple[str, ...] = ("mlx",), params: int = 0) -> None:
         files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
         sha = hashlib.sha1(repo.encode()).hexdigest()
-        self.repos[repo] = {"files": files, "sha": sha, "tags": list(tags), "params": params}
+        digests = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
+        self.repos[repo] = {
+            "files": files,
+            "sha": sha,
+            "tags": list(tags),
+            "params": params,
+            "sha256": digests,
+        }
 
     def release(self) -> None:
         self._release.set()
@@ -63,7 +70,7 @@ class FakeHub:
         siblings = []
         for name, path in r["files"].items():
             size = 1 if self.lie_sizes else path.stat().st_size
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = r["sha256"][name]
             siblings.append(
                 {"rfilename": name, "size": size, "lfs": {"sha256": digest, "size": size, "pointerSize": 134}}
             )
@@ -140,13 +147,13 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            data = r["files"][name].read_bytes()
+            data = r["files"][name].read_bytes() if body else b"\0" * r["files"][name].stat().st_size
             start = 0
             if m := re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or ""):
                 start = int(m.group(1))
             self.send_response(206 if start else 200)
             self.send_header("X-Repo-Commit", r["sha"])
-            self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+            self.send_header("ETag", f'"{r["sha256"][name]}"')
             self.send_header("Content-Length", str(len(data) - start))
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")

@@ -27,10 +27,11 @@ from workbench.engine import (
     search_models,
 )
 from workbench.engine.models.downloads import Downloads
-from workbench.engine.models.embedded import EMBEDDED_IDS
+from workbench.engine.models.embedded import EMBEDDED_IDS, embedded_gguf_path
 
-REPO, GGUF_REPO = "test/tiny-mlx", "test/tiny-gguf"
+REPO, GGUF_REPO, SMOL_GGUF = "test/tiny-mlx", "test/tiny-gguf", "test/smollm2-gguf"
 WEIGHTS = "model.safetensors"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,10 @@ def hub(tiny: tuple[Path, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with FakeHub() as fake:
         fake.add_repo(REPO, folder, params=params)
         fake.add_repo(GGUF_REPO, gguf, tags=("gguf",))
+        smol = tmp_path / "smol"
+        smol.mkdir()
+        (smol / GGUF_FILE).symlink_to(embedded_gguf_path())
+        fake.add_repo(SMOL_GGUF, smol, tags=("gguf",))
         monkeypatch.setenv("HF_ENDPOINT", fake.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
         monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -69,7 +74,7 @@ def test_search_gives_sizes_and_whether_they_fit(hub: FakeHub, tiny: tuple[Path,
     assert fits(found[0].memory_bytes, budget_gb=1.0, loaded_gb=0.0).startswith("fits (0.01 GB)")
     assert fits(found[0].memory_bytes, budget_gb=1.0, loaded_gb=0.999).startswith("fits after unloading")
     assert fits(found[0].memory_bytes, budget_gb=0.001, loaded_gb=0.0).startswith("too big")
-    assert [m.id for m in search_models("", "gguf", float32=True)] == [GGUF_REPO]
+    assert [m.id for m in search_models("tiny", "gguf", float32=True)] == [GGUF_REPO]
     assert search_models("nothing-like-this", "mlx", float32=True) == []
     assert repo_files(GGUF_REPO, ".gguf") == [("tiny.Q4_0.gguf", 300_000), ("tiny.Q8_0.gguf", 500_000)]
 
@@ -199,3 +204,11 @@ def test_a_downloaded_model_is_registered_answers_and_is_deleted(
         assert engine.delete_cached(REPO) is True
         assert REPO not in [m.id for m in engine.models()]
         assert [c for c in cached_models() if c.repo == REPO] == []
+        # One GGUF file of a GGUF repo: registered as a GGUF model, converted on first use.
+        gguf = engine.downloads.start(SMOL_GGUF, [GGUF_FILE]).wait(300)
+        assert gguf.state == "done", gguf.error
+        stem = GGUF_FILE.removesuffix(".gguf")
+        assert wait_until(lambda: stem in [m.id for m in engine.models()], 60)
+        assert engine.model_info(stem).source == "gguf"
+        reply = engine.generate(GenerationRequest(prompt="Hello", model=stem, max_tokens=3, ignore_eos=True))
+        assert reply.stats.generation_tokens == 3
