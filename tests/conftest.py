@@ -7,6 +7,7 @@ exactly as the Engine does in production processes.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from workbench.engine import Engine, blas
 
 def pytest_configure(config: pytest.Config) -> None:
     blas.preload(os.environ.get("WORKBENCH_BLAS", "auto"))
+    # An empty hub cache of the suite's own: the catalog registers every MLX repo in the
+    # cache, and a developer's cache must not change what the tests see.
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="workbench-tests-hf-")
+    os.environ.pop("HF_HUB_CACHE", None)
 
 
 @pytest.fixture(scope="session")
