@@ -162,18 +162,21 @@ def experiments_dir() -> Path:
     return beside if beside.is_dir() else Path("experiments")
 
 
-def spec_files(*, sweeps: bool = False) -> list[str]:
-    """File names in experiments/: benchmark specs, or quantization sweeps (those with
-    `recipes`) when `sweeps`. Unreadable files are listed with the benchmarks, whose
-    loader then says what is wrong with them."""
+def spec_files(*, sweeps: bool = False, kind: str | None = None) -> list[str]:
+    """File names in experiments/ of one kind: benchmark specs, quantization sweeps (those
+    with `recipes`; `sweeps` or kind 'sweep') or fine-tuning specs (`base_model`; kind
+    'finetune'). Unreadable files are listed with the benchmarks, whose loader then says
+    what is wrong with them."""
+    wanted = kind or ("sweep" if sweeps else "bench")
     folder = experiments_dir()
     names = []
     for path in sorted(folder.glob(f"*{SPEC_SUFFIX}")) if folder.is_dir() else []:
         try:
-            is_sweep = "recipes" in tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            is_sweep = False
-        if is_sweep == sweeps:
+            data = {}
+        found = "sweep" if "recipes" in data else "finetune" if "base_model" in data else "bench"
+        if found == wanted:
             names.append(path.name)
     return names
 

@@ -9,13 +9,25 @@ import sys
 from collections.abc import Sequence
 
 from workbench import __version__
-from workbench.cli import arena, bench, chat, loadtest, models, overhead, pull, quantize, report, serve
+from workbench.cli import (
+    arena,
+    bench,
+    chat,
+    finetune,
+    loadtest,
+    models,
+    overhead,
+    pull,
+    quantize,
+    report,
+    serve,
+)
 from workbench.cli._common import sigterm_as_ctrl_c
 from workbench.config import add_setting_flags, settings_from_args
 from workbench.engine import Engine, EngineError
 
 # In `workbench --help` order.
-VERBS = (serve, models, pull, chat, bench, report, overhead, quantize, arena, loadtest)
+VERBS = (serve, models, pull, chat, bench, report, overhead, quantize, finetune, arena, loadtest)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from workbench.engine.models.hub_search import HubModel, fits, repo_files, searc
 from workbench.engine.models.recipes import RECIPE_HELP, QuantRecipe, QuantResult
 from workbench.engine.status import EngineStatus
 from workbench.engine.streams import CancelToken, collect
+from workbench.engine.tuning import TuneConfig, TuneReport, TuneResult
 from workbench.engine.types import (
     Chunk,
     Completion,
@@ -66,6 +67,9 @@ __all__ = [
     "SamplingParams",
     "TokenComparison",
     "TokenLogprob",
+    "TuneConfig",
+    "TuneReport",
+    "TuneResult",
     "UnsupportedModelError",
     "cached_models",
     "collect",

@@ -1,6 +1,6 @@
-"""The engine's measurement and model-making calls (tokenize, the mlx-lm reference decode, next-token
-comparison, quantization, memory, deleting a cached hub model), part of the Engine facade: each
-hands its work to the engine thread. Knows no HTTP, Gradio or pandas."""
+"""The engine's measuring and model-making calls (tokenize, reference decode, next-token comparison,
+quantization, fine-tuning, fusing, memory, deleting a cached hub model), part of the Engine facade;
+each hands its work to the engine thread. Knows no HTTP, Gradio or pandas."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from workbench.engine.errors import InvalidRequestError
-from workbench.engine.types import MemoryInfo, TokenComparison
+from workbench.engine.types import MemoryInfo, ModelInfo, TokenComparison
 
 if TYPE_CHECKING:
     from workbench.engine.models.downloads import Downloads
     from workbench.engine.models.recipes import QuantRecipe, QuantResult
     from workbench.engine.models.registry import ModelRegistry
     from workbench.engine.status import StatusBoard
+    from workbench.engine.streams import CancelToken
+    from workbench.engine.tuning import TuneConfig, TuneReport, TuneResult
     from workbench.engine.worker import EngineWorker
 
 
@@ -118,5 +120,38 @@ class MeasureCalls:
             gone = delete_cached(repo)
             self.registry.refresh()
             return gone
+
+        return self._worker.call(work)
+
+    def finetune(
+        self,
+        config: TuneConfig,
+        on_report: Callable[[TuneReport], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> TuneResult:
+        """Train a LoRA/DoRA adapter with mlx-lm's trainer on the engine thread (hold
+        exclusive() around it, as a lab does) and register it as `<base>+<name>`.
+        `on_report` gets every step's loss and each validation loss on the engine thread;
+        cancelling `cancel` stops after the current step, keeping the weights so far."""
+        from workbench.engine.streams import CancelToken
+        from workbench.engine.tuning import finetune
+
+        token, report = cancel or CancelToken(), on_report or (lambda r: None)
+        job = self._worker.submit(lambda: finetune(self.registry, config, report, token))
+        try:
+            return job.result()
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop after this step, its weights saved
+            token.cancel()
+            job.result()
+            raise
+
+    def fuse(self, model_id: str) -> ModelInfo:
+        """Fuse an adapter variant into a standalone MLX folder in the models directory,
+        registered by its folder name (`<base>-<name>-fused`)."""
+        from workbench.engine.models.adapters import fuse
+
+        def work() -> ModelInfo:
+            out = fuse(self.registry, self.registry.resolve(model_id))
+            return self.registry.info(self.registry.resolve(str(out)))
 
         return self._worker.call(work)

@@ -337,7 +337,7 @@ class Completion:
         return self.stats.finish_reason
 
 
-ModelSource = Literal["embedded", "local", "gguf", "hub", "quantized"]
+ModelSource = Literal["embedded", "local", "gguf", "hub", "quantized", "adapter"]
 
 
 @dataclass(frozen=True)

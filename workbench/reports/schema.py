@@ -1,4 +1,4 @@
-"""Every CSV contract (benchmark, sweep, overhead, load, multi-turn, votes, battles): each
+"""Every CSV contract (benchmark, sweep, fine-tuning, overhead, load, multi-turn, votes, battles): each
 column, its type, whether it may be empty. Writers use exactly these columns; reports.store
 checks files against them. Knows columns and types, not how they are measured."""
 
@@ -211,6 +211,31 @@ OVERHEAD_COLUMNS: tuple[Column, ...] = (
     Column("peak_memory_gb", "float", "MLX peak memory the engine reported for the generation"),
 )
 OVERHEAD_FIELDS: tuple[str, ...] = tuple(c.name for c in OVERHEAD_COLUMNS)
+
+# One row per training step ('train') and per validation ('valid') of a fine-tuning run
+# (workbench finetune): the run's settings, then what mlx-lm's trainer reported.
+FINETUNE_COLUMNS: tuple[Column, ...] = (
+    *PROVENANCE_COLUMNS,
+    Column("experiment", "str", "the spec's name"),
+    Column("base_model", "str", "registered id of the model trained on"),
+    Column("variant", "str", "the adapter variant the run makes, <base>+<name>"),
+    Column("method", "str", "lora or dora"),
+    Column("rank", "int", "adapter rank"),
+    Column("layers", "int", "layers adapted, counted from the last (-1: all)"),
+    Column("learning_rate", "float", "Adam learning rate"),
+    Column("batch_size", "int", "examples per step"),
+    Column("max_seq_length", "int", "tokens per example at most"),
+    Column("seed", "int", "seed of MLX and of the batch order"),
+    Column("spec_sha", "str", "sha256 of the spec and its data files (first 16 hex digits)"),
+    Column("kind", "str", "train (one step's loss) or valid (the validation set's loss)"),
+    Column("iteration", "int", "steps done (a validation at 0 runs before the first)"),
+    Column("loss", "float", "mean cross-entropy per target token, nats"),
+    Column("iterations_per_second", "float", "training steps per second (train rows)", nullable=True),
+    Column("tokens_per_second", "float", "tokens trained per second (train rows)", nullable=True),
+    Column("trained_tokens", "int", "tokens trained so far (train rows)", nullable=True),
+    Column("peak_memory_gb", "float", "MLX peak memory so far (train rows; 1 GB = 1e9 B)", nullable=True),
+)
+FINETUNE_FIELDS: tuple[str, ...] = tuple(c.name for c in FINETUNE_COLUMNS)
 
 # Blind votes (the Compare tab: results/votes.csv, votes_<N>way.csv; the arena's
 # <name>.votes.csv). Each side's columns end in _a, _b, ... for the label it was shown at.

@@ -19,7 +19,14 @@ from workbench.engine.models.embedded import (
     embedded_gguf_path,
 )
 from workbench.engine.models.hub import HUB_ID, cached_models
-from workbench.engine.models.variants import CONVERTED_DIR, QUANTIZED_DIR, RECIPE_FILE, read_recipe_record
+from workbench.engine.models.variants import (
+    ADAPTERS_DIR,
+    CONVERTED_DIR,
+    QUANTIZED_DIR,
+    RECIPE_FILE,
+    read_adapter_record,
+    read_recipe_record,
+)
 from workbench.engine.types import ModelSource
 
 log = logging.getLogger(__name__)
@@ -32,10 +39,11 @@ class ModelEntry:
     id: str
     source: ModelSource
     variant: str
-    location: str  # MLX folder, GGUF file, or hub repo id
+    location: str  # MLX folder, GGUF file, hub repo id, or adapter folder
     dequantize: bool = False  # GGUF only: expand to dense float32
     description: str = ""
     aliases: tuple[str, ...] = ()
+    base: str = ""  # adapters: the id of the model they were trained on
 
 
 class ModelCatalog:
@@ -87,13 +95,19 @@ class ModelCatalog:
         models_dir = self.settings.models_dir
         if models_dir.is_dir():
             for child in sorted(models_dir.iterdir()):
-                hidden = child.name in (CONVERTED_DIR, QUANTIZED_DIR) or child.name.startswith(".")
+                hidden = child.name in (CONVERTED_DIR, QUANTIZED_DIR, ADAPTERS_DIR) or child.name.startswith(
+                    "."
+                )
                 if not hidden and (child.suffix == ".gguf" or (child / "config.json").exists()):
                     self._add_path(child)
             quantized = models_dir / QUANTIZED_DIR
             for child in sorted(quantized.iterdir()) if quantized.is_dir() else ():
                 if not child.name.startswith("."):
                     self.add_quantized(child)
+            adapters = models_dir / ADAPTERS_DIR
+            for child in sorted(adapters.iterdir()) if adapters.is_dir() else ():
+                if not child.name.startswith("."):
+                    self.add_adapter(child)
         self._add_cached()
 
     def _add_cached(self) -> None:
@@ -119,6 +133,26 @@ class ModelCatalog:
                 variant=str(record.get("recipe")),
                 location=str(folder.resolve()),
                 description=f"{record.get('recipe')} of {record.get('source_model')}",
+            )
+        )
+
+    def add_adapter(self, folder: Path) -> ModelEntry | None:
+        """Register an adapter folder made by `workbench finetune` (id `<base>+<name>`)."""
+        record = read_adapter_record(folder)
+        if record is None:
+            log.warning("not an adapter made here (no valid %s): %s", "workbench-adapter.json", folder)
+            return None
+        variant = str(record["variant"])
+        self._entries.pop(variant, None)  # a retrained adapter replaces the old entry
+        how = f"{record.get('iterations')} iterations{', stopped' if record.get('stopped') else ''}"
+        return self._add(
+            ModelEntry(
+                id=variant,
+                source="adapter",
+                variant=str(record.get("method", "lora")),
+                location=str(folder.resolve()),
+                description=f"{record.get('method', 'lora')} adapter of {record['base_model']} ({how})",
+                base=str(record["base_model"]),
             )
         )
 

@@ -54,7 +54,12 @@ def folder_fingerprint(folder: Path) -> str:
 def quantize(registry: ModelRegistry, source: str, recipe: QuantRecipe) -> QuantResult:
     """Make (or reuse) the `recipe` variant of `source` and register it."""
     entry = registry.resolve(source)
-    folder = registry.folder_for(entry)
+    if entry.source == "adapter":  # its adapter fused into the weights first
+        from workbench.engine.models.adapters import fuse
+
+        folder = fuse(registry, entry)
+    else:
+        folder = registry.folder_for(entry)
     config = json.loads((folder / "config.json").read_text())
     quantized = bool(config.get("quantization") or config.get("quantization_config"))
     if recipe.kind == DEQUANTIZE and not quantized:

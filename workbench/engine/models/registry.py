@@ -144,6 +144,12 @@ class ModelRegistry:
     def add_quantized(self, folder: Path) -> ModelEntry | None:
         return self.catalog.add_quantized(folder)
 
+    def add_adapter(self, folder: Path) -> ModelEntry | None:
+        """Register an adapter folder; a loaded older copy of it is unloaded first."""
+        if (entry := self.catalog.add_adapter(folder)) is not None and entry.id in self._loaded:
+            self.unload(entry.id)
+        return entry
+
     # ---- loading ---------------------------------------------------------
     def _gguf(self, src: Path) -> tuple[str, list[gguf.GGUFTensorInfo]]:
         """(content fingerprint, tensor infos) of a GGUF file, cached per file version."""
@@ -171,6 +177,8 @@ class ModelRegistry:
             return dst
         if entry.source == "hub":
             return hub_folder(entry.location, self.settings.allow_download)
+        if entry.source == "adapter":  # the base model's folder (the adapter loads over it)
+            return self.folder_for(self.resolve(entry.base))
         return Path(entry.location)
 
     def _local_folder(self, entry: ModelEntry) -> Path | None:
@@ -178,6 +186,8 @@ class ModelRegistry:
         return cached_snapshot(entry.location) if entry.source == "hub" else Path(entry.location)
 
     def _estimate_bytes(self, entry: ModelEntry) -> int:
+        if entry.source == "adapter":
+            return self._estimate_bytes(self.resolve(entry.base)) + _dir_bytes(Path(entry.location))
         if entry.source in ("embedded", "gguf"):
             src = Path(entry.location)
             if entry.dequantize:
@@ -231,6 +241,7 @@ class ModelRegistry:
             # Never run code shipped with a model (a config-file CVE made that an attack).
             model, tokenizer, config = mlx_lm_load(
                 str(folder),
+                adapter_path=entry.location if entry.source == "adapter" else None,
                 return_config=True,
                 trust_remote_code=False,
                 tokenizer_config={"trust_remote_code": False},
@@ -305,6 +316,8 @@ class ModelRegistry:
             except (OSError, EngineError) as exc:
                 # A listing must not fail because one file went missing or is unreadable.
                 log.warning("cannot describe %s: %s", entry.id, exc)
+        elif entry.source == "adapter":
+            size = _dir_bytes(Path(entry.location))
         elif (folder := self._local_folder(entry)) is not None and folder.is_dir():
             bits, group, dtype = _folder_facts(folder, float32=self.float32)
             size, context, path = _dir_bytes(folder), _folder_context(folder), str(folder)
