@@ -209,9 +209,9 @@ def finetune(
     adapter_config = {"fine_tune_type": config.method, "num_layers": layers, "lora_parameters": lora}
     (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
     model.freeze()
+    mx.random.seed(config.seed)  # before the adapters are made: their initial weights are random
+    np.random.seed(config.seed)  # mlx-lm's batch order
     linear_to_lora_layers(model, layers, lora, use_dora=config.method == "dora")
-    mx.random.seed(config.seed)
-    np.random.seed(config.seed)
     args = trainer.TrainingArgs(
         batch_size=config.batch_size,
         iters=config.iterations,

@@ -45,9 +45,12 @@ def _fetch_blob(url: str, blob: Path, size: int, etag: str, counter: _Counter) -
 
     part = blob.with_name(blob.name + PARTIAL)
     part.parent.mkdir(parents=True, exist_ok=True)
-    have = part.stat().st_size if part.exists() else 0
+    part.touch(exist_ok=True)
+    have = part.stat().st_size
     counter.add(have)
     for attempt in range(ATTEMPTS):
+        if have >= size:  # complete already (stopped before its rename)
+            break
         headers = build_hf_headers(headers={"Range": f"bytes={have}-"} if have else None)
         try:
             with get_session().stream("GET", url, headers=headers, follow_redirects=True) as reply:
