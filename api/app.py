@@ -22,6 +22,7 @@ from api.security import install_security
 from workbench import __version__
 from workbench.config import Settings
 from workbench.engine import Engine
+from workbench.monitor import ServerMonitor
 
 
 def create_app(
@@ -52,12 +53,14 @@ def create_app(
     app.state.engine = eng
     app.state.status = ("loading", "the engine has not started")
     app.state.metrics = Metrics(eng)
+    app.state.monitor = ServerMonitor(eng)  # the UI's Server tab; sampled while the app runs
     install_error_handlers(app, anthropic_prefix=anthropic_routes.PREFIX)
     drop_validation_422(app)
     app.state.drain = Drain()
     app.add_middleware(DrainGate, drain=app.state.drain)
     install_security(app, settings.served_hosts(), settings.cors_origins, settings.max_body_mb)
-    app.add_middleware(RequestCounter, metrics=app.state.metrics)  # outermost: refusals count too
+    # Outermost: refusals count too.
+    app.add_middleware(RequestCounter, metrics=app.state.metrics, monitor=app.state.monitor)
     protected = [Depends(require_api_key)]
     app.state.responses = ResponseStore(settings.responses_stored)
     for router in (openai_routes.router, responses_routes.router, anthropic_routes.router, metrics_router):
@@ -67,7 +70,7 @@ def create_app(
         # Imported here: gradio is heavy, and an API-only app does not need it.
         from workbench.ui import UI_PATH, mount_ui
 
-        mount_ui(app, eng, settings, UI_PATH)
+        mount_ui(app, eng, settings, UI_PATH, monitor=app.state.monitor)
 
         @app.get("/", include_in_schema=False)
         def home() -> RedirectResponse:

@@ -91,6 +91,14 @@ async def within(clock: CancelToken, awaitable: Awaitable[T]) -> T:
         raise _timeout(clock, "waiting for the engine") from None
 
 
+def note_generation(request: Request, stats: GenerationStats) -> None:
+    """Leave a finished generation's stats where the request middleware reads them (the
+    dashboard's recent requests, api/metrics.py)."""
+    held = request.scope.get("workbench.generations")
+    if isinstance(held, list):
+        held.append(stats)
+
+
 def check_finished(stats: GenerationStats, clock: CancelToken) -> None:
     """A generation cancelled under a live client ran out of time, or the engine is
     shutting down."""
@@ -114,6 +122,7 @@ async def collect_all(request: Request, requests: Sequence[GenerationRequest]) -
         async with aclosing(engine.astream(req, clock.child())) as stream:
             chunks = await within(clock, _chunks(stream))
         result = collect(iter(chunks))
+        note_generation(request, result.stats)
         check_finished(result.stats, clock)
         results.append(result)
     return results
@@ -137,6 +146,7 @@ async def stream_all(
                 except StopAsyncIteration:
                     break
                 if chunk.stats is not None:
+                    note_generation(request, chunk.stats)
                     check_finished(chunk.stats, clock)
                     finished = True
                 yield i, chunk

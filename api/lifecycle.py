@@ -35,8 +35,9 @@ def lifespan(
     """The app's lifespan: `engine` started if it is not; the default model loaded (and, the
     first time, converted) in the background, so the server answers at once (/health: 503
     "loading" from app.state.status) and requests that need the engine wait for it on its
-    thread; SIGTERM drained (`install_sigterm_drain`). At shutdown the app's stats listener
-    leaves the engine, which is stopped if the app owns it (a given one is its creator's)."""
+    thread; SIGTERM drained (`install_sigterm_drain`); the dashboard's monitor sampling. At
+    shutdown the app's stats listeners leave the engine, which is stopped if the app owns
+    it (a given one is its creator's)."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
@@ -44,6 +45,7 @@ def lifespan(
         if not engine.running:
             engine.start()
         loading = asyncio.create_task(_load_default(app, engine))
+        app.state.monitor.start()
         undo_drain = install_sigterm_drain(
             app.state.drain,
             drain_s=settings.drain_s,
@@ -53,6 +55,7 @@ def lifespan(
             yield
         finally:
             undo_drain()
+            app.state.monitor.stop()
             engine.remove_stats_listener(app.state.metrics.observe)  # a shared engine outlives the app
             if owns_engine:
                 engine.stop()

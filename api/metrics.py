@@ -4,6 +4,7 @@ read when scraped. Guarded by the API key when one is set; answers from publishe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.engine_calls import fresh_status
 from workbench.engine import Engine, GenerationStats
+from workbench.monitor import ServerMonitor
 
 router = APIRouter()
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -37,6 +39,14 @@ class _EngineCollector:
             "workbench_active_streams", "generations on the engine thread", e.active_streams
         )
         yield CounterMetricFamily("workbench_model_loads", "models loaded by the engine", e.model_loads)
+        live = CounterMetricFamily(
+            "workbench_generated_tokens_live",
+            "tokens generated, counted as each is made (running generations too)",
+            labels=["model"],
+        )
+        for model, n in sorted(e.tokens_generated().items()):
+            live.add_metric([model], n)
+        yield live
         status = e.status()
         if e.running and status is not None:  # as published: never waits for the engine
             memory = GaugeMetricFamily("workbench_memory_bytes", "memory by kind", labels=["kind"])
@@ -94,18 +104,26 @@ class Metrics:
             self.tps.labels(model).observe(stats.generation_tps)
 
 
-class RequestCounter:
-    """ASGI middleware: counts each HTTP response by method, route template and status."""
+# Where a request's generations leave their stats (api/engine_calls.py), for the monitor.
+GENERATIONS_KEY = "workbench.generations"
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+
+class RequestCounter:
+    """ASGI middleware: counts each HTTP response by method, route template and status;
+    a /v1 request also goes to the dashboard's monitor with its generations' stats."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, monitor: ServerMonitor | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.monitor = monitor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 0
+        status, started = 0, time.perf_counter()
+        generations: list[GenerationStats] = []
+        scope[GENERATIONS_KEY] = generations
 
         async def counting_send(message: Message) -> None:
             nonlocal status
@@ -121,6 +139,9 @@ class RequestCounter:
             if route is None:
                 route = "/ui" if scope.get("path", "").startswith("/ui") else "other"
             self.metrics.requests.labels(scope.get("method", ""), route, str(status or 500)).inc()
+            if self.monitor is not None and route.startswith("/v1"):
+                where = f"{scope.get('method', '')} {route}"
+                self.monitor.record_request(where, status or 500, time.perf_counter() - started, generations)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -19,7 +19,7 @@ from workbench.config import ApiModels, Settings
 from workbench.engine.errors import EngineStoppedError, QueueFullError
 from workbench.engine.measure import MeasureCalls
 from workbench.engine.models.downloads import DownloadProgress, Downloads
-from workbench.engine.status import EngineStatus, StatusBoard, StatusPublisher
+from workbench.engine.status import EngineStatus, StatusBoard, StatusPublisher, TokenCounts
 from workbench.engine.streams import CancelToken, QueueSink, StreamState, collect
 from workbench.engine.types import (
     Chunk,
@@ -59,6 +59,7 @@ class Engine(MeasureCalls):
         self._inflight_lock = threading.Lock()
         self._listeners: list[Callable[[GenerationStats], None]] = []
         self.model_loads = 0  # models loaded by this engine (counted on its thread)
+        self._generated = TokenCounts()  # tokens made per model, counted as each is made
         # Explicit downloads (child processes): a finished one is registered at once.
         self.downloads = Downloads(on_finished=self._downloaded)
         if start:
@@ -267,14 +268,21 @@ class Engine(MeasureCalls):
             else:
                 limits = ReplyLimits.of(self.settings)
                 chunks = stream_chunks(lm, request, state, load_s=load_s, limits=limits)
+            counted = 0
             with closing(chunks):
                 for chunk in chunks:
+                    counted = self._generated.add(lm.entry.id, chunk, counted)
                     if chunk is not None and chunk.stats is not None:
                         self._observe(chunk)  # here, so a generation nobody reads is counted too
                     yield chunk
         finally:
             lm.busy -= 1
             lm.last_used = time.monotonic()
+
+    def tokens_generated(self) -> dict[str, int]:
+        """Tokens generated so far per model id, counted on the engine thread as each is
+        made (a running generation's too), from any thread without waiting."""
+        return self._generated.snapshot()
 
     @property
     def queued_generations(self) -> int:

@@ -1,5 +1,5 @@
-"""build_ui: the Gradio workbench (Chat, Compare, Arena, Models, Benchmark, Quantize tabs) on one
-Engine, and mount_ui, which serves it inside the FastAPI app. Knows no HTTP wire formats."""
+"""build_ui: the Gradio workbench (Chat, Compare, Arena, Models, Benchmark, Quantize, Server tabs)
+on one Engine, and mount_ui, which serves it inside the FastAPI app. Knows no HTTP wire formats."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import gradio as gr
 from workbench import __version__
 from workbench.config import Settings
 from workbench.engine import Engine
+from workbench.monitor import ServerMonitor
 from workbench.ui.arena_tab import KEYBOARD_JS, build_arena_tab
 from workbench.ui.bench_tab import build_bench_tab
 from workbench.ui.chat_tab import build_chat_tab
@@ -18,6 +19,7 @@ from workbench.ui.common import user_errors
 from workbench.ui.compare_tab import build_compare_tab
 from workbench.ui.models_tab import build_models_tab
 from workbench.ui.quant_tab import build_quant_tab
+from workbench.ui.server_tab import build_server_tab
 
 UI_PATH = "/ui"
 CSS = """
@@ -25,9 +27,11 @@ CSS = """
 """
 
 
-def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> gr.Blocks:
+def build_ui(
+    engine: Engine, settings: Settings, *, compare_sides: int = 2, monitor: ServerMonitor | None = None
+) -> gr.Blocks:
     """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides), Arena, Models,
-    Benchmark, Quantize."""
+    Benchmark, Quantize, Server (from `monitor`, the app's; without one the tab samples)."""
     with gr.Blocks(title="MLX Workbench", analytics_enabled=False) as demo:
         header = gr.Markdown(f"## MLX Workbench {__version__}", elem_id="wb-header")
         with gr.Tabs():
@@ -43,6 +47,8 @@ def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> g
                 bench_load = build_bench_tab(engine, settings)
             with gr.Tab("Quantize", id="quant", elem_id="tab-quant"):
                 quant_load = build_quant_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
+            with gr.Tab("Server", id="server", elem_id="tab-server"):
+                server_load = build_server_tab(engine, monitor)
         # Loads and unloads from other tabs or the API change the table: refresh on view.
         models_tab.select(models_load[0], None, models_load[1], api_visibility="private")
 
@@ -55,7 +61,8 @@ def build_ui(engine: Engine, settings: Settings, *, compare_sides: int = 2) -> g
                 )
 
         demo.load(describe, None, [header], api_visibility="private")
-        for fn, outputs in (chat.on_load, compare.on_load, arena_load, models_load, bench_load, quant_load):
+        loads = (chat.on_load, compare.on_load, arena_load, models_load, bench_load, quant_load, server_load)
+        for fn, outputs in loads:
             demo.load(fn, None, outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=None)
     return demo
@@ -69,14 +76,16 @@ def _theme() -> gr.themes.Theme:
     )
 
 
-def mount_ui(app: Any, engine: Engine, settings: Settings, path: str = UI_PATH) -> None:
+def mount_ui(
+    app: Any, engine: Engine, settings: Settings, path: str = UI_PATH, *, monitor: ServerMonitor | None = None
+) -> None:
     """Serve build_ui(engine, settings) at `path` inside the ASGI app `app`. With an API
     key set, the UI asks for it too (any user name), so the key protects the whole server."""
     key = settings.api_key
     auth = (lambda _user, password: secrets.compare_digest(password or "", key)) if key else None
     gr.mount_gradio_app(
         app,
-        build_ui(engine, settings),
+        build_ui(engine, settings, monitor=monitor),
         path=path,
         auth=auth,
         auth_message="Sign in with any user name and the server's API key." if key else None,
