@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workbench.engine.types import MemoryInfo, ModelInfo
+from workbench.engine.types import Chunk, MemoryInfo, ModelInfo
 
 if TYPE_CHECKING:
     from workbench.engine.models.registry import ModelRegistry
@@ -104,3 +104,27 @@ class StatusPublisher:
                 memory_at=time.time(),
             )
         )
+
+
+class TokenCounts:
+    """Tokens generated per model id, bumped on the engine thread as each chunk is made
+    (a running generation's too) and read from any thread without waiting."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, model_id: str, chunk: Chunk | None, counted: int) -> int:
+        """Count `chunk` of a generation that has `counted` tokens so far; returns the new
+        count. The final chunk adds what no chunk showed (an end-of-sequence token), so a
+        generation ends at its stats' generation_tokens."""
+        if chunk is None or (chunk.token_id is None and chunk.stats is None):
+            return counted
+        n = 1 if chunk.stats is None else max(chunk.stats.generation_tokens - counted, 0)
+        with self._lock:
+            self._counts[model_id] = self._counts.get(model_id, 0) + n
+        return counted + n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
