@@ -148,6 +148,12 @@ class ChatActions:
 
     def stop_now(self, history: Turns, request: gr.Request) -> tuple[Turns, list[dict[str, str]]]:
         self.cancels.cancel(request.session_hash if request else None)
+        return self.mark_stopped(history)
+
+    @staticmethod
+    def mark_stopped(history: Turns) -> tuple[Turns, list[dict[str, str]]]:
+        """A reply that never got its stats says it was stopped (Stop, then once more after the
+        cancelled event's last chunk, which can reach the page after Stop's own answer)."""
         if history and history[-1]["role"] == "assistant" and history[-1].get("stats") is None:
             history = [*history[:-1], history[-1] | {"note": STOPPED}]
         return history, render(history)
@@ -235,6 +241,8 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
     stopping = stop.click(
         act.stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private"
     )
+    # Queued, so on the same event stream as the cancelled reply's chunks, after the last one.
+    stopping.then(act.mark_stopped, [turns], [turns, chatbot], api_visibility="private")
     schema.show_stopped(stopping, turns)
     clear.click(
         lambda: ([], [], "", gr.update(value=None, visible=False)),
