@@ -33,6 +33,7 @@ from workbench.arena.votes import BlindRound, append_vote
 from workbench.config import Settings
 from workbench.engine import Engine, GenerationRequest, GenerationStats, Message, SamplingParams
 from workbench.engine.models.embedded import EMBEDDED_IDS
+from workbench.reports import plots
 from workbench.reports.schema import ARENA_VOTE_COLUMNS, ARENA_VOTE_FIELDS, BATTLE_COLUMNS
 from workbench.reports.store import read_results
 
@@ -359,3 +360,17 @@ def test_a_cancelled_run_writes_no_battles(engine: Engine, tmp_path: Path) -> No
     spec = ArenaSpec(name="cut", models=(F32, Q4), max_tokens=4)
     run = run_battles(engine, spec, [ArenaPrompt("Hi")], tmp_path, cancel=cancel)
     assert not run.complete and not run.battles_path.exists()
+
+
+def test_a_unanimous_preference_has_an_interval_holding_it_and_plots() -> None:
+    # 10 of 10 once rounded to an upper bound of 0.9999999999999999, below the win rate
+    # itself, and the Arena tab's plot then failed on a negative error bar.
+    for n in range(1, 201):
+        for k in (0, n // 3, n // 2, n):
+            low, high = stats.wilson_interval(k, n)
+            assert low <= k / n <= high, (k, n)
+    for verdict in ("a", "b"):
+        votes = pd.DataFrame([{"model_a": "x", "model_b": "y", "verdict": verdict}] * 10)
+        result = stats.arena_stats(votes)
+        assert result.pairs["ci_high"].iloc[0] >= result.pairs["win_rate_x"].iloc[0]
+        assert plots.arena_plot(result.models, result.pairs, result.caption()).axes

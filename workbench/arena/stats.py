@@ -57,7 +57,8 @@ def wilson_interval(successes: float, n: float, confidence: float = CONFIDENCE) 
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds p exactly (rounding gave 0.9999999999999999 for 10 of 10).
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def binomial_test(k: int, n: int, p: float = 0.5) -> float:
