@@ -64,6 +64,13 @@ def cmd_finetune(args: argparse.Namespace, engine: Engine) -> int:
         f"(run {run.run_id}); adapter in {r.folder}",
         file=sys.stderr,
     )
+    if spec.arena_prompts:
+        base = r.variant.split("+", 1)[0]
+        print(
+            f"judge it against its base: workbench arena run experiments/{spec.arena_prompts} "
+            f"-m {base} -m {r.variant} --name {spec.name}-vs-base",
+            file=sys.stderr,
+        )
     print(r.variant)
     return 0
 

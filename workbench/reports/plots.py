@@ -284,3 +284,29 @@ REPORT_PLOTS = {
     "variant_comparison": variant_comparison,
     "tps_vs_batch_size": tps_vs_batch_size,
 }
+
+
+def loss_curves(df: pd.DataFrame) -> Figure:
+    """Fine-tuning losses (FINETUNE_COLUMNS rows) against the step: each run's training loss
+    per step as a line, its validation losses as points on a second line."""
+    if df.empty:
+        raise ValueError("no fine-tuning rows to plot")
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    runs = list(dict.fromkeys(zip(df["variant"].astype(str), df["run_id"].astype(str), strict=True)))
+    for variant, run_id in runs:
+        rows = df[(df["variant"].astype(str) == variant) & (df["run_id"].astype(str) == run_id)]
+        label = variant if len(runs) == 1 else f"{variant} ({run_id})"
+        train = rows[rows["kind"] == "train"].sort_values("iteration")
+        valid = rows[rows["kind"] == "valid"].sort_values("iteration")
+        line = ax.plot(train["iteration"], train["loss"], linewidth=1.2, label=f"{label}: train")
+        color = line[0].get_color() if line else None
+        ax.plot(valid["iteration"], valid["loss"], "o--", color=color, label=f"{label}: validation")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (nats per target token)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    experiments = ", ".join(dict.fromkeys(df["experiment"].astype(str)))
+    fig.suptitle(f"fine-tuning loss ({experiments})", fontsize=11)
+    return fig

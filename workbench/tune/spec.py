@@ -39,7 +39,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class FinetuneSpec:
     """One run: `train` (and `valid`, else `valid_fraction` of `train` held out, seeded)
-    are JSONL paths, relative to the spec file; the rest are TuneConfig's settings."""
+    are JSONL paths, relative to the spec file; `arena_prompts` names the prompt set the
+    Fine-tune tab's "Open in Arena" picks; the rest are TuneConfig's settings."""
 
     name: str
     base_model: str
@@ -60,6 +61,7 @@ class FinetuneSpec:
     val_batches: int = -1
     mask_prompt: bool = True
     question: str = ""
+    arena_prompts: str = ""  # the prompt set (experiments/) to judge the variant against its base
     folder: str = "."  # where relative data paths start (the spec file's folder)
 
     def __post_init__(self) -> None:
@@ -96,6 +98,9 @@ class FinetuneSpec:
             )
         require(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
         require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "in (0, 1)")
+        require(
+            isinstance(self.arena_prompts, str), "arena_prompts", self.arena_prompts, "a prompt file name"
+        )
 
     def path(self, raw: str) -> Path:
         p = Path(raw).expanduser()
@@ -123,10 +128,10 @@ class FinetuneSpec:
         return {k: v for k, v in asdict(self).items() if k != "folder"}
 
     def sha(self) -> str:
-        """Content hash of the settings and the data they read (not the question)."""
-        h = hashlib.sha256(
-            json.dumps({k: v for k, v in self.as_dict().items() if k != "question"}, sort_keys=True).encode()
-        )
+        """Content hash of the settings and the data they read (not the question or the
+        arena prompts: they do not change what trains)."""
+        trains = {k: v for k, v in self.as_dict().items() if k not in ("question", "arena_prompts")}
+        h = hashlib.sha256(json.dumps(trains, sort_keys=True).encode())
         for part in (self.train, self.valid):
             if part:
                 h.update(self.path(part).read_bytes())

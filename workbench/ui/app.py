@@ -1,4 +1,4 @@
-"""build_ui: the Gradio workbench (Chat, Compare, Arena, Models, Benchmark, Quantize, Server tabs)
+"""build_ui: the Gradio workbench (Chat, Compare, Arena, Models, Benchmark, Quantize, Fine-tune, Server tabs)
 on one Engine, and mount_ui, which serves it inside the FastAPI app. Knows no HTTP wire formats."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from workbench import __version__
 from workbench.config import Settings
 from workbench.engine import Engine
 from workbench.monitor import ServerMonitor
-from workbench.ui.arena_tab import KEYBOARD_JS, build_arena_tab
+from workbench.ui.arena_tab import KEYBOARD_JS, ArenaTab, build_arena_tab
 from workbench.ui.bench_tab import build_bench_tab
 from workbench.ui.chat_tab import build_chat_tab
-from workbench.ui.common import user_errors
+from workbench.ui.common import model_choices, user_errors
 from workbench.ui.compare_tab import build_compare_tab
 from workbench.ui.models_tab import build_models_tab
 from workbench.ui.quant_tab import build_quant_tab
 from workbench.ui.server_tab import build_server_tab
+from workbench.ui.tune_tab import TuneTab, build_tune_tab
 
 UI_PATH = "/ui"
 CSS = """
@@ -31,26 +32,30 @@ def build_ui(
     engine: Engine, settings: Settings, *, compare_sides: int = 2, monitor: ServerMonitor | None = None
 ) -> gr.Blocks:
     """The workbench UI on `engine`: Chat, Compare (`compare_sides` sides), Arena, Models,
-    Benchmark, Quantize, Server (from `monitor`, the app's; without one the tab samples)."""
+    Benchmark, Quantize, Fine-tune, Server (from `monitor`, the app's; without one the tab
+    samples)."""
     with gr.Blocks(title="MLX Workbench", analytics_enabled=False) as demo:
         header = gr.Markdown(f"## MLX Workbench {__version__}", elem_id="wb-header")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                 chat = build_chat_tab(engine, settings)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                 compare = build_compare_tab(engine, settings, sides=compare_sides)
             with gr.Tab("Arena", id="arena", elem_id="tab-arena"):
-                arena_load = build_arena_tab(engine, settings)
+                arena = build_arena_tab(engine, settings)
             with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
                 models_load = build_models_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
             with gr.Tab("Benchmark", id="bench", elem_id="tab-bench"):
                 bench_load = build_bench_tab(engine, settings)
             with gr.Tab("Quantize", id="quant", elem_id="tab-quant"):
                 quant_load = build_quant_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
+            with gr.Tab("Fine-tune", id="tune", elem_id="tab-tune"):
+                tune = build_tune_tab(engine, settings, pickers=[*chat.pickers, *compare.pickers])
             with gr.Tab("Server", id="server", elem_id="tab-server"):
                 server_load = build_server_tab(engine, monitor)
         # Loads and unloads from other tabs or the API change the table: refresh on view.
         models_tab.select(models_load[0], None, models_load[1], api_visibility="private")
+        open_in_arena(engine, tune, arena, tabs)
 
         def describe() -> str:
             with user_errors():
@@ -61,11 +66,34 @@ def build_ui(
                 )
 
         demo.load(describe, None, [header], api_visibility="private")
-        loads = (chat.on_load, compare.on_load, arena_load, models_load, bench_load, quant_load, server_load)
+        loads = (chat.on_load, compare.on_load, arena.on_load, models_load, bench_load, quant_load)
+        loads += (tune.on_load, server_load)
         for fn, outputs in loads:
             demo.load(fn, None, outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=None)
     return demo
+
+
+def open_in_arena(engine: Engine, tune: TuneTab, arena: ArenaTab, tabs: gr.Tabs) -> None:
+    """The Fine-tune tab's "Open in Arena": the Arena tab's run form with the tuned variant
+    and its base as the models and the run's prompt set, open and on screen."""
+
+    def fill(made: tuple[str, str, str] | None) -> list[Any]:
+        if not made:
+            raise gr.Error("Train a variant first.", print_exception=False)
+        base, variant, prompt_set = made
+        with user_errors():
+            choices = model_choices(engine.models())
+        return [
+            gr.Tabs(selected="arena"),
+            gr.Accordion(open=True),
+            gr.update(value=prompt_set) if prompt_set else gr.update(),
+            gr.update(value=f"{variant.split('+', 1)[1]}-vs-base"),
+            gr.update(choices=choices, value=[base, variant]),
+        ]
+
+    outputs = [tabs, arena.run_box, arena.prompts, arena.name, arena.models]
+    tune.open_arena.click(fill, [tune.made], outputs, api_visibility="private")
 
 
 def _theme() -> gr.themes.Theme:

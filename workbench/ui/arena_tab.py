@@ -3,6 +3,7 @@ B, T, X) and watch the statistics form. Models stay server-side until a vote; kn
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +187,24 @@ class ArenaActions:
         ]
 
 
-def build_arena_tab(engine: Engine, settings: Settings) -> tuple[Any, list[Any]]:
-    """Widgets and events of the Arena tab (call inside a gr.Tab); returns the page-load
-    handler and its outputs."""
+@dataclass(frozen=True)
+class ArenaTab:
+    """The Arena tab's page-load handler and outputs, and the run form's widgets that
+    other tabs fill (the Fine-tune tab's "Open in Arena")."""
+
+    on_load: tuple[Any, list[Any]]
+    run_box: gr.Accordion
+    prompts: gr.Dropdown
+    name: gr.Textbox
+    models: gr.Dropdown
+
+
+def build_arena_tab(engine: Engine, settings: Settings) -> ArenaTab:
+    """Widgets and events of the Arena tab (call inside a gr.Tab)."""
     act = ArenaActions(engine, settings.results_dir)
-    with gr.Accordion("Run a battle set: every prompt, every model", open=False, elem_id="arena-run-box"):
+    with gr.Accordion(
+        "Run a battle set: every prompt, every model", open=False, elem_id="arena-run-box"
+    ) as run_box:
         with gr.Row():
             prompts = gr.Dropdown(
                 [],
@@ -260,4 +274,4 @@ def build_arena_tab(engine: Engine, settings: Settings) -> tuple[Any, list[Any]]
     )
     stop.click(act.do_stop, None, [run_status], api_visibility="private", concurrency_limit=None)
 
-    return act.on_load, [prompts, models, battle_set]
+    return ArenaTab((act.on_load, [prompts, models, battle_set]), run_box, prompts, name, models)
