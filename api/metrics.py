@@ -58,7 +58,9 @@ class _EngineCollector:
 
 class Metrics:
     """The app's metrics: HTTP requests by method, route and status (RequestCounter);
-    generations by model and finish reason, prompt / cached / generated tokens, TTFT and
+    generations by model and finish reason, prompt / cached / generated tokens, speculative
+    decoding's drafted / accepted tokens and decode steps (acceptance rate = accepted / drafted,
+    tokens per step = generated tokens of speculating generations / steps), TTFT and
     decode tok/s histograms (`observe`, the engine's stats listener: whoever asked for the
     generation; the app removes it at shutdown); read when scraped (_EngineCollector): queue
     depth (running + waiting generations), active streams, model loads, MLX and process memory."""
@@ -79,6 +81,24 @@ class Metrics:
         self.generation_tokens = Counter(
             "workbench_generation_tokens", "generated tokens", ["model"], registry=r
         )
+        self.draft_tokens = Counter(
+            "workbench_speculative_draft_tokens",
+            "tokens drafted by speculative decoding",
+            ["model"],
+            registry=r,
+        )
+        self.accepted_tokens = Counter(
+            "workbench_speculative_accepted_tokens",
+            "drafted tokens the model accepted",
+            ["model"],
+            registry=r,
+        )
+        self.decode_steps = Counter(
+            "workbench_speculative_decode_steps",
+            "forward passes of speculative decoding",
+            ["model"],
+            registry=r,
+        )
         self.ttft = Histogram(
             "workbench_ttft_seconds", "time to first token", ["model"], buckets=TTFT_BUCKETS, registry=r
         )
@@ -98,6 +118,10 @@ class Metrics:
         self.prompt_tokens.labels(model).inc(stats.prompt_tokens)
         self.cached_tokens.labels(model).inc(stats.cached_tokens)
         self.generation_tokens.labels(model).inc(stats.generation_tokens)
+        if stats.speculative:
+            self.draft_tokens.labels(model).inc(stats.draft_tokens)
+            self.accepted_tokens.labels(model).inc(stats.accepted_tokens)
+            self.decode_steps.labels(model).inc(stats.decode_steps)
         if stats.generation_tokens:
             self.ttft.labels(model).observe(stats.ttft_s)
         if stats.generation_tps > 0:

@@ -15,6 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from api.errors import ApiError
 from workbench.engine import Chunk, Completion, Constraint, GenerationStats, SamplingParams
+from workbench.engine.speculation import Speculation
 from workbench.engine.structured.tools import CallSplitter, ToolSpec, forced, parse_calls, tool_constraint
 from workbench.engine.types import MAX_STOP_STRINGS
 
@@ -45,6 +46,32 @@ class WireModel(BaseModel):
     def log_unknown(self, where: str) -> None:
         if unknown := self.unknown_fields():
             log.info("%s: ignoring unknown fields %s", where, unknown)
+
+
+class SpeculativeConfig(WireModel):
+    """The `speculative` extension (engine.speculation.Speculation)."""
+
+    mode: str | None = Field(
+        None,
+        description="off, prompt_lookup or draft (default: draft with a draft_model, else prompt_lookup)",
+    )
+    draft_tokens: Any = Field(None, description="tokens drafted per step, 1-32 (8 / 3)")
+    draft_model: str | None = Field(None, description="mode draft: a registered model, same tokenizer")
+
+
+# Loose on the wire: Speculation checks the values and names the field that is wrong.
+SpeculativeField = SpeculativeConfig | bool | str | None
+SPECULATIVE_HELP = (
+    "extension: speculative decoding for this request ({mode, draft_tokens, draft_model}, a mode "
+    "name, or true for prompt_lookup); default: the server's WORKBENCH_SPECULATIVE"
+)
+
+
+def speculation(value: SpeculativeField) -> Speculation | None:
+    """The engine's Speculation for a request's `speculative` field (None: the server default)."""
+    if isinstance(value, SpeculativeConfig):
+        return Speculation.coerce(value.model_dump(exclude_none=True))
+    return Speculation.coerce(value)
 
 
 def unsupported(param: str, detail: str) -> ApiError:
@@ -234,6 +261,12 @@ class Timings(ReplyModel):
     cached_tokens: int = Field(description="prompt tokens the prompt cache supplied")
     batch_size: int = Field(description="most generations decoded together with this one")
     reasoning_tokens: int = Field(description="of generation_tokens, those inside a thinking section")
+    speculative: str = Field(description="the speculation that ran ('' none), e.g. prompt_lookup:8")
+    draft_tokens: int = Field(description="tokens drafted (speculative decoding)")
+    accepted_tokens: int = Field(description="of draft_tokens, those the model kept")
+    decode_steps: int = Field(description="forward passes that decoded (speculative decoding; 0 without)")
+    acceptance_rate: float | None = Field(description="accepted_tokens / draft_tokens (None: no drafts)")
+    tokens_per_step: float | None = Field(description="generation_tokens / decode_steps (None: none ran)")
     choices: int | SkipJsonSchema[None] = omitted("how many choices these figures sum (when several)")
 
 
@@ -256,6 +289,11 @@ def timings(stats: Sequence[GenerationStats]) -> Timings:
             "concurrent_streams": max(s.concurrent_streams for s in stats),
             "choices": len(stats),
         }
+        counts = ("draft_tokens", "accepted_tokens", "decode_steps")
+        out |= {k: sum(getattr(s, k) for s in stats) for k in counts}
+    drafted, steps = out["draft_tokens"], out["decode_steps"]
+    out["acceptance_rate"] = out["accepted_tokens"] / drafted if drafted else None
+    out["tokens_per_step"] = out["generation_tokens"] / steps if steps else None
     # Each API reports why the reply ended in its own fields, not in timings.
     out.pop("finish_reason", None)
     out.pop("stop_sequence", None)

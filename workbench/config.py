@@ -21,6 +21,7 @@ from workbench.config_parsers import (
     _parse_bool,
     _path_list,
     _port,
+    _speculation,
     _text,
 )
 
@@ -130,6 +131,13 @@ class Settings:
         64,
         "generations that may wait beyond max_batch before requests get 429 (Retry-After)",
         _int_at_least(0),
+    )
+    speculative: str = setting(
+        "off",
+        "speculative decoding for requests that do not ask: off, prompt_lookup[:N] (drafts from the "
+        "prompt and the output so far) or draft:MODEL[:N] (a registered model with the same "
+        "tokenizer drafts); N draft tokens per step (default 8 for prompt_lookup, 3 for a draft model)",
+        _speculation,
     )
     prompt_cache_entries: int = setting(
         8, "prompt prefixes kept per model for reuse across requests (0 = no prompt cache)", _int_at_least(0)

@@ -103,3 +103,30 @@ def _check(ok: bool, value: Any, accepts: str) -> Any:
     if not ok:
         raise ValueError(accepts)
     return value
+
+
+SPECULATION_FORMS = "off, prompt_lookup[:N] or draft:MODEL[:N] (N draft tokens, 1-32)"
+
+
+def _speculation(raw: str) -> str:
+    """WORKBENCH_SPECULATIVE, checked (speculation_parts reads it)."""
+    speculation_parts(raw)
+    return raw.strip()
+
+
+def speculation_parts(raw: str) -> tuple[str, str | None, int | None]:
+    """(mode, draft model, draft tokens) of a WORKBENCH_SPECULATIVE value: off,
+    prompt_lookup[:N] or draft:MODEL[:N]; ValueError for anything else."""
+    parts = raw.strip().split(":")
+    mode, rest = parts[0].lower(), parts[1:]
+    count: int | None = None
+    if rest and rest[-1].isdigit() and (mode == "prompt_lookup" or len(rest) == 2):
+        count = int(rest.pop())
+        _check(1 <= count <= 32, raw, f"expected {SPECULATION_FORMS}")
+    if mode == "off" and not rest and count is None:
+        return ("off", None, None)
+    if mode == "prompt_lookup" and not rest:
+        return (mode, None, count)
+    if mode == "draft" and len(rest) == 1 and rest[0].strip():
+        return (mode, rest[0].strip(), count)
+    raise ValueError(f"expected {SPECULATION_FORMS}")

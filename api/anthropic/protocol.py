@@ -12,11 +12,14 @@ from pydantic import Field
 from api.errors import ApiError
 from api.wire import (
     EFFORT_BUDGETS,
+    SPECULATIVE_HELP,
     ChoiceMode,
+    SpeculativeField,
     WireModel,
     check_stops,
     check_tool_choice,
     sampling_params,
+    speculation,
     tool_use,
     unsupported,
 )
@@ -251,6 +254,7 @@ class MessagesRequest(MessagesBase):
     ignore_eos: bool = Field(
         False, description="extension: generate past end-of-sequence (benchmarks, tests)"
     )
+    speculative: SpeculativeField = Field(None, description=SPECULATIVE_HELP)
     # Describe the caller only: accepted, no effect on generation.
     metadata: Metadata | None = None
     service_tier: str | None = None
@@ -267,4 +271,5 @@ class MessagesRequest(MessagesBase):
             max_tokens=self.max_tokens,
             stop=stops,
             ignore_eos=self.ignore_eos,
+            speculative=speculation(self.speculative),
         )

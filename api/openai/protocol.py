@@ -10,13 +10,16 @@ from pydantic import ConfigDict, Field
 
 from api.errors import ApiError
 from api.wire import (
+    SPECULATIVE_HELP,
     ChoiceMode,
+    SpeculativeField,
     WireModel,
     check_stops,
     check_tool_choice,
     no_effect,
     reasoning_plan,
     sampling_params,
+    speculation,
     stop_strings,
     tool_use,
     unsupported,
@@ -173,6 +176,7 @@ class SamplingFields(WireModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = Field(False, description="extension: generate past end-of-sequence (benchmarks)")
+    speculative: SpeculativeField = Field(None, description=SPECULATIVE_HELP)
     response_format: ResponseFormat | None = None
     # Describe the caller only: accepted, no effect on generation.
     user: str | None = None
@@ -298,6 +302,7 @@ class ChatCompletionRequest(SamplingFields):
                 tool_choice=tools.choice,
                 think=think,
                 reasoning_budget=budget,
+                speculative=speculation(self.speculative),
             )
             for i in range(self.n)
         ]
@@ -351,6 +356,7 @@ class CompletionRequest(SamplingFields):
                         logprobs=self.logprobs,
                         ignore_eos=self.ignore_eos,
                         constraint=self.constraint(),
+                        speculative=speculation(self.speculative),
                     )
                 )
         return out

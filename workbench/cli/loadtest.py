@@ -24,6 +24,7 @@ LOAD_TABLE = (
     "itl_p50_s",
     "itl_p95_s",
     "prompt_tokens_reported",
+    "acceptance_rate",
 )
 TURN_TABLE = (
     "server_label",
@@ -103,6 +104,17 @@ def _add_load_flags(load: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="untimed requests before each run (default 1; --multi-turn: one when > 0)",
+    )
+    load.add_argument(
+        "--workload",
+        choices=("free", "copy", "extract"),
+        default="free",
+        help="free: raw-prompt completions of fresh words (default); copy: chat turns asking to copy "
+        "--prompt-tokens words exactly; extract: JSON records of the fields of a given text",
+    )
+    load.add_argument(
+        "--speculative",
+        help="send our server's speculative extension: prompt_lookup, draft or off (others ignore it)",
     )
     load.add_argument("--seed", type=int, default=0, help="text seed (default 0)")
     load.add_argument("--timeout-s", type=float, default=120.0, help="per-request timeout (default 120)")
@@ -227,6 +239,8 @@ def _load(args: argparse.Namespace, health: Any, label: str, out: Path, common: 
             ignore_eos=args.ignore_eos,
             warmup=args.warmup,
             on_progress=progress,
+            workload=args.workload,
+            speculative=args.speculative,
             **common,
         )
         bar.close()

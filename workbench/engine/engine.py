@@ -54,8 +54,7 @@ class Engine(MeasureCalls):
         self.device = "unknown"
         self.blas = "unknown"
         self.versions: dict[str, str] = {}
-        # Generations admitted (running, or waiting on the thread or in a batch).
-        self._inflight = 0
+        self._inflight = 0  # generations admitted (running, or waiting on the thread or in a batch)
         self._inflight_lock = threading.Lock()
         self._listeners: list[Callable[[GenerationStats], None]] = []
         self.model_loads = 0  # models loaded by this engine (counted on its thread)
@@ -250,6 +249,7 @@ class Engine(MeasureCalls):
     def _generation(self, request: GenerationRequest, state: StreamState) -> Iterator[Chunk | None]:
         """Runs on the engine thread, stepped one chunk at a time by the worker (None:
         a batched generation has nothing yet)."""
+        from workbench.engine.drafting import pick_speculation
         from workbench.engine.generation import ReplyLimits, cancelled_before_start, stream_chunks
         from workbench.engine.scheduler import ModelBatch, batched_chunks
 
@@ -260,14 +260,19 @@ class Engine(MeasureCalls):
             return
         lm, load_s = self._load(request.model)
         lm.busy += 1
+        held = [lm]  # models this generation keeps loaded: its own and a draft model
         try:
-            if self.settings.max_batch > 1:
-                if lm.batch is None:
-                    lm.batch = ModelBatch(lm, self.settings)
+            spec = pick_speculation(request, self.settings.speculative, lm, self.registry, self._load)
+            if spec is not None and spec[1] is not None:
+                held.append(spec[1])
+                spec[1].busy += 1
+            if self.settings.max_batch > 1 and lm.batch is None:  # the batch, and its prompt cache
+                lm.batch = ModelBatch(lm, self.settings)
+            if lm.batch is not None and spec is None:  # a speculating generation runs alone
                 chunks = batched_chunks(lm.batch, request, state, load_s=load_s)
             else:
                 limits = ReplyLimits.of(self.settings)
-                chunks = stream_chunks(lm, request, state, load_s=load_s, limits=limits)
+                chunks = stream_chunks(lm, request, state, load_s=load_s, limits=limits, speculation=spec)
             counted = 0
             with closing(chunks):
                 for chunk in chunks:
@@ -276,8 +281,9 @@ class Engine(MeasureCalls):
                         self._observe(chunk)  # here, so a generation nobody reads is counted too
                     yield chunk
         finally:
-            lm.busy -= 1
-            lm.last_used = time.monotonic()
+            for model in held:
+                model.busy -= 1
+                model.last_used = time.monotonic()
 
     def tokens_generated(self) -> dict[str, int]:
         """Tokens generated so far per model id, counted on the engine thread as each is

@@ -3,9 +3,6 @@ cancellation, and the final chunk with its stats (built here only). Knows no que
 
 from __future__ import annotations
 
-import itertools
-import math
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,14 +11,16 @@ from typing import Any
 import mlx.core as mx
 from jinja2 import TemplateError
 from mlx_lm.generate import generate_step
-from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from workbench.config import Settings
 from workbench.engine import memory
+from workbench.engine.drafting import DraftModel, PromptLookup, SpecCounts, speculative_steps, trimmable
 from workbench.engine.errors import ContextLengthError, InvalidRequestError
 from workbench.engine.models.registry import LoadedModel
 from workbench.engine.reasoning import ThinkBudget, thinking_of
 from workbench.engine.reply_text import ReplyText
+from workbench.engine.sampling import build_sampling, token_logprob
+from workbench.engine.speculation import Speculation
 from workbench.engine.streams import StreamState
 from workbench.engine.types import (
     Chunk,
@@ -29,12 +28,9 @@ from workbench.engine.types import (
     FinishReason,
     GenerationRequest,
     GenerationStats,
-    SamplingParams,
-    TokenLogprob,
 )
 
 GB = 1e9
-_GOLDEN = 0x9E3779B97F4A7C15  # spreads (seed, step) pairs over the 64-bit seed space
 
 
 def render_prompt(
@@ -75,64 +71,6 @@ def render_prompt(
     return [*ids, *prefill]
 
 
-def _seeded(sampler: Callable[[mx.array], mx.array], seed: int) -> Callable[[mx.array], mx.array]:
-    """Re-seed MLX's RNG from (seed, step) before each draw, so a seeded request
-    reproduces even when other streams draw random numbers in between."""
-    steps = itertools.count()
-
-    def sample(logprobs: mx.array) -> mx.array:
-        mx.random.seed((seed * _GOLDEN + next(steps)) % 2**64)
-        return sampler(logprobs)
-
-    return sample
-
-
-def build_sampling(
-    params: SamplingParams, vocab_size: int
-) -> tuple[Callable[[mx.array], mx.array], list[Any], int | None]:
-    """mlx-lm sampler + logits processors for `params`; returns the seed actually used."""
-    for token, _ in params.logit_bias:
-        if token >= vocab_size:
-            raise InvalidRequestError(
-                f"logit_bias: token id {token} is outside the vocabulary (size {vocab_size})",
-                param="logit_bias",
-            )
-    processors = make_logits_processors(
-        logit_bias=dict(params.logit_bias) or None,
-        repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
-        repetition_context_size=params.repetition_context_size,
-        presence_penalty=params.presence_penalty or None,
-        presence_context_size=params.repetition_context_size,
-        frequency_penalty=params.frequency_penalty or None,
-        frequency_context_size=params.repetition_context_size,
-    )
-    sampler = make_sampler(
-        temp=params.temperature,
-        top_p=params.top_p if params.top_p < 1.0 else 0.0,
-        min_p=params.min_p,
-        # A top_k of the whole vocabulary or more keeps every token, which is no top-k at
-        # all; mlx-lm raises (at the first sampled token) instead of saying so.
-        top_k=params.top_k if params.top_k < vocab_size else 0,
-    )
-    if params.greedy:
-        return sampler, processors, None
-    seed = params.seed if params.seed is not None else secrets.randbits(63)
-    return _seeded(sampler, seed), processors, seed
-
-
-def token_logprob(tokenizer: Any, token: int, logprobs: mx.array, top_n: int) -> TokenLogprob:
-    top: tuple[tuple[int, str, float], ...] = ()
-    if top_n > 0:
-        idx = mx.argpartition(-logprobs, kth=top_n - 1)[:top_n]
-        pairs = sorted(zip(idx.tolist(), logprobs[idx].tolist(), strict=True), key=lambda p: -p[1])
-        # Tokens a grammar forbids have logprob -inf: not alternatives (nor valid JSON).
-        top = tuple((i, tokenizer.decode([i]), float(v)) for i, v in pairs if math.isfinite(v))
-    chosen = float(logprobs[token].item())
-    # Extreme sampling settings (a repetition penalty near 0) can push logits past float range:
-    # reported as OpenAI reports an impossible token, never as a number JSON cannot carry.
-    return TokenLogprob(token, tokenizer.decode([token]), chosen if math.isfinite(chosen) else -9999.0, top)
-
-
 @dataclass
 class Timeline:
     """When one generation started, made its first token and its last, and how many."""
@@ -163,6 +101,7 @@ def final_chunk(
     cached: int = 0,
     batch_size: int = 1,
     reasoning_tokens: int = 0,
+    spec: SpecCounts | None = None,
 ) -> Chunk:
     """The last chunk of a generation (alone, batched or cancelled before it started): the
     text that `text` still holds, and the GenerationStats (built here only)."""
@@ -191,6 +130,7 @@ def final_chunk(
         cached_tokens=cached,
         batch_size=batch_size,
         reasoning_tokens=reasoning_tokens,
+        **({} if spec is None else spec.stats()),
     )
     return Chunk(text=tail, stats=stats, reasoning=reasoning, calls=calls)
 
@@ -349,9 +289,12 @@ def stream_chunks(
     *,
     load_s: float | None = None,
     limits: ReplyLimits = ReplyLimits(),
+    speculation: tuple[Speculation, LoadedModel | None] | None = None,
 ) -> Iterator[Chunk]:
     """Generate for `request` on the loaded model, alone (mlx-lm's generate_step; the
-    scheduler batches instead); the last chunk carries the stats. `limits`: see prepare."""
+    scheduler batches instead); the last chunk carries the stats. `limits`: see prepare.
+    `speculation` (and its draft model, for mode draft) decodes speculatively where it can
+    (engine/drafting.py; see speculation_blocker)."""
     timeline = Timeline()
     tokenizer = lm.tokenizer
     ready = prepare(lm, request, limits)
@@ -359,16 +302,12 @@ def stream_chunks(
     if state.started_idle:
         memory.reset_peak()
     finish: FinishReason = "length"
+    counts: SpecCounts | None = None
     if state.cancel.cancelled:
         finish = "cancelled"
     else:
-        steps = generate_step(
-            mx.array(ready.prompt),
-            lm.model,
-            max_tokens=ready.max_tokens,
-            sampler=ready.sampler,
-            logits_processors=ready.processors,
-        )
+        spec = speculation if speculation and speculation_blocker(lm, request, ready) is None else None
+        steps, counts = _decode(lm, request, ready, spec)
         try:
             for token, logprobs in steps:
                 timeline.token()
@@ -395,4 +334,53 @@ def stream_chunks(
         seed=ready.seed,
         load_s=load_s,
         reasoning_tokens=ready.reasoning_tokens(),
+        cached=counts.cached if counts is not None else 0,
+        spec=counts,
     )
+
+
+def speculation_blocker(lm: LoadedModel, request: GenerationRequest, ready: Prepared) -> str | None:
+    """Why `request` decodes without speculation although asked (None: it can speculate): a
+    grammar or a reasoning budget (their logits processors keep state per drawn token, which a
+    rejected draft would corrupt), or a KV cache that cannot be rewound."""
+    if request.constraint is not None and not ready.native:
+        return "a grammar constrains the reply"
+    if ready.budget is not None:
+        return "the model's thinking section has a token budget"
+    if not trimmable(lm.model):
+        return "the model's KV cache cannot be rewound"
+    return None
+
+
+def _decode(
+    lm: LoadedModel,
+    request: GenerationRequest,
+    ready: Prepared,
+    speculation: tuple[Speculation, LoadedModel | None] | None,
+) -> tuple[Iterator[tuple[int, mx.array]], SpecCounts | None]:
+    """mlx-lm's generate_step, or speculative steps with their counts (sharing the model's
+    prompt cache, when it has one and the request uses it)."""
+    if speculation is None:
+        steps = generate_step(
+            mx.array(ready.prompt),
+            lm.model,
+            max_tokens=ready.max_tokens,
+            sampler=ready.sampler,
+            logits_processors=ready.processors,
+        )
+        return steps, None
+    spec, draft = speculation
+    counts = SpecCounts(label=spec.label())
+    drafter = DraftModel(draft.model) if draft is not None else PromptLookup()
+    steps = speculative_steps(
+        lm.model,
+        ready.prompt,
+        drafter,
+        draft_tokens=spec.tokens,
+        max_tokens=ready.max_tokens,
+        sampler=ready.sampler,
+        processors=ready.processors,
+        counts=counts,
+        store=(lm.batch.cache, lm.entry.id) if lm.batch and lm.batch.cache and request.cache else None,
+    )
+    return steps, counts

@@ -21,10 +21,10 @@ from workbench.engine.generation import (
     Timeline,
     final_chunk,
     prepare,
-    token_logprob,
 )
 from workbench.engine.models.registry import LoadedModel
 from workbench.engine.reply_text import ReplyText
+from workbench.engine.sampling import token_logprob
 from workbench.engine.streams import StreamState
 from workbench.engine.types import Chunk, FinishReason, GenerationRequest
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workbench.engine.errors import InvalidRequestError
+from workbench.engine.speculation import Speculation
 from workbench.engine.structured.constraint import Constraint
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -177,6 +178,7 @@ class GenerationRequest:
     prefill: str = ""
     think: bool | None = None  # False: ask the template to skip its thinking section
     reasoning_budget: int | None = None  # most reasoning tokens before the section is closed
+    speculative: Speculation | None = None  # None: the server's default (WORKBENCH_SPECULATIVE)
 
     def __post_init__(self) -> None:
         given = [n for n in ("messages", "prompt", "prompt_ids") if getattr(self, n) is not None]
@@ -227,6 +229,7 @@ class GenerationRequest:
             _check(
                 _integer(self.reasoning_budget, "reasoning_budget") >= 0, "reasoning_budget", "must be >= 0"
             )
+        object.__setattr__(self, "speculative", Speculation.coerce(self.speculative))
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,8 @@ class GenerationStats:
     cached_tokens of the prompt_tokens came from the prompt cache (not processed again);
     batch_size is the most generations decoded together with this one (itself included);
     reasoning_tokens of the generation_tokens were inside the model's thinking section.
+    speculative names the speculation that ran ('' none; Speculation.label); of its
+    draft_tokens the model accepted accepted_tokens, over decode_steps forward passes.
     """
 
     model: str
@@ -276,6 +281,10 @@ class GenerationStats:
     cached_tokens: int = 0
     batch_size: int = 1
     reasoning_tokens: int = 0  # of generation_tokens, those inside the thinking section
+    speculative: str = ""
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    decode_steps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -31,6 +31,24 @@ _WORD_LIST = """the of and to in is was for on are with as be at by this had not
     several change answer room sea against top turned learn point city play toward five using himself
     usually"""
 WORDS: tuple[str, ...] = tuple(_WORD_LIST.split())
+# What each request asks: `free` a raw-prompt completion of fresh words (as before); `copy` and
+# `extract` a chat turn that repeats its input (rewrite it exactly; JSON records of its fields),
+# the requests agents and editors make and prompt-lookup speculation drafts from.
+WORKLOADS: tuple[str, ...] = ("free", "copy", "extract")
+
+
+def workload_messages(workload: str, words: int, rng: random.Random) -> list[dict[str, str]]:
+    """The chat turn of a `copy` or `extract` request, its given text about `words` words."""
+    if workload == "copy":
+        text = word_text(words, rng)
+        return [{"role": "user", "content": f"Copy this text exactly, word for word:\n\n{text}"}]
+    records = [
+        f"Name: {rng.choice(WORDS).title()} {rng.choice(WORDS).title()}. City: {rng.choice(WORDS).title()}. "
+        f"Order: {rng.randrange(100, 999)}."
+        for _ in range(max(1, words // 9))
+    ]
+    ask = 'Return one JSON object per line, {"name", "city", "order"}, for each record:\n\n'
+    return [{"role": "user", "content": ask + "\n".join(records)}]
 
 
 def word_text(words: int, rng: random.Random) -> str:
@@ -84,6 +102,7 @@ class StreamTiming:
     prompt_tokens: int | None = None  # server-reported (usage), when it sends usage
     cached_tokens: int | None = None
     usage_completion_tokens: int | None = None
+    speculation: dict[str, int] | None = None  # our server's timings: drafted / accepted tokens, steps
     error: str | None = None
 
     @property
@@ -127,6 +146,10 @@ def timed_stream(create: Callable[..., Any], deadline: float, **kwargs: Any) -> 
                     else:
                         timing.gaps_s.append(now - last)
                     last = now
+            extra = getattr(chunk, "model_extra", None) or {}
+            if isinstance(extra.get("timings"), dict) and extra["timings"].get("speculative"):
+                keys = ("draft_tokens", "accepted_tokens", "decode_steps", "generation_tokens")
+                timing.speculation = {k: int(extra["timings"].get(k) or 0) for k in keys}
             usage = getattr(chunk, "usage", None)
             if usage is not None:
                 timing.prompt_tokens = usage.prompt_tokens
@@ -171,6 +194,8 @@ class LoadResult:
     seed: int
     wall_s: float
     timings: list[StreamTiming]
+    workload: str = "free"
+    speculative: str | None = None
 
     @property
     def ok(self) -> list[StreamTiming]:
@@ -191,7 +216,11 @@ class LoadResult:
         gaps = [g for t in ok for g in t.gaps_s]
         wall = max(self.wall_s, 1e-9)
         first = next((t.error for t in self.timings if t.error is not None), None)
+        spec = [t.speculation for t in ok if t.speculation]
+        drafted, steps = (sum(s[k] for s in spec) for k in ("draft_tokens", "decode_steps"))
         return {
+            "acceptance_rate": sum(s["accepted_tokens"] for s in spec) / drafted if drafted else None,
+            "tokens_per_step": sum(s["generation_tokens"] for s in spec) / steps if steps else None,
             "prompt_tokens_reported": _mean([t.prompt_tokens for t in ok if t.prompt_tokens is not None]),
             "cached_tokens_reported": _mean([t.cached_tokens for t in ok if t.cached_tokens is not None]),
             "completed": len(ok),
@@ -222,9 +251,24 @@ class LoadResult:
             "max_tokens": self.max_tokens,
             "ignore_eos": self.ignore_eos,
             "seed": self.seed,
+            "workload": self.workload,
+            "speculative": self.speculative,
             **self.figures(),
         }
         return {k: values[k] for k in LOAD_FIELDS}
+
+
+def request_body(
+    client: Any, workload: str, words: int, rng: random.Random, ignore_eos: bool, speculative: str | None
+) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The SDK call and the body of one load-tool request (temperature, tokens and model apart)."""
+    extra: dict[str, Any] = {"ignore_eos": True} if ignore_eos and workload == "free" else {}
+    if speculative:
+        extra["speculative"] = speculative
+    if workload == "free":
+        return client.completions.create, {"prompt": word_text(words, rng), "extra_body": extra or None}
+    messages = workload_messages(workload, words, rng)
+    return client.chat.completions.create, {"messages": messages, "extra_body": extra or None}
 
 
 def run_load(
@@ -241,6 +285,8 @@ def run_load(
     ignore_eos: bool = True,
     warmup: int = 1,
     on_progress: Callable[[int, int, str], None] | None = None,
+    workload: str = "free",
+    speculative: str | None = None,
 ) -> LoadResult:
     """Stream `requests` raw-prompt completions from `base_url`, `concurrency` in flight.
 
@@ -251,7 +297,11 @@ def run_load(
     unknown fields; pass False for a server that rejects it). `warmup` untimed requests
     go first, one at a time. No request outlives `timeout_s`, and nothing is sent after
     `overall_timeout_s` (unsent requests count as errors), so the run ends by itself.
+    `workload` copy / extract send chat turns instead (WORKLOADS; end-of-sequence ends them);
+    `speculative` (a mode name) is sent as our server's `speculative` extension field.
     """
+    if workload not in WORKLOADS:
+        raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
     if min(concurrency, requests, prompt_tokens, max_tokens) < 1:
         raise ValueError("concurrency, requests, prompt tokens and max tokens must be >= 1")
     if warmup < 0:
@@ -261,16 +311,9 @@ def run_load(
 
     def send(index: int, deadline: float, tokens: int) -> StreamTiming:
         rng = random.Random(f"{seed}:{salt}:{index}")
-        extra = {"ignore_eos": True} if ignore_eos else None
-        return timed_stream(
-            client.completions.create,
-            min(deadline, time.perf_counter() + timeout_s),
-            model=model,
-            prompt=word_text(prompt_tokens, rng),
-            max_tokens=tokens,
-            temperature=0,
-            extra_body=extra,
-        )
+        create, body = request_body(client, workload, prompt_tokens, rng, ignore_eos, speculative)
+        until = min(deadline, time.perf_counter() + timeout_s)
+        return timed_stream(create, until, model=model, max_tokens=tokens, temperature=0, **body)
 
     begin = time.perf_counter()
     for w in range(warmup):
@@ -304,4 +347,6 @@ def run_load(
         seed=seed,
         wall_s=max(ends) - start,
         timings=[timing for timing, _ in results],
+        workload=workload,
+        speculative=speculative,
     )

@@ -170,6 +170,16 @@ LOAD_COLUMNS: tuple[Column, ...] = (
     Column("itl_p50_s", "float", "median gap between successive text chunks", nullable=True),
     Column("itl_p95_s", "float", "95th percentile of that", nullable=True),
     Column("seed", "int", "prompt seed (prompts also differ per run, so no run reuses another's)"),
+    Column(
+        "workload", "str", "free (raw-prompt completions), copy or extract (chat turns that repeat input)"
+    ),
+    Column(
+        "speculative", "str", "the speculative mode requested (--speculative), empty for none", nullable=True
+    ),
+    Column("acceptance_rate", "float", "drafted tokens accepted, as our server reported them", nullable=True),
+    Column(
+        "tokens_per_step", "float", "tokens per forward pass of speculating requests (server)", nullable=True
+    ),
 )
 LOAD_FIELDS: tuple[str, ...] = tuple(c.name for c in LOAD_COLUMNS)
 

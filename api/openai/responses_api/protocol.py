@@ -11,11 +11,14 @@ from pydantic import ConfigDict, Field
 
 from api.errors import ApiError
 from api.wire import (
+    SPECULATIVE_HELP,
+    SpeculativeField,
     WireModel,
     check_tool_choice,
     no_effect,
     reasoning_plan,
     sampling_params,
+    speculation,
     tool_use,
     unsupported,
 )
@@ -159,6 +162,7 @@ class ResponsesRequest(WireModel):
     reasoning: ReasoningConfig | None = None
     reasoning_budget: int | None = Field(None, ge=0, description="extension: most reasoning tokens")
     ignore_eos: bool = Field(False, description="extension: generate past end-of-sequence (benchmarks)")
+    speculative: SpeculativeField = Field(None, description=SPECULATIVE_HELP)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     truncation: Literal["auto", "disabled"] | None = None
     include: list[str] | None = None
@@ -260,6 +264,7 @@ class ResponsesRequest(WireModel):
             tool_choice=tools.choice,
             think=think,
             reasoning_budget=budget,
+            speculative=speculation(self.speculative),
         )
 
 
