@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,42 @@ def test_multi_turn_records_a_ttft_per_turn_on_a_growing_history(base_url: str, 
     # The history grows: 24 words a long turn, the replies, then the short question.
     prompts = df["prompt_tokens_reported"].tolist()
     assert prompts[0] > 24 and prompts[0] < prompts[1] < prompts[2]
+
+
+@pytest.mark.slow
+def test_a_long_prompt_arriving_is_processed_in_chunks_while_the_streams_keep_decoding(
+    settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    """With a prefill step of 128 tokens, a ~1024-token prompt takes about 8 engine steps, each
+    giving every running stream a token; with one step for the whole prompt they would get about
+    one. Counted in tokens, not timed. The CLI writes the row (the same code path)."""
+    from workbench.loadgen.long_arrival import run_long_arrival
+    from workbench.reports.schema import ARRIVAL_COLUMNS
+
+    chunked = replace(settings, prefill_step=128)
+    with Engine(chunked) as own, LiveServer(create_app(chunked, own, with_ui=False)) as live:
+        result = run_long_arrival(f"{live.url}/v1", "default", 2, 1024, 64)
+        figures = result.figures()
+        out = tmp_path / "long_arrival.csv"
+        done = cli(
+            "--base-url",
+            f"{live.url}/v1",
+            "--model",
+            "default",
+            "--long-arrival",
+            "--streams",
+            "2",
+            "--long-prompt-tokens",
+            "512",
+            "--max-tokens",
+            "48",
+            "--out",
+            str(out),
+        )
+    assert figures["errors"] == 0 and abs(figures["long_prompt_tokens_reported"] - 1024) <= 4
+    # Each stream got a token per prompt chunk while the long prompt was processed, and went on after.
+    assert figures["during_gaps"] >= 2 * 5 and figures["after_gaps"] > 0, figures
+    assert figures["freeze_ratio"] is not None and figures["long_ttft_s"] > 0
+    assert done.returncode == 0, done.stderr[-2000:]
+    df = read_results(out, ARRIVAL_COLUMNS)
+    assert len(df) == 1 and df["during_gaps"].iloc[0] >= 2 * 2 and "freeze_ratio" in done.stdout

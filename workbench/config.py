@@ -21,6 +21,7 @@ from workbench.config_parsers import (
     _parse_bool,
     _path_list,
     _port,
+    _prefill_step,
     _speculation,
     _text,
 )
@@ -131,6 +132,13 @@ class Settings:
         64,
         "generations that may wait beyond max_batch before requests get 429 (Retry-After)",
         _int_at_least(0),
+    )
+    prefill_step: int | None = setting(
+        None,
+        "prompt tokens processed per engine step, or 'auto' (256 on the CPU backend, 2048 on a GPU): "
+        "a long prompt is processed in chunks this long, each taking turns with a token for every "
+        "running stream (smaller: those streams keep flowing; on a GPU larger chunks process it sooner)",
+        _prefill_step,
     )
     speculative: str = setting(
         "off",

@@ -32,6 +32,16 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _prefill_step(raw: str) -> int | None:
+    """WORKBENCH_PREFILL_STEP: tokens >= 16, or auto / empty (None)."""
+    if raw.strip().lower() in ("", "auto"):
+        return None
+    try:
+        return _int_at_least(16)(raw)
+    except ValueError:
+        raise ValueError("expected an integer >= 16, or 'auto'") from None
+
+
 def _port(raw: str) -> int:
     try:
         value = int(raw.strip())

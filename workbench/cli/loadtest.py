@@ -26,6 +26,18 @@ LOAD_TABLE = (
     "prompt_tokens_reported",
     "acceptance_rate",
 )
+ARRIVAL_TABLE = (
+    "server_label",
+    "streams",
+    "long_prompt_tokens_reported",
+    "long_ttft_s",
+    "itl_steady_p50_s",
+    "itl_during_p95_s",
+    "itl_during_max_s",
+    "during_gaps",
+    "after_gaps",
+    "freeze_ratio",
+)
 TURN_TABLE = (
     "server_label",
     "conversation",
@@ -143,6 +155,20 @@ def _add_multi_turn_flags(load: argparse.ArgumentParser) -> None:
         default=3,
         help="--multi-turn: conversations, one after another (default 3)",
     )
+    load.add_argument(
+        "--long-arrival",
+        action="store_true",
+        help="run the long-arrival scenario instead: --streams streams decode (--max-tokens each, "
+        "default 256) and a prompt of --long-prompt-tokens words arrives among them; one row "
+        "(steady vs during inter-token gaps, freeze_ratio) to results/long_arrival.csv",
+    )
+    load.add_argument("--streams", type=int, default=4, help="--long-arrival: running streams (default 4)")
+    load.add_argument(
+        "--long-prompt-tokens",
+        type=int,
+        default=4096,
+        help="--long-arrival: long prompt in words (default 4096)",
+    )
 
 
 def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
@@ -161,7 +187,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
     health = fetch_health(args.base_url)
     label = args.label or ("workbench" if health and isinstance(health.get("engine"), dict) else "server")
-    name = "multiturn.csv" if args.multi_turn else "loadtest.csv"
+    name = "multiturn.csv" if args.multi_turn else "long_arrival.csv" if args.long_arrival else "loadtest.csv"
     out = Path(args.out) if args.out else Settings.from_env().results_dir / name
     client_options = {
         "api_key": args.api_key or os.environ.get("OPENAI_API_KEY"),
@@ -170,7 +196,35 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     }
     if args.multi_turn:
         return _multi_turn(args, health, label, out, client_options)
+    if args.long_arrival:
+        return _long_arrival(args, health, label, out, client_options)
     return _load(args, health, label, out, client_options)
+
+
+def _long_arrival(
+    args: argparse.Namespace, health: Any, label: str, out: Path, common: dict[str, Any]
+) -> int:
+    from workbench.loadgen.long_arrival import run_long_arrival
+    from workbench.reports.schema import ARRIVAL_FIELDS
+    from workbench.reports.store import append_rows
+    from workbench.runs import capture_client
+
+    result = run_long_arrival(
+        args.base_url,
+        args.model,
+        args.streams,
+        args.long_prompt_tokens,
+        args.max_tokens or 256,
+        seed=args.seed,
+        **common,
+    )
+    row = result.row(capture_client(health), label)
+    append_rows(out, ARRIVAL_FIELDS, [row])
+    _print_table([row], ARRIVAL_TABLE)
+    print(f"1 row appended to {out}", file=sys.stderr)
+    if row["first_error"]:
+        print(f"{row['errors']} error(s), first: {row['first_error']}", file=sys.stderr)
+    return 1 if row["errors"] else 0
 
 
 def _multi_turn(args: argparse.Namespace, health: Any, label: str, out: Path, common: dict[str, Any]) -> int:

@@ -16,7 +16,7 @@ from workbench.engine.errors import InvalidRequestError, ModelNotFoundError
 from workbench.engine.speculation import Speculation
 
 NGRAM_MAX = 3  # the longest context suffix prompt lookup matches (then shorter ones)
-PREFILL_STEP = 512
+PREFILL_STEP = 512  # the draft model's prompt chunks
 WINDOW = 4  # drafting steps the throttle judges at a time
 MIN_ACCEPTED = 0.25  # of the drafted tokens in a window; below it drafting pauses
 PAUSE_STEPS = (8, 256)  # the first pause, in decode steps, doubling up to the last
@@ -146,16 +146,19 @@ def speculative_steps(
     processors: Sequence[Any],
     counts: SpecCounts,
     store: tuple[Any, str] | None = None,
-) -> Iterator[tuple[int, mx.array]]:
+    prefill_step: int = 2048,
+) -> Iterator[tuple[int, mx.array] | None]:
     """(token, logprobs) like mlx-lm's generate_step, several per forward pass when drafts
-    hold; `counts` follows along. `store` (an mlx-lm LRUPromptCache and the model's key)
-    supplies the longest cached prefix of the prompt and keeps the KV cache at the end."""
+    hold, and None after each `prefill_step` chunk of the prompt (the worker steps the other
+    streams then); `counts` follows along. `store` (an mlx-lm LRUPromptCache and the model's
+    key) supplies the longest cached prefix of the prompt and keeps the KV cache at the end."""
     history = list(prompt)
     cache, start = _cached(model, history, store)
     counts.cached = start
-    for i in range(start, len(history) - 1, PREFILL_STEP):
-        model(mx.array(history[i : min(i + PREFILL_STEP, len(history) - 1)])[None], cache=cache)
+    for i in range(start, len(history) - 1, prefill_step):
+        model(mx.array(history[i : min(i + prefill_step, len(history) - 1)])[None], cache=cache)
         mx.eval([c.state for c in cache])
+        yield None
     try:
         yield from _verify_loop(
             model, cache, history, drafter, draft_tokens, max_tokens, sampler, processors, counts

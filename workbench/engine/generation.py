@@ -290,11 +290,11 @@ def stream_chunks(
     load_s: float | None = None,
     limits: ReplyLimits = ReplyLimits(),
     speculation: tuple[Speculation, LoadedModel | None] | None = None,
-) -> Iterator[Chunk]:
+) -> Iterator[Chunk | None]:
     """Generate for `request` on the loaded model, alone (mlx-lm's generate_step; the
     scheduler batches instead); the last chunk carries the stats. `limits`: see prepare.
     `speculation` (and its draft model, for mode draft) decodes speculatively where it can
-    (engine/drafting.py; see speculation_blocker)."""
+    (engine/drafting.py; see speculation_blocker), and then yields None between prompt chunks."""
     timeline = Timeline()
     tokenizer = lm.tokenizer
     ready = prepare(lm, request, limits)
@@ -309,7 +309,11 @@ def stream_chunks(
         spec = speculation if speculation and speculation_blocker(lm, request, ready) is None else None
         steps, counts = _decode(lm, request, ready, spec)
         try:
-            for token, logprobs in steps:
+            for step in steps:
+                if step is None:  # a prompt chunk done: the other streams' turn
+                    yield None
+                    continue
+                token, logprobs = step
                 timeline.token()
                 if token in ready.eos:
                     finish = "stop"
@@ -357,7 +361,7 @@ def _decode(
     request: GenerationRequest,
     ready: Prepared,
     speculation: tuple[Speculation, LoadedModel | None] | None,
-) -> tuple[Iterator[tuple[int, mx.array]], SpecCounts | None]:
+) -> tuple[Iterator[tuple[int, mx.array] | None], SpecCounts | None]:
     """mlx-lm's generate_step, or speculative steps with their counts (sharing the model's
     prompt cache, when it has one and the request uses it)."""
     if speculation is None:
@@ -382,5 +386,6 @@ def _decode(
         processors=ready.processors,
         counts=counts,
         store=(lm.batch.cache, lm.entry.id) if lm.batch and lm.batch.cache and request.cache else None,
+        prefill_step=lm.batch.prefill_step if lm.batch else 2048,
     )
     return steps, counts

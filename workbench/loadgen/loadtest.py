@@ -96,6 +96,7 @@ class StreamTiming:
 
     ttft_s: float | None = None
     gaps_s: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each text chunk came (perf_counter)
     chunks: int = 0
     text: str = ""
     total_s: float | None = None
@@ -118,14 +119,17 @@ def _chunk_text(choice: Any) -> str:
     return getattr(choice, "text", None) or ""  # text_completion
 
 
-def timed_stream(create: Callable[..., Any], deadline: float, **kwargs: Any) -> StreamTiming:
+def timed_stream(
+    create: Callable[..., Any], deadline: float, timing: StreamTiming | None = None, **kwargs: Any
+) -> StreamTiming:
     """Send one streaming request (`create` is client.completions.create or
-    client.chat.completions.create) and time it; errors are recorded, never raised.
+    client.chat.completions.create) and time it into `timing` (a new one by default: pass one
+    to watch it fill from another thread); errors are recorded, never raised.
 
     The request is abandoned at `deadline` (time.perf_counter() clock): the HTTP timeout
     bounds each read, and the loop checks the deadline between chunks.
     """
-    timing = StreamTiming()
+    timing = timing if timing is not None else StreamTiming()
     start = time.perf_counter()
     last: float | None = None
     parts: list[str] = []
@@ -140,6 +144,7 @@ def timed_stream(create: Callable[..., Any], deadline: float, **kwargs: Any) -> 
             for choice in chunk.choices or ():
                 if text := _chunk_text(choice):
                     parts.append(text)
+                    timing.times.append(now)
                     timing.chunks += 1
                     if last is None:
                         timing.ttft_s = now - start

@@ -183,6 +183,31 @@ LOAD_COLUMNS: tuple[Column, ...] = (
 )
 LOAD_FIELDS: tuple[str, ...] = tuple(c.name for c in LOAD_COLUMNS)
 
+# One row per long-arrival run (workbench loadtest --long-arrival): do running streams freeze
+# while a long prompt arriving among them is processed?
+ARRIVAL_COLUMNS: tuple[Column, ...] = (
+    *PROVENANCE_COLUMNS,
+    Column("server_label", "str", "what was measured, free text (--label)"),
+    Column("base_url", "str", "the server's OpenAI base URL"),
+    Column("model", "str", "model name sent with every request"),
+    Column("streams", "int", "streams decoding when the long prompt arrives"),
+    Column("long_prompt_tokens", "int", "requested long prompt length (words: ~1 token each)"),
+    Column(
+        "long_prompt_tokens_reported", "int", "its usage.prompt_tokens, as the server reported", nullable=True
+    ),
+    Column("max_tokens", "int", "max_tokens of each running stream"),
+    Column("long_ttft_s", "float", "the long request's time to first token", nullable=True),
+    Column("itl_steady_p50_s", "float", "median gap of the running streams before it arrived", nullable=True),
+    Column("itl_during_p95_s", "float", "95th percentile of their gaps until its first token", nullable=True),
+    Column("itl_during_max_s", "float", "the longest of those gaps", nullable=True),
+    Column("during_gaps", "int", "gaps counted in that window"),
+    Column("after_gaps", "int", "gaps after it (the streams kept decoding past it when > 0)"),
+    Column("freeze_ratio", "float", "itl_during_p95_s / itl_steady_p50_s", nullable=True),
+    Column("errors", "int", "requests that failed"),
+    Column("first_error", "str", "the first error, 'Type: message'", nullable=True),
+)
+ARRIVAL_FIELDS: tuple[str, ...] = tuple(c.name for c in ARRIVAL_COLUMNS)
+
 # One row per turn of a multi-turn chat benchmark (workbench loadtest --multi-turn):
 # the history grows to about history_tokens; the last turn asks a short question on
 # top of all of it, so its TTFT is what a prompt cache can save.
