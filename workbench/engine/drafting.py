@@ -268,12 +268,13 @@ def pick_speculation(
     """The speculation `request` runs with (its own, else the server's `default`, a
     WORKBENCH_SPECULATIVE value) and, for mode
     draft, the draft model (a registered id in `registry`: never a path or hub id) loaded through
-    `load`; None when off. A draft model that is not registered or has another tokenizer is an
-    InvalidRequestError (400)."""
+    `load`; None when off, and for a request under a grammar (it stays in the batch: the grammar's
+    matcher advances per drawn token, which a rejected draft would corrupt). A draft model that is
+    not registered or has another tokenizer is an InvalidRequestError (400)."""
     spec = (
         request.speculative if request.speculative is not None else Speculation(*speculation_parts(default))
     )  # type: ignore[arg-type]
-    if not spec.on:
+    if not spec.on or request.constraint is not None:
         return None
     if spec.mode != "draft":
         return spec, None
