@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.cli._common import progress_bar
+from workbench.loadgen.loadtest import WORKLOADS
 
 LOAD_TABLE = (
     "server_label",
@@ -119,7 +120,7 @@ def _add_load_flags(load: argparse.ArgumentParser) -> None:
     )
     load.add_argument(
         "--workload",
-        choices=("free", "copy", "extract"),
+        choices=WORKLOADS,
         default="free",
         help="free: raw-prompt completions of fresh words (default); copy: chat turns asking to copy "
         "--prompt-tokens words exactly; extract: JSON records of the fields of a given text",

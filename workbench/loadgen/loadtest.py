@@ -95,7 +95,6 @@ class StreamTiming:
     """One streamed request as its client saw it."""
 
     ttft_s: float | None = None
-    gaps_s: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)  # when each text chunk came (perf_counter)
     chunks: int = 0
     text: str = ""
@@ -105,6 +104,11 @@ class StreamTiming:
     usage_completion_tokens: int | None = None
     speculation: dict[str, int] | None = None  # our server's timings: drafted / accepted tokens, steps
     error: str | None = None
+
+    @property
+    def gaps_s(self) -> list[float]:
+        """Seconds between successive text chunks."""
+        return [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
 
     @property
     def completion_tokens(self) -> int:
@@ -148,8 +152,6 @@ def timed_stream(
                     timing.chunks += 1
                     if last is None:
                         timing.ttft_s = now - start
-                    else:
-                        timing.gaps_s.append(now - last)
                     last = now
             extra = getattr(chunk, "model_extra", None) or {}
             if isinstance(extra.get("timings"), dict) and extra["timings"].get("speculative"):

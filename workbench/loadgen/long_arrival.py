@@ -5,7 +5,6 @@ token. An HTTP client of any OpenAI-compatible server, like the load tool; no En
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,11 +36,11 @@ class ArrivalResult:
         first = self.sent_at + (self.long.ttft_s or 0.0)
         steady, during, after = [], [], 0
         for t in self.running:
-            for a, b in zip(t.times, t.times[1:], strict=False):
-                if b <= self.sent_at:
-                    steady.append(b - a)
+            for a, gap in zip(t.times, t.gaps_s, strict=False):  # each gap with when it began
+                if a + gap <= self.sent_at:
+                    steady.append(gap)
                 elif a < first:
-                    during.append(b - a)
+                    during.append(gap)
                 else:
                     after += 1
         p50 = _percentile(steady, 50)
@@ -108,14 +107,12 @@ def run_long_arrival(
 
     with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="long-arrival") as pool:
         futures = [pool.submit(stream, i) for i in range(streams)]
-        ready = threading.Event()
-        while not ready.wait(0.02):  # until every stream is decoding (or has ended)
-            done = [
-                t.chunks >= STEADY_TOKENS or t.error is not None or f.done()
-                for t, f in zip(running, futures, strict=True)
-            ]
-            if all(done) or time.perf_counter() > deadline:
-                ready.set()
+        # Until every stream is decoding (or has ended).
+        while time.perf_counter() < deadline and not all(
+            t.chunks >= STEADY_TOKENS or t.error is not None or f.done()
+            for t, f in zip(running, futures, strict=True)
+        ):
+            time.sleep(0.02)
         sent_at = time.perf_counter()
         until = min(deadline, sent_at + timeout_s)
         long = timed_stream(
