@@ -297,7 +297,9 @@ def test_blind_vote_appends_one_row_with_the_hidden_identities(page: Any, ui: di
     assert not page.is_visible("#vote-A")
 
 
-def test_stop_cancels_the_generation_in_the_engine(page: Any, engine: Engine, ui: dict[str, Any]) -> None:
+def test_stop_cancels_the_generation_in_the_engine(
+    page: Any, browser: Any, engine: Engine, ui: dict[str, Any]
+) -> None:
     from openai import OpenAI
 
     chat_settings(page, max_tokens=1500)
@@ -314,13 +316,28 @@ def test_stop_cancels_the_generation_in_the_engine(page: Any, engine: Engine, ui
     )
     assert reply.choices[0].message.content and reply.model_extra["timings"]["concurrent_streams"] >= 2
     assert engine.active_streams >= 1, "the story should still be generating"
+    # Another page's reply waits in the UI's engine queue behind the story; its Stop reaches it there.
+    other = browser.new_context().new_page()
+    other.goto(ui["url"] + "/")
+    other.wait_for_function("document.querySelector('#wb-header')?.innerText.includes('Engine on')")
+    other.fill("#chat-input textarea", "Write a poem about the sea.")
+    other.click("#chat-send")
+    other.wait_for_selector("#chat-log [data-testid=user]")
+    other.click("#chat-stop")
     with FinishedGenerations(engine) as finished:
         page.click("#chat-stop")
         stats = finished.cancelled(max_tokens=1500)  # the story itself ended as cancelled
+    waited = "stopped by the user"
+    assert wait_until(lambda: waited in other.evaluate(LAST_REPLY), timeout_s=60)
+    assert "gen 0 tok" in other.evaluate(LAST_REPLY)  # the engine did no work for it
+    other.context.close()
     assert stats.generation_tokens > 5
     assert wait_until(lambda: engine.active_streams == 0, timeout_s=60)
-    assert wait_until(lambda: "stopped by the user" in page.evaluate(LAST_REPLY), timeout_s=60)
+    # The reply's own last chunk says so, with the cancelled generation's stats: the last word.
+    said = f"gen {stats.generation_tokens} tok"
+    assert wait_until(lambda: said in page.evaluate(LAST_REPLY), timeout_s=60)
     stopped_at = page.evaluate(LAST_REPLY)
+    assert "stopped by the user" in stopped_at and "cancelled" in stopped_at
     time.sleep(1.0)
     assert page.evaluate(LAST_REPLY) == stopped_at  # nothing more arrives
     assert engine.active_streams == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import gradio as gr
 import pytest
 
 from workbench.engine import GenerationStats, InvalidRequestError
@@ -50,11 +49,4 @@ def test_the_panel_shows_a_finished_reply_or_why_it_is_not_json() -> None:
     status, panel = structured.show_outcome(cut)
     assert "Max tokens" in status and panel is None
     assert structured.outcome_of("{", stats("cancelled")) == {"error": structured.STOPPED}
-    # Stop: a reply cut under a schema says so; a finished one, or free text, is left alone.
-    cut_turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "{", "stats": None}]
-    status, panel = structured.stopped(cut_turns, '{"type": "object"}')
-    assert structured.STOPPED in status and panel is None
-    unchanged = (gr.update(), gr.update())
-    assert structured.stopped(cut_turns, "") == unchanged
-    assert structured.stopped([*cut_turns[:1], {**cut_turns[1], "stats": {}}], "{}") == unchanged
     assert structured.describe_schema("", True) == ("", None)  # empty box: free text, empty panel

@@ -61,24 +61,25 @@ class ChatTab:
 
 
 class ChatActions:
-    """What the Chat tab's events do, for one engine; a session's reply is cancelled by its
-    session hash (Stop, Clear)."""
+    """What the Chat tab's events do, for one engine. Stop cancels the session's replies in
+    the engine (by session hash, and by ticket those still queued), and each reply ends
+    itself with its stats; Clear cancels Gradio's events."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.cancels = SessionCancels()
 
-    @staticmethod
-    def post(text: str, history: Turns) -> tuple[Any, str, list[dict[str, str]]]:
+    def post(self, text: str, history: Turns) -> tuple[Any, str, int, list[dict[str, str]]]:
         if not text or not text.strip():
             raise gr.Error("Type a message first.", print_exception=False)
-        return "", text, render([*history, {"role": "user", "content": text}])
+        return "", text, self.cancels.ticket(), render([*history, {"role": "user", "content": text}])
 
     async def respond(
         self,
         text: str,
         history: Turns,
         in_page: bool,
+        ticket: int | None,
         model_id: str | None,
         system_prompt: str,
         temperature: float,
@@ -98,8 +99,10 @@ class ChatActions:
         asked = [*history, {"role": "user", "content": text}]
         reply: dict[str, Any] = {"role": "assistant", "content": "", "note": "", "stats": None}
         done: structured.Outcome = None
+        session = request.session_hash if request else None
         try:
-            with user_errors():
+            # Tracked from the start: a Stop while the model loads or the reply waits still reaches it.
+            with self.cancels.track(session, ticket=ticket) as (token,), user_errors():
                 params, max_new, _ = read_sampling(values)
                 constraint = structured.read_schema(json_schema, strict)
                 req = GenerationRequest(
@@ -115,18 +118,17 @@ class ChatActions:
                 if not info.loaded:
                     reply["note"] = f"loading {info.id} (a GGUF is converted to MLX on first use)…"
                     yield render([*asked, reply]), [*asked, reply], gr.update(), None
-                with self.cancels.track(request.session_hash if request else None) as (token,):
-                    async with aclosing(stream_text(self.engine, req, token)) as stream:
-                        async for so_far, stats in stream:
-                            reply = reply | {"content": so_far, "note": ""}
-                            if stats is not None:
-                                note = stats_line(stats)
-                                if stats.finish_reason == "cancelled":
-                                    note = f"{STOPPED} · {note}"
-                                reply |= {"stats": stats.as_dict(), "note": note}
-                                if constraint is not None:
-                                    done = structured.outcome_of(so_far, stats)
-                            yield render([*asked, reply]), [*asked, reply], gr.update(), done
+                async with aclosing(stream_text(self.engine, req, token)) as stream:
+                    async for so_far, stats in stream:
+                        reply = reply | {"content": so_far, "note": ""}
+                        if stats is not None:
+                            note = stats_line(stats)
+                            if stats.finish_reason == "cancelled":
+                                note = f"{STOPPED} · {note}"
+                            reply |= {"stats": stats.as_dict(), "note": note}
+                            if constraint is not None:
+                                done = structured.outcome_of(so_far, stats)
+                        yield render([*asked, reply]), [*asked, reply], gr.update(), done
         except gr.Error as exc:
             # Nothing is lost: the conversation is as before and the message is back in the box.
             problem = structured.schema_error(exc.__cause__)
@@ -138,25 +140,18 @@ class ChatActions:
                 return
             raise
 
-    @staticmethod
-    def prepare_regenerate(history: Turns) -> tuple[str, Turns, list[dict[str, str]]]:
+    def prepare_regenerate(self, history: Turns) -> tuple[str, int, Turns, list[dict[str, str]]]:
         last_user = max((i for i, t in enumerate(history) if t["role"] == "user"), default=None)
         if last_user is None:
             raise gr.Error("Nothing to regenerate yet.", print_exception=False)
-        kept = history[:last_user]
-        return history[last_user]["content"], kept, render(history[: last_user + 1])
+        ticket = self.cancels.ticket()
+        return history[last_user]["content"], ticket, history[:last_user], render(history[: last_user + 1])
 
-    def stop_now(self, history: Turns, request: gr.Request) -> tuple[Turns, list[dict[str, str]]]:
-        self.cancels.cancel(request.session_hash if request else None)
-        return self.mark_stopped(history)
-
-    @staticmethod
-    def mark_stopped(history: Turns) -> tuple[Turns, list[dict[str, str]]]:
-        """A reply that never got its stats says it was stopped (Stop, then once more after the
-        cancelled event's last chunk, which can reach the page after Stop's own answer)."""
-        if history and history[-1]["role"] == "assistant" and history[-1].get("stats") is None:
-            history = [*history[:-1], history[-1] | {"note": STOPPED}]
-        return history, render(history)
+    def stop_now(self, ticket: int | None, request: gr.Request) -> None:
+        """Cancel the session's replies up to the last one posted (`ticket`), in the engine:
+        each then ends by itself, its last chunk saying it was stopped, with its stats.
+        (Gradio's own cancel would race that last chunk; only a reply's event writes it.)"""
+        self.cancels.cancel(request.session_hash if request else None, upto=ticket)
 
     def export_json(self, history: Turns, model_id: str | None, system_prompt: str) -> Any:
         if not history:
@@ -190,6 +185,7 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
     chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat-log")
     turns = gr.State([])
     pending = gr.Textbox(visible=False)  # the message being answered (an API input too)
+    ticket = gr.State(None)  # the last posted message's number, for Stop
     with gr.Row():
         message = gr.Textbox(
             placeholder="Message (Enter sends, Shift+Enter starts a new line)",
@@ -210,10 +206,12 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
     outcome = gr.State(None)  # for the schema panel: what the last reply came to
     sampling = sampling_controls("chat")
 
+    reply_settings = [*sampling.inputs, *schema.inputs]
+
     def answer(in_page: bool, **event: Any) -> dict[str, Any]:
         return dict(
             fn=act.respond,
-            inputs=[pending, turns, gr.State(in_page), model, system, *sampling.inputs, *schema.inputs],
+            inputs=[pending, turns, gr.State(in_page), ticket, model, system, *reply_settings],
             outputs=[chatbot, turns, message, outcome],  # States are not among the API's outputs
             show_progress="minimal",
             **engine_event(**event),
@@ -221,29 +219,35 @@ def build_chat_tab(engine: Engine, settings: Settings) -> ChatTab:
 
     posted = [
         trigger(
-            act.post, [message, turns], [message, pending, chatbot], queue=False, api_visibility="private"
+            act.post,
+            [message, turns],
+            [message, pending, ticket, chatbot],
+            queue=False,
+            api_visibility="private",
         )
         for trigger in (message.submit, send.click)
     ]
     replies = [p.success(**answer(True, api_visibility="private")) for p in posted]
     replies.append(
         regenerate.click(
-            act.prepare_regenerate, [turns], [pending, turns, chatbot], queue=False, api_visibility="private"
+            act.prepare_regenerate,
+            [turns],
+            [pending, ticket, turns, chatbot],
+            queue=False,
+            api_visibility="private",
         ).success(**answer(True, api_visibility="private"))
     )
-    # gradio_client's "/chat": the same reply, on a button the page never shows.
+    # gradio_client's "/chat": the same reply, on a button the page never shows (no ticket:
+    # its callers stop it with their job's cancel, which closes the stream).
     replies.append(gr.Button(visible=False).click(**answer(False, api_name="chat")))
     # The schema panel: cleared when a reply starts (no stale object), filled when it ends.
     for trigger in (message.submit, send.click, regenerate.click, clear.click):
         schema.reset_on(trigger)
     for reply in replies:
         schema.show_after(reply, outcome)
-    stopping = stop.click(
-        act.stop_now, [turns], [turns, chatbot], cancels=replies, queue=False, api_visibility="private"
-    )
-    # Queued, so on the same event stream as the cancelled reply's chunks, after the last one.
-    stopping.then(act.mark_stopped, [turns], [turns, chatbot], api_visibility="private")
-    schema.show_stopped(stopping, turns)
+    # No Gradio cancel: the reply's own last chunk says "stopped" (and the schema panel
+    # shows its outcome), so nothing arrives after it.
+    stop.click(act.stop_now, [ticket], None, queue=False, api_visibility="private")
     clear.click(
         lambda: ([], [], "", gr.update(value=None, visible=False)),
         outputs=[turns, chatbot, pending, exported],

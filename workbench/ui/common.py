@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import threading
@@ -183,20 +184,35 @@ def stats_html(text: str) -> str:
 class SessionCancels:
     """Cancel tokens of the generations each browser session is running, so Stop
     reaches the engine even when Gradio's own cancel arrives late. Leaving `track`
-    by any path (an error, a closed page) cancels what still runs."""
+    by any path (an error, a closed page) cancels what still runs. Tickets (`ticket`,
+    handed out when a message is posted) let Stop also reach a reply still waiting in
+    Gradio's queue: `cancel(session, upto)` makes every ticket up to `upto` start cancelled."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tokens: dict[str, set[CancelToken]] = {}
+        self._tickets = itertools.count(1)
+        self._stopped_upto: dict[str, int] = {}
+
+    def ticket(self) -> int:
+        """A number for a reply about to be queued, larger than every earlier one."""
+        with self._lock:
+            return next(self._tickets)
 
     @contextlib.contextmanager
-    def track(self, session: str | None, count: int = 1) -> Iterator[list[CancelToken]]:
+    def track(
+        self, session: str | None, count: int = 1, ticket: int | None = None
+    ) -> Iterator[list[CancelToken]]:
         """`count` fresh tokens (one per generation: a finished stream cancels its own
-        token, so generations never share one) registered under `session`."""
+        token, so generations never share one) registered under `session`; already
+        cancelled when Stop came for `ticket` before the reply started."""
         tokens = [CancelToken() for _ in range(count)]
         key = session or ""
         with self._lock:
             self._tokens.setdefault(key, set()).update(tokens)
+            if ticket is not None and ticket <= self._stopped_upto.get(key, 0):
+                for token in tokens:
+                    token.cancel()
         try:
             yield tokens
         finally:
@@ -207,10 +223,14 @@ class SessionCancels:
                 if not self._tokens.get(key):
                     self._tokens.pop(key, None)
 
-    def cancel(self, session: str | None) -> int:
-        """Cancel every generation of `session`; returns how many there were."""
+    def cancel(self, session: str | None, upto: int | None = None) -> int:
+        """Cancel every generation of `session`, and the replies of tickets up to `upto`
+        not started yet; returns how many were running."""
+        key = session or ""
         with self._lock:
-            tokens = list(self._tokens.get(session or "", ()))
+            tokens = list(self._tokens.get(key, ()))
+            if upto is not None:
+                self._stopped_upto[key] = max(upto, self._stopped_upto.get(key, 0))
         for token in tokens:
             token.cancel()
         return len(tokens)

@@ -45,12 +45,6 @@ class SchemaControls:
         """When `event` (a reply) ends, with or without an error, show its `outcome`."""
         event.then(show_outcome, [outcome], [self.status, self.parsed], queue=False, api_visibility="private")
 
-    def show_stopped(self, event: Any, turns: gr.State) -> None:
-        """After Stop (`event`): it cancels the reply's event, whose show_after then never
-        comes, so say here that a reply stopped under a schema is not complete JSON."""
-        outputs = [self.status, self.parsed]
-        event.then(stopped, [turns, self.schema], outputs, queue=False, api_visibility="private")
-
 
 def schema_controls(prefix: str) -> SchemaControls:
     """The "JSON schema" accordion: the schema box and strict switch beside the parsed
@@ -118,14 +112,6 @@ def outcome_of(text: str, stats: GenerationStats) -> Outcome:
         if stats.finish_reason == "length":
             return {"error": "The reply reached Max tokens before its JSON was complete: raise Max tokens."}
         return {"error": f"The reply is not complete JSON (finish reason: {stats.finish_reason})."}
-
-
-def stopped(turns: list[dict[str, Any]], text: str | None) -> tuple[Any, Any]:
-    """(status, parsed panel) after Stop: unchanged unless a reply under a schema was cut."""
-    last = turns[-1] if turns else {}
-    if not (text and text.strip()) or last.get("role") != "assistant" or last.get("stats") is not None:
-        return gr.update(), gr.update()
-    return show_outcome({"error": STOPPED})
 
 
 def show_outcome(outcome: Outcome) -> tuple[Any, Any]:
