@@ -78,6 +78,12 @@ class Metrics:
         self.cached_tokens = Counter(
             "workbench_cached_prompt_tokens", "prompt tokens the prompt cache supplied", ["model"], registry=r
         )
+        self.cache_lookups = Counter(
+            "workbench_prompt_cache_lookups",
+            "prompt cache lookups by result: hit (all it knew of the prompt), or the miss reason",
+            ["model", "result"],
+            registry=r,
+        )
         self.generation_tokens = Counter(
             "workbench_generation_tokens", "generated tokens", ["model"], registry=r
         )
@@ -117,6 +123,8 @@ class Metrics:
         self.generations.labels(model, stats.finish_reason).inc()
         self.prompt_tokens.labels(model).inc(stats.prompt_tokens)
         self.cached_tokens.labels(model).inc(stats.cached_tokens)
+        miss = stats.cache_miss
+        self.cache_lookups.labels(model, miss.reason if miss else "hit").inc()
         self.generation_tokens.labels(model).inc(stats.generation_tokens)
         if stats.speculative:
             self.draft_tokens.labels(model).inc(stats.draft_tokens)

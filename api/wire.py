@@ -240,6 +240,19 @@ class ReplyModel(BaseModel):
     )
 
 
+class CacheMissInfo(ReplyModel):
+    """Why a prompt reused fewer cached tokens than the cache knew of (the cache explainer)."""
+
+    reason: Literal["off", "no_entry", "evicted", "diverged"] = Field(
+        description="off: cache off; no_entry: nothing cached shares the prompt's start; evicted: an "
+        "entry that did was dropped (by `bound`); diverged: the nearest entry differs at token `at`"
+    )
+    at: int | None = Field(description="first token index the cache could not supply (diverged, evicted)")
+    bound: str = Field(description="evicted: the bound that dropped the entry, e.g. max entries (10)")
+    cached_text: str = Field(description="diverged: a few tokens either side of `at`, as cached")
+    prompt_text: str = Field(description="diverged: the same tokens of the prompt")
+
+
 class Timings(ReplyModel):
     """The `timings` extension: what the engine measured (seconds, tokens per second, GB of
     1e9 bytes), for one choice or summed over several; the engine may report more."""
@@ -259,6 +272,9 @@ class Timings(ReplyModel):
     seed: int | None
     concurrent_streams: int = Field(description="most generations that shared the engine (1: alone)")
     cached_tokens: int = Field(description="prompt tokens the prompt cache supplied")
+    cache_miss: CacheMissInfo | None = Field(
+        description="why the prompt cache did not supply more (None: all it knew of this prompt)"
+    )
     batch_size: int = Field(description="most generations decoded together with this one")
     reasoning_tokens: int = Field(description="of generation_tokens, those inside a thinking section")
     speculative: str = Field(description="the speculation that ran ('' none), e.g. prompt_lookup:8")

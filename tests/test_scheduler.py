@@ -236,6 +236,7 @@ def test_a_continued_conversation_reuses_its_cached_prefix(settings: Settings, e
         assert cached >= first.usage.prompt_tokens, (cached, first.usage.prompt_tokens)
         assert cached < second.usage.prompt_tokens
         assert second.model_extra["timings"]["cached_tokens"] == cached
+        assert second.model_extra["timings"]["cache_miss"] is None  # all the cache knew of it
         # A request that asks for no cache, through the engine, reports none.
         req = GenerationRequest(
             messages=tuple(Message(m["role"], m["content"]) for m in history),
@@ -243,4 +244,6 @@ def test_a_continued_conversation_reuses_its_cached_prefix(settings: Settings, e
             max_tokens=2,
             cache=False,
         )
-        assert engine.generate(req).stats.cached_tokens == 0
+        uncached = engine.generate(req).stats
+        assert uncached.cached_tokens == 0 and uncached.cache_miss is not None
+        assert uncached.cache_miss.reason == "off"

@@ -1,6 +1,7 @@
 """The MLX engine: one thread owns every MLX call; everything else talks to `Engine`.
 Importing this package does not import mlx (the engine thread does, after loading a BLAS)."""
 
+from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.engine import Engine
 from workbench.engine.errors import (
     ContextLengthError,
@@ -38,6 +39,7 @@ from workbench.engine.types import (
 
 __all__ = [
     "RECIPE_HELP",
+    "CacheMiss",
     "CachedModel",
     "CancelToken",
     "Chunk",

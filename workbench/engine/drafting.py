@@ -12,7 +12,9 @@ import mlx.core as mx
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
 from workbench.config_parsers import speculation_parts
+from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.errors import InvalidRequestError, ModelNotFoundError
+from workbench.engine.prompt_cache import ExplainedPromptCache
 from workbench.engine.speculation import Speculation
 
 NGRAM_MAX = 3  # the longest context suffix prompt lookup matches (then shorter ones)
@@ -87,6 +89,7 @@ class SpecCounts:
 
     label: str = ""
     cached: int = 0  # prompt tokens the prompt cache supplied
+    miss: CacheMiss | None = None  # why not more (prompt_cache.CacheMiss)
     drafted: int = 0
     accepted: int = 0
     steps: int = 0
@@ -145,16 +148,18 @@ def speculative_steps(
     sampler: Callable[[mx.array], mx.array],
     processors: Sequence[Any],
     counts: SpecCounts,
-    store: tuple[Any, str] | None = None,
+    store: tuple[ExplainedPromptCache, str, Callable[[list[int]], str]] | None = None,
     prefill_step: int = 2048,
 ) -> Iterator[tuple[int, mx.array] | None]:
     """(token, logprobs) like mlx-lm's generate_step, several per forward pass when drafts
     hold, and None after each `prefill_step` chunk of the prompt (the worker steps the other
-    streams then); `counts` follows along. `store` (an mlx-lm LRUPromptCache and the model's
-    key) supplies the longest cached prefix of the prompt and keeps the KV cache at the end."""
+    streams then); `counts` follows along. `store` (the prompt cache, the model's key and its
+    tokenizer's decode) supplies the longest cached prefix of the prompt and keeps the KV cache
+    at the end."""
     history = list(prompt)
     cache, start = _cached(model, history, store)
     counts.cached = start
+    counts.miss = store[0].explain(store[1], history, start, store[2]) if store else CacheMiss("off")
     for i in range(start, len(history) - 1, prefill_step):
         model(mx.array(history[i : min(i + prefill_step, len(history) - 1)])[None], cache=cache)
         mx.eval([c.state for c in cache])
@@ -173,7 +178,7 @@ def speculative_steps(
             store[0].insert_cache(store[1], history[:-1], cache)
 
 
-def _cached(model: Any, prompt: list[int], store: tuple[Any, str] | None) -> tuple[list[Any], int]:
+def _cached(model: Any, prompt: list[int], store: tuple[Any, ...] | None) -> tuple[list[Any], int]:
     """A KV cache for `prompt` and how many of its tokens it holds already."""
     if store is not None:
         cache, rest = store[0].fetch_nearest_cache(store[1], prompt)

@@ -14,6 +14,7 @@ from mlx_lm.generate import generate_step
 
 from workbench.config import Settings
 from workbench.engine import memory
+from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.drafting import DraftModel, PromptLookup, SpecCounts, speculative_steps, trimmable
 from workbench.engine.errors import ContextLengthError, InvalidRequestError
 from workbench.engine.models.registry import LoadedModel
@@ -99,6 +100,7 @@ def final_chunk(
     seed: int | None = None,
     load_s: float | None = None,
     cached: int = 0,
+    cache_miss: CacheMiss | None = None,
     batch_size: int = 1,
     reasoning_tokens: int = 0,
     spec: SpecCounts | None = None,
@@ -128,6 +130,7 @@ def final_chunk(
         concurrent_streams=state.max_concurrency,
         stop_sequence=stop,
         cached_tokens=cached,
+        cache_miss=cache_miss,
         batch_size=batch_size,
         reasoning_tokens=reasoning_tokens,
         **({} if spec is None else spec.stats()),
@@ -339,6 +342,7 @@ def stream_chunks(
         load_s=load_s,
         reasoning_tokens=ready.reasoning_tokens(),
         cached=counts.cached if counts is not None else 0,
+        cache_miss=counts.miss if counts is not None else CacheMiss("off"),
         spec=counts,
     )
 
@@ -385,7 +389,9 @@ def _decode(
         sampler=ready.sampler,
         processors=ready.processors,
         counts=counts,
-        store=(lm.batch.cache, lm.entry.id) if lm.batch and lm.batch.cache and request.cache else None,
+        store=(lm.batch.cache, lm.entry.id, lm.tokenizer.decode)
+        if lm.batch and lm.batch.cache and request.cache
+        else None,
         prefill_step=lm.batch.prefill_step if lm.batch else 2048,
     )
     return steps, counts

@@ -10,10 +10,11 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
-from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
 from workbench.config import Settings
 from workbench.engine import memory
+from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.generation import (
     GB,
     Prepared,
@@ -23,6 +24,7 @@ from workbench.engine.generation import (
     prepare,
 )
 from workbench.engine.models.registry import LoadedModel
+from workbench.engine.prompt_cache import ExplainedPromptCache
 from workbench.engine.reply_text import ReplyText
 from workbench.engine.sampling import token_logprob
 from workbench.engine.streams import StreamState
@@ -45,6 +47,7 @@ class _Seq:
     timeline: Timeline
     load_s: float | None
     cached: int
+    miss: CacheMiss | None
     pending: deque[Chunk] = field(default_factory=deque)
     batch_size: int = 1
     finished: bool = False
@@ -66,7 +69,7 @@ class ModelBatch:
         self.seqs: dict[int, _Seq] = {}
         self.gen = self._new_generator()
         self.cache = (
-            LRUPromptCache(settings.prompt_cache_entries, int(settings.prompt_cache_gb * GB))
+            ExplainedPromptCache(settings.prompt_cache_entries, int(settings.prompt_cache_gb * GB))
             if settings.prompt_cache_entries > 0
             else None
         )
@@ -96,6 +99,11 @@ class ModelBatch:
                 else:
                     cache, rest = None, prompt
         cached = len(prompt) - len(rest)
+        miss = (
+            self.cache.explain(self.lm.entry.id, prompt, cached, self.lm.tokenizer.decode)
+            if self.cache is not None and request.cache
+            else CacheMiss("off")
+        )
         sampler = _greedy if request.sampling.greedy and ready.seed is None else ready.sampler
         (uid,) = self.gen.insert(
             [rest],
@@ -115,6 +123,7 @@ class ModelBatch:
             timeline=timeline,
             load_s=load_s,
             cached=cached,
+            miss=miss,
         )
         self.seqs[uid] = seq
         return seq
@@ -190,6 +199,7 @@ class ModelBatch:
             seed=seq.ready.seed,
             load_s=seq.load_s,
             cached=seq.cached,
+            cache_miss=seq.miss,
             batch_size=seq.batch_size,
             reasoning_tokens=seq.ready.reasoning_tokens(),
         )

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.errors import InvalidRequestError
 from workbench.engine.speculation import Speculation
 from workbench.engine.structured.constraint import Constraint
@@ -257,7 +258,7 @@ class GenerationStats:
     during this one (1 = measured alone; above 1, tok/s are not comparable).
     stop_sequence is the stop string that ended the reply (finish_reason "stop"), None
     when end-of-sequence, the length limit or a cancel ended it.
-    cached_tokens of the prompt_tokens came from the prompt cache (not processed again);
+    cached_tokens of the prompt_tokens came from the prompt cache, and cache_miss why not more;
     batch_size is the most generations decoded together with this one (itself included);
     reasoning_tokens of the generation_tokens were inside the model's thinking section.
     speculative names the speculation that ran ('' none; Speculation.label); of its
@@ -279,6 +280,7 @@ class GenerationStats:
     concurrent_streams: int = 1
     stop_sequence: str | None = None
     cached_tokens: int = 0
+    cache_miss: CacheMiss | None = None
     batch_size: int = 1
     reasoning_tokens: int = 0  # of generation_tokens, those inside the thinking section
     speculative: str = ""
@@ -287,7 +289,7 @@ class GenerationStats:
     decode_steps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return self.__dict__ | {"cache_miss": self.cache_miss.as_dict() if self.cache_miss else None}
 
     @property
     def at_eos(self) -> bool:
@@ -297,11 +299,10 @@ class GenerationStats:
     def summary(self) -> str:
         """One human line, as the CLI and the UI print under a reply."""
         load = f" | load {self.load_s:.2f}s" if self.load_s is not None else ""
-        shared = (
-            f" | shared with {self.concurrent_streams - 1} other(s)" if self.concurrent_streams > 1 else ""
-        )
+        cached = f" ({self.cached_tokens} cached)" if self.cached_tokens else ""
+        shared = f" | shared with {n - 1} other(s)" if (n := self.concurrent_streams) > 1 else ""
         return (
-            f"TTFT {self.ttft_s * 1000:.0f} ms | prompt {self.prompt_tokens} tok "
+            f"TTFT {self.ttft_s * 1000:.0f} ms | prompt {self.prompt_tokens} tok{cached} "
             f"@ {self.prompt_tps:.1f} tok/s | gen {self.generation_tokens} tok "
             f"@ {self.generation_tps:.1f} tok/s | peak {self.peak_memory_gb:.3f} GB"
             f" | {self.finish_reason}{load}{shared}"
