@@ -11,8 +11,8 @@ from typing import Any
 from mlx_lm.models.cache import LRUPromptCache
 
 from workbench.engine.cache_miss import CacheMiss, common_prefix
+from workbench.engine.memory import GB
 
-GB = 1e9
 EVICTED_KEPT = 32  # evicted token sequences remembered, to say "evicted" rather than "no entry"
 AROUND = 4  # tokens of text shown either side of the first differing token
 
