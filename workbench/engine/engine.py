@@ -344,7 +344,8 @@ class Engine(MeasureCalls):
         `check`, the request is also checked as its generation would check it (context,
         vocabulary, sampling, its constraint compiled), so what a generation would refuse
         is refused here too."""
-        from workbench.engine.generation import ReplyLimits, prepare, prompt_of
+        from workbench.engine.generation import ReplyLimits, prepare
+        from workbench.engine.rendering import prompt_of
 
         def work() -> int:
             lm = self._load(request.model)[0]
