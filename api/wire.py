@@ -15,6 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from api.errors import ApiError
 from workbench.engine import Chunk, Completion, Constraint, GenerationStats, SamplingParams
+from workbench.engine.kv_quant import KVQuant
 from workbench.engine.speculation import Speculation
 from workbench.engine.structured.tools import CallSplitter, ToolSpec, forced, parse_calls, tool_constraint
 from workbench.engine.types import MAX_STOP_STRINGS
@@ -57,6 +58,30 @@ class SpeculativeConfig(WireModel):
     )
     draft_tokens: Any = Field(None, description="tokens drafted per step, 1-32 (8 / 3)")
     draft_model: str | None = Field(None, description="mode draft: a registered model, same tokenizer")
+
+
+class KVCacheFields(WireModel):
+    """The KV-cache extension (mlx-lm's names; engine.kv_quant.KVQuant checks the values)."""
+
+    kv_bits: int | None = Field(
+        None,
+        description="extension: store this request's KV cache quantized, 2-8 bits (16: float16; 0: the "
+        "model's precision); default: the server's WORKBENCH_KV_BITS. Such requests decode outside the batch",
+    )
+    kv_group_size: int | None = Field(None, description="extension: KV quantization group size, 32/64/128")
+    quantized_kv_start: int | None = Field(
+        None, description="extension: quantize the KV cache once the context passes this many tokens"
+    )
+
+    def kv(self) -> KVQuant | None:
+        """The engine's KVQuant for these fields (None: the server default throughout)."""
+        return KVQuant.coerce(
+            {
+                "kv_bits": self.kv_bits,
+                "kv_group_size": self.kv_group_size,
+                "quantized_kv_start": self.quantized_kv_start,
+            }
+        )
 
 
 # Loose on the wire: Speculation checks the values and names the field that is wrong.
@@ -283,6 +308,8 @@ class Timings(ReplyModel):
     decode_steps: int = Field(description="forward passes that decoded (speculative decoding; 0 without)")
     acceptance_rate: float | None = Field(description="accepted_tokens / draft_tokens (None: no drafts)")
     tokens_per_step: float | None = Field(description="generation_tokens / decode_steps (None: none ran)")
+    kv_cache: str = Field(description="the KV cache's storage ('' the model's precision; f16, q8, q4:g32)")
+    kv_cache_gb: float = Field(description="the KV cache's size at the end (0.0: not measured)")
     choices: int | SkipJsonSchema[None] = omitted("how many choices these figures sum (when several)")
 
 

@@ -16,7 +16,9 @@ from workbench.config_parsers import (
     _choice,
     _comma_list,
     _int_at_least,
+    _int_in,
     _number,
+    _optional_path,
     _optional_text,
     _parse_bool,
     _path_list,
@@ -147,11 +149,41 @@ class Settings:
         "tokenizer drafts); N draft tokens per step (default 8 for prompt_lookup, 3 for a draft model)",
         _speculation,
     )
+    kv_bits: int = setting(
+        0,
+        "how the KV cache is stored for requests that do not say (their kv_bits): 2-8 bits quantized "
+        "(mx.quantize's 2, 3, 4, 5, 6, 8), 16 float16, or 0 the model's precision; such generations "
+        "decode outside the batch (benchmarks use their spec's kv_bits instead)",
+        _int_in((0, 2, 3, 4, 5, 6, 8, 16), " (0 = the model's precision, 16 = float16)"),
+    )
+    kv_group_size: int = setting(
+        64,
+        "KV cache quantization's group size (32, 64 or 128; it must divide the head dimension)",
+        _int_in((32, 64, 128)),
+    )
+    quantized_kv_start: int = setting(
+        0,
+        "quantize the KV cache once the context passes this many tokens (0: from the start; "
+        "mlx_lm.generate's default is 5000)",
+        _int_at_least(0),
+    )
     prompt_cache_entries: int = setting(
         8, "prompt prefixes kept per model for reuse across requests (0 = no prompt cache)", _int_at_least(0)
     )
     prompt_cache_gb: float = setting(
         1.0, "the prompt cache's size bound per model, GB", _number("GB", positive=True)
+    )
+    prompt_cache_dir: Path | None = setting(
+        None,
+        "a folder for the prompt cache's disk tier (unset: memory only): each reply's KV cache is "
+        "written there (mlx-lm's prompt-cache files) when the engine is idle and at shutdown, and a "
+        "prompt that extends one reuses it, after a restart too",
+        _optional_path,
+    )
+    prompt_cache_disk_gb: float = setting(
+        4.0,
+        "the disk tier's size bound, GB (least recently used files go first)",
+        _number("GB", positive=True),
     )
     allowed_hosts: tuple[str, ...] = setting(
         (), "Host headers served, comma-separated ('*' = any; default: loopback names and host)", _comma_list

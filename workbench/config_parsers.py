@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -92,6 +93,14 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _int_in(choices: tuple[int, ...], note: str = "") -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw) if raw.strip().isdigit() else None
+        return _check(value in choices, raw, f"expected one of {', '.join(map(str, choices))}{note}")
+
+    return parse
+
+
 def _text(raw: str) -> str:
     value = raw.strip()
     return _check(bool(value), raw, "expected a non-empty value")
@@ -99,6 +108,10 @@ def _text(raw: str) -> str:
 
 def _optional_text(raw: str) -> str | None:
     return raw.strip() or None
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw.strip()).expanduser() if raw.strip() else None
 
 
 def _comma_list(raw: str) -> tuple[str, ...]:

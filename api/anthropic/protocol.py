@@ -14,6 +14,7 @@ from api.wire import (
     EFFORT_BUDGETS,
     SPECULATIVE_HELP,
     ChoiceMode,
+    KVCacheFields,
     SpeculativeField,
     WireModel,
     check_stops,
@@ -244,7 +245,7 @@ class CountTokensRequest(MessagesBase):
         return self.engine_request(model_id, max_tokens=None)
 
 
-class MessagesRequest(MessagesBase):
+class MessagesRequest(MessagesBase, KVCacheFields):
     max_tokens: int = Field(ge=1, le=1_000_000)
     stop_sequences: list[str] | None = Field(None, max_length=MAX_STOP_STRINGS)
     temperature: float | None = Field(None, ge=0, le=1)
@@ -272,4 +273,5 @@ class MessagesRequest(MessagesBase):
             stop=stops,
             ignore_eos=self.ignore_eos,
             speculative=speculation(self.speculative),
+            kv=self.kv(),
         )

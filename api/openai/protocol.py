@@ -12,6 +12,7 @@ from api.errors import ApiError
 from api.wire import (
     SPECULATIVE_HELP,
     ChoiceMode,
+    KVCacheFields,
     SpeculativeField,
     WireModel,
     check_stops,
@@ -157,7 +158,7 @@ class ChatMessage(WireModel):
         return text
 
 
-class SamplingFields(WireModel):
+class SamplingFields(KVCacheFields):
     """Fields shared by chat and text completions."""
 
     model: str = Field(min_length=1, max_length=1024)
@@ -303,6 +304,7 @@ class ChatCompletionRequest(SamplingFields):
                 think=think,
                 reasoning_budget=budget,
                 speculative=speculation(self.speculative),
+                kv=self.kv(),
             )
             for i in range(self.n)
         ]
@@ -357,6 +359,7 @@ class CompletionRequest(SamplingFields):
                         ignore_eos=self.ignore_eos,
                         constraint=self.constraint(),
                         speculative=speculation(self.speculative),
+                        kv=self.kv(),
                     )
                 )
         return out

@@ -14,6 +14,7 @@ from typing import Any
 from workbench.bench.prompts import exact_prompt, prompt_sha
 from workbench.bench.spec import BenchConfig, BenchSpec, BenchSpecError
 from workbench.engine import CancelToken, Constraint, Engine, GenerationRequest, ModelInfo, SamplingParams
+from workbench.engine.kv_quant import KVQuant
 from workbench.reports.schema import BENCH_FIELDS, TRIAL_KEY
 from workbench.reports.store import append_rows, read_results
 from workbench.runs import ProgressFn, RunRecord, capture, now_utc, sidecar_path
@@ -39,8 +40,8 @@ class BenchmarkError(ValueError):
     """A trial that could not be measured as the spec asks (e.g. past the context window)."""
 
 
-def trial_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(int(row[k]) if k != "model" else str(row[k]) for k in TRIAL_KEY)
+def trial_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(int(row.get(k) or 0) if k != "model" else str(row[k]) for k in TRIAL_KEY)
 
 
 def run_benchmark(
@@ -121,6 +122,7 @@ def _run_config(
         ignore_eos=True,  # under the JSON grammar: masked while a "," can follow
         cache=False,  # every trial processes its whole prompt
         constraint=Constraint("lark", JSON_RECORDS, "output") if json_output else None,
+        kv=KVQuant(config.kv_bits, 64, 0),  # explicit: the server's default does not apply
     )
     for _ in range(spec.warmup):
         _measure(engine, request, config, cancel)
@@ -140,6 +142,7 @@ def _run_config(
             "group_size": info.group_size,
             "dtype": info.dtype,
             "batch_size": config.batch_size,
+            "kv_bits": config.kv_bits,
             "prompt_tokens": config.prompt_tokens,
             "generation_tokens": config.generation_tokens,
             "trial": trial,
@@ -203,6 +206,7 @@ def _measure(
         "aggregate_generation_tps": sum(s.generation_tps for s in stats),
         "aggregate_tps": sum(s.generation_tokens for s in stats) / wall_s,
         "peak_memory_gb": max(s.peak_memory_gb for s in stats),
+        "kv_cache_gb": max(s.kv_cache_gb for s in stats) or None,
     }
 
 

@@ -18,6 +18,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SPEC_SUFFIX = ".toml"
+KV_CHOICES = (0, 2, 3, 4, 5, 6, 8, 16)  # engine.kv_quant.KV_BITS and 0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -27,15 +28,17 @@ class BenchSpecError(ValueError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One cell of the grid: a model at one batch size, prompt and generation length."""
+    """One cell of the grid: a model at one batch size, prompt and generation length, KV bits."""
 
     model: str
     batch_size: int
     prompt_tokens: int
     generation_tokens: int
+    kv_bits: int = 0
 
     def label(self) -> str:
-        return f"{self.model} b{self.batch_size} p{self.prompt_tokens} g{self.generation_tokens}"
+        kv = f" kv{self.kv_bits}" if self.kv_bits else ""
+        return f"{self.model} b{self.batch_size} p{self.prompt_tokens} g{self.generation_tokens}{kv}"
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,10 @@ class BenchSpec:
     sampler anyway, and `cooldown_s` sleeps before each recorded trial. `output = "json"`
     constrains generation to an endless stream of JSON records of a small schema
     (runner.JSON_RECORDS), so every trial still reaches its length and the tok/s show what
-    constrained decoding costs against the same spec with `output = "text"`.
+    constrained decoding costs against the same spec with `output = "text"`. `kv_bits` stores
+    the KV cache quantized (engine.kv_quant: 2-8 bits in groups of 64 from the first token, 16
+    float16, 0 the model's precision), each a dimension of the grid; such generations decode
+    outside the batch (a batch size above 1 then runs that many streams side by side).
     """
 
     name: str
@@ -61,6 +67,7 @@ class BenchSpec:
     cooldown_s: float = 0.0
     question: str = ""
     output: str = "text"
+    kv_bits: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and NAME.match(self.name), "name", self.name, "a short name")
@@ -81,6 +88,11 @@ class BenchSpec:
                 require(is_int(v) and low <= v <= high, name, v, f"integers in [{low}, {high}]")
             require(len(set(values)) == len(values), name, values, "distinct values")
             object.__setattr__(self, name, values)
+        kv_bits = as_list(self.kv_bits, "kv_bits")
+        for v in kv_bits:
+            require(is_int(v) and v in KV_CHOICES, "kv_bits", v, f"one of {list(KV_CHOICES)}")
+        require(len(set(kv_bits)) == len(kv_bits), "kv_bits", kv_bits, "distinct values")
+        object.__setattr__(self, "kv_bits", kv_bits)
         require(is_int(self.trials) and 1 <= self.trials <= 1000, "trials", self.trials, "in [1, 1000]")
         require(is_int(self.warmup) and 0 <= self.warmup <= 100, "warmup", self.warmup, "in [0, 100]")
         require(is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed, "in [0, 2**63)")
@@ -95,10 +107,11 @@ class BenchSpec:
 
     # ---- the grid --------------------------------------------------------
     def configurations(self) -> list[BenchConfig]:
-        """Every cell, in the spec's order: model, then batch size, prompt, generation length."""
+        """Every cell, in the spec's order: model, then KV bits, batch size, prompt, generation length."""
         return [
-            BenchConfig(model, batch, prompt, gen)
+            BenchConfig(model, batch, prompt, gen, kv)
             for model in self.models
+            for kv in self.kv_bits
             for batch in self.batch_sizes
             for prompt in self.prompt_tokens
             for gen in self.generation_tokens
@@ -118,6 +131,8 @@ class BenchSpec:
         measured = {k: v for k, v in self.as_dict().items() if k != "question"}
         if measured["output"] == "text":  # the default: specs from before it existed keep their hash
             del measured["output"]
+        if measured["kv_bits"] == [0]:  # likewise
+            del measured["kv_bits"]
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -14,6 +14,7 @@ from workbench.cli import (
     bench,
     chat,
     finetune,
+    kv_quality,
     loadtest,
     models,
     overhead,
@@ -27,7 +28,7 @@ from workbench.config import add_setting_flags, settings_from_args
 from workbench.engine import Engine, EngineError
 
 # In `workbench --help` order.
-VERBS = (serve, models, pull, chat, bench, report, overhead, quantize, finetune, arena, loadtest)
+VERBS = (serve, models, pull, chat, bench, report, overhead, quantize, kv_quality, finetune, arena, loadtest)
 
 
 def build_parser() -> argparse.ArgumentParser:

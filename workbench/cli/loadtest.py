@@ -157,6 +157,12 @@ def _add_multi_turn_flags(load: argparse.ArgumentParser) -> None:
         help="--multi-turn: conversations, one after another (default 3)",
     )
     load.add_argument(
+        "--same-text",
+        action="store_true",
+        help="--multi-turn: send the same conversations as every other run with this --seed (no "
+        "per-run salt), to measure a cache that outlives the server (the disk tier, across a restart)",
+    )
+    load.add_argument(
         "--long-arrival",
         action="store_true",
         help="run the long-arrival scenario instead: --streams streams decode (--max-tokens each, "
@@ -246,6 +252,7 @@ def _multi_turn(args: argparse.Namespace, health: Any, label: str, out: Path, co
         seed=args.seed,
         warmup=args.warmup > 0,
         on_progress=progress,
+        same_text=args.same_text,
         **common,
     )
     bar.close()

@@ -14,7 +14,7 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from workbench.config_parsers import speculation_parts
 from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.errors import InvalidRequestError, ModelNotFoundError
-from workbench.engine.prompt_cache import ExplainedPromptCache
+from workbench.engine.prompt_cache import PromptStore
 from workbench.engine.speculation import Speculation
 
 NGRAM_MAX = 3  # the longest context suffix prompt lookup matches (then shorter ones)
@@ -148,18 +148,18 @@ def speculative_steps(
     sampler: Callable[[mx.array], mx.array],
     processors: Sequence[Any],
     counts: SpecCounts,
-    store: tuple[ExplainedPromptCache, str, Callable[[list[int]], str]] | None = None,
+    store: PromptStore | None = None,
     prefill_step: int = 2048,
 ) -> Iterator[tuple[int, mx.array] | None]:
     """(token, logprobs) like mlx-lm's generate_step, several per forward pass when drafts
     hold, and None after each `prefill_step` chunk of the prompt (the worker steps the other
-    streams then); `counts` follows along. `store` (the prompt cache, the model's key and its
-    tokenizer's decode) supplies the longest cached prefix of the prompt and keeps the KV cache
-    at the end."""
+    streams then); `counts` follows along. `store` supplies the longest cached prefix of the
+    prompt and keeps the KV cache at the end."""
     history = list(prompt)
-    cache, start = _cached(model, history, store)
+    cache, start, counts.miss = store.reuse(history) if store else (None, 0, CacheMiss("off"))
+    if cache is None or not can_trim_prompt_cache(cache):
+        cache, start = make_prompt_cache(model), 0
     counts.cached = start
-    counts.miss = store[0].explain(store[1], history, start, store[2]) if store else CacheMiss("off")
     for i in range(start, len(history) - 1, prefill_step):
         model(mx.array(history[i : min(i + prefill_step, len(history) - 1)])[None], cache=cache)
         mx.eval([c.state for c in cache])
@@ -174,20 +174,7 @@ def speculative_steps(
         excess = cache[0].offset - (len(history) - 1)
         if store is not None and len(history) > 1 and excess >= 0:
             trim_prompt_cache(cache, excess)
-            mx.eval([c.state for c in cache])
-            store[0].insert_cache(store[1], history[:-1], cache)
-
-
-def _cached(model: Any, prompt: list[int], store: tuple[Any, ...] | None) -> tuple[list[Any], int]:
-    """A KV cache for `prompt` and how many of its tokens it holds already."""
-    if store is not None:
-        cache, rest = store[0].fetch_nearest_cache(store[1], prompt)
-        if cache is not None and can_trim_prompt_cache(cache):
-            if not rest:  # an exact hit: the last token must run again for its logits
-                trim_prompt_cache(cache, 1)
-                rest = prompt[-1:]
-            return cache, len(prompt) - len(rest)
-    return make_prompt_cache(model), 0
+            store.keep(history[:-1], cache)
 
 
 def _verify_loop(

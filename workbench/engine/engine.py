@@ -6,7 +6,6 @@ from __future__ import annotations
 import atexit
 import logging
 import platform
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -16,11 +15,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from workbench.config import ApiModels, Settings
-from workbench.engine.errors import EngineStoppedError, QueueFullError
+from workbench.engine.errors import EngineStoppedError
 from workbench.engine.measure import MeasureCalls
 from workbench.engine.models.downloads import DownloadProgress, Downloads
 from workbench.engine.status import EngineStatus, StatusBoard, StatusPublisher, TokenCounts
-from workbench.engine.streams import CancelToken, QueueSink, StreamState, collect
+from workbench.engine.streams import Admission, CancelToken, QueueSink, StreamState, collect
 from workbench.engine.types import (
     Chunk,
     Completion,
@@ -33,6 +32,7 @@ from workbench.engine.types import (
 from workbench.engine.worker import EngineWorker
 
 if TYPE_CHECKING:
+    from workbench.engine.disk_cache import DiskTier
     from workbench.engine.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ class Engine(MeasureCalls):
             on_start=self._start_runtime, on_stop=self._stop_runtime, on_tick=self._publish
         )
         self._registry: ModelRegistry | None = None
+        self._disk: DiskTier | None = None  # the prompt cache's disk tier (WORKBENCH_PROMPT_CACHE_DIR)
         self._board = StatusBoard()
         self._publisher = StatusPublisher(self._board)
         self._refresh: Future[None] | None = None
         self.device = "unknown"
         self.blas = "unknown"
         self.versions: dict[str, str] = {}
-        self._inflight = 0  # generations admitted (running, or waiting on the thread or in a batch)
-        self._inflight_lock = threading.Lock()
+        self._admission = Admission(self.settings.max_batch, self.settings.max_queue)
         self._listeners: list[Callable[[GenerationStats], None]] = []
         self.model_loads = 0  # models loaded by this engine (counted on its thread)
         self._generated = TokenCounts()  # tokens made per model, counted as each is made
@@ -74,6 +74,7 @@ class Engine(MeasureCalls):
         import mlx_lm
         from mlx_lm.utils import maybe_set_recommended_wired_limit
 
+        from workbench.engine import disk_cache  # mlx-lm, after the BLAS preload
         from workbench.engine.models.registry import ModelRegistry
 
         self.device = "cpu" if mx.default_device() == mx.cpu else "gpu"
@@ -85,6 +86,7 @@ class Engine(MeasureCalls):
         }
         maybe_set_recommended_wired_limit()  # Metal only; keeps weights resident
         self._registry = ModelRegistry(self.settings, float32=self.device == "cpu")
+        self._disk = disk_cache.of(self.settings)
         self._publish()
         log.info("engine started: device=%s blas=%s", self.device, self.blas)
 
@@ -92,11 +94,15 @@ class Engine(MeasureCalls):
         """On the engine thread, after every job and round (status.StatusPublisher)."""
         if self._registry is not None:
             self._publisher.publish(self._registry, self._worker.active_streams, force=force)
+        if self._disk is not None and self._disk.pending and not self._worker.active_streams:
+            self._disk.flush()  # idle: the prompt caches of the replies just made go to disk
 
     def _stop_runtime(self) -> None:
         """Runs last on the engine thread, after running streams were cancelled."""
         import mlx.core as mx
 
+        if self._disk is not None:
+            self._disk.flush()
         if self._registry is not None:
             self._registry.unload_all()
         # MLX streams made on this thread must be destroyed on it before it exits;
@@ -251,6 +257,7 @@ class Engine(MeasureCalls):
         a batched generation has nothing yet)."""
         from workbench.engine.drafting import pick_speculation
         from workbench.engine.generation import ReplyLimits, cancelled_before_start, stream_chunks
+        from workbench.engine.kv_steps import request_kv
         from workbench.engine.scheduler import ModelBatch, batched_chunks
 
         if state.cancel.cancelled:  # cancelled while queued: do not load a model for it
@@ -262,17 +269,24 @@ class Engine(MeasureCalls):
         lm.busy += 1
         held = [lm]  # models this generation keeps loaded: its own and a draft model
         try:
-            spec = pick_speculation(request, self.settings.speculative, lm, self.registry, self._load)
+            kv = request_kv(request, self.settings, lm)  # a quantized KV cache: alone, no speculation
+            spec = (
+                None
+                if kv
+                else pick_speculation(request, self.settings.speculative, lm, self.registry, self._load)
+            )
             if spec is not None and spec[1] is not None:
                 held.append(spec[1])
                 spec[1].busy += 1
             if self.settings.max_batch > 1 and lm.batch is None:  # the batch, and its prompt cache
-                lm.batch = ModelBatch(lm, self.settings)
-            if lm.batch is not None and spec is None:  # a speculating generation runs alone
+                lm.batch = ModelBatch(lm, self.settings, self._disk)
+            if lm.batch is not None and spec is None and kv is None:
                 chunks = batched_chunks(lm.batch, request, state, load_s=load_s)
-            else:
+            else:  # alone: speculating, or a quantized KV cache
                 limits = ReplyLimits.of(self.settings)
-                chunks = stream_chunks(lm, request, state, load_s=load_s, limits=limits, speculation=spec)
+                chunks = stream_chunks(
+                    lm, request, state, load_s=load_s, limits=limits, speculation=spec, kv=kv
+                )
             counted = 0
             with closing(chunks):
                 for chunk in chunks:
@@ -293,29 +307,14 @@ class Engine(MeasureCalls):
     @property
     def queued_generations(self) -> int:
         """Generations admitted and not yet finished (running or waiting)."""
-        return self._inflight
-
-    def _admit(self) -> None:
-        limit = self.settings.max_batch + self.settings.max_queue
-        with self._inflight_lock:
-            if self._inflight >= limit:
-                raise QueueFullError(
-                    f"the engine is full: {self._inflight} generations are running or waiting "
-                    f"(max_batch {self.settings.max_batch} + max_queue {self.settings.max_queue}); "
-                    "retry in a moment"
-                )
-            self._inflight += 1
-
-    def _leave(self) -> None:
-        with self._inflight_lock:
-            self._inflight -= 1
+        return self._admission.count
 
     def stream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Iterator[Chunk]:
         """Chunks as they are generated; the last one carries stats. Closing the
         iterator early, or cancelling `cancel`, stops generation within a token. The
         first next() raises QueueFullError when max_batch + max_queue generations are
         already running or waiting."""
-        self._admit()
+        self._admission.enter()
         try:
             # closing(): a consumer that leaves early closes the worker stream at once.
             with closing(
@@ -323,20 +322,20 @@ class Engine(MeasureCalls):
             ) as it:
                 yield from it
         finally:
-            self._leave()
+            self._admission.leave()
 
     async def astream(
         self, request: GenerationRequest, cancel: CancelToken | None = None
     ) -> AsyncIterator[Chunk]:
         """Async version of stream(); task cancellation (a dropped client) cancels."""
-        self._admit()
+        self._admission.enter()
         try:
             chunks = self._worker.astream(partial(self._generation, request), cancel or CancelToken())
             async with aclosing(chunks):
                 async for chunk in chunks:
                     yield chunk
         finally:
-            self._leave()
+            self._admission.leave()
 
     def count_prompt_tokens(self, request: GenerationRequest, *, check: bool = False) -> int:
         """How many prompt tokens `request` renders to (chat template included): the
@@ -369,14 +368,14 @@ class Engine(MeasureCalls):
         sinks: list[QueueSink[Chunk]] = []
         try:
             for request in requests:
-                self._admit()
+                self._admission.enter()
                 sinks.append(QueueSink())
                 self._worker.open_stream(partial(self._generation, request), together.child(), sinks[-1])
             return [collect(iter(sink)) for sink in sinks]
         finally:
             together.cancel()  # ends whatever still runs (nothing, after a normal return)
             for _ in sinks:
-                self._leave()
+                self._admission.leave()
 
     def chat(
         self,

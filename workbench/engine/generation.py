@@ -16,6 +16,8 @@ from workbench.engine import memory
 from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.drafting import DraftModel, PromptLookup, SpecCounts, speculative_steps, trimmable
 from workbench.engine.errors import ContextLengthError, InvalidRequestError
+from workbench.engine.kv_quant import KVQuant
+from workbench.engine.kv_steps import KVRun, kv_key, quantized_steps
 from workbench.engine.models.registry import LoadedModel
 from workbench.engine.reasoning import ThinkBudget
 from workbench.engine.rendering import prompt_of
@@ -65,6 +67,8 @@ def final_chunk(
     batch_size: int = 1,
     reasoning_tokens: int = 0,
     spec: SpecCounts | None = None,
+    kv: str = "",
+    kv_bytes: int = 0,
 ) -> Chunk:
     """The last chunk of a generation (alone, batched or cancelled before it started): the
     text that `text` still holds, and the GenerationStats (built here only)."""
@@ -94,6 +98,8 @@ def final_chunk(
         cache_miss=cache_miss,
         batch_size=batch_size,
         reasoning_tokens=reasoning_tokens,
+        kv_cache=kv,
+        kv_cache_gb=kv_bytes / GB,
         **({} if spec is None else spec.stats()),
     )
     return Chunk(text=tail, stats=stats, reasoning=reasoning, calls=calls)
@@ -199,11 +205,13 @@ def stream_chunks(
     load_s: float | None = None,
     limits: ReplyLimits = ReplyLimits(),
     speculation: tuple[Speculation, LoadedModel | None] | None = None,
+    kv: KVQuant | None = None,
 ) -> Iterator[Chunk | None]:
     """Generate for `request` on the loaded model, alone (mlx-lm's generate_step; the
     scheduler batches instead); the last chunk carries the stats. `limits`: see prepare.
     `speculation` (and its draft model, for mode draft) decodes speculatively where it can
-    (engine/drafting.py; see speculation_blocker), and then yields None between prompt chunks."""
+    (engine/drafting.py; see speculation_blocker); `kv` (when on) quantizes the KV cache
+    (engine/kv_steps.py) instead; both yield None between prompt chunks."""
     timeline = Timeline()
     tokenizer = lm.tokenizer
     ready = prepare(lm, request, limits)
@@ -211,12 +219,12 @@ def stream_chunks(
     if state.started_idle:
         memory.reset_peak()
     finish: FinishReason = "length"
-    counts: SpecCounts | None = None
+    counts: SpecCounts | KVRun | None = None
     if state.cancel.cancelled:
         finish = "cancelled"
     else:
         spec = speculation if speculation and speculation_blocker(lm, request, ready) is None else None
-        steps, counts = _decode(lm, request, ready, spec)
+        steps, counts = _decode(lm, request, ready, spec, kv if kv and kv.on else None)
         try:
             for step in steps:
                 if step is None:  # a prompt chunk done: the other streams' turn
@@ -249,7 +257,9 @@ def stream_chunks(
         reasoning_tokens=ready.reasoning_tokens(),
         cached=counts.cached if counts is not None else 0,
         cache_miss=counts.miss if counts is not None else CacheMiss("off"),
-        spec=counts,
+        spec=counts if isinstance(counts, SpecCounts) else None,
+        kv=kv.label() if kv else "",
+        kv_bytes=counts.nbytes if isinstance(counts, KVRun) else 0,
     )
 
 
@@ -271,9 +281,26 @@ def _decode(
     request: GenerationRequest,
     ready: Prepared,
     speculation: tuple[Speculation, LoadedModel | None] | None,
-) -> tuple[Iterator[tuple[int, mx.array] | None], SpecCounts | None]:
-    """mlx-lm's generate_step, or speculative steps with their counts (sharing the model's
-    prompt cache, when it has one and the request uses it)."""
+    kv: KVQuant | None,
+) -> tuple[Iterator[tuple[int, mx.array] | None], SpecCounts | KVRun | None]:
+    """mlx-lm's generate_step; or, with what they report, speculative steps or a quantized KV
+    cache's steps (sharing the model's prompt cache, when it has one and the request uses it)."""
+    store = lm.batch.store(request, kv_key(lm.entry.id, kv) if kv else None) if lm.batch else None
+    prefill_step = lm.batch.prefill_step if lm.batch else 2048
+    if kv is not None:
+        run = KVRun()
+        steps = quantized_steps(
+            lm.model,
+            ready.prompt,
+            kv,
+            max_tokens=ready.max_tokens,
+            sampler=ready.sampler,
+            processors=ready.processors,
+            run=run,
+            store=store,
+            prefill_step=prefill_step,
+        )
+        return steps, run
     if speculation is None:
         steps = generate_step(
             mx.array(ready.prompt),
@@ -295,9 +322,7 @@ def _decode(
         sampler=ready.sampler,
         processors=ready.processors,
         counts=counts,
-        store=(lm.batch.cache, lm.entry.id, lm.tokenizer.decode)
-        if lm.batch and lm.batch.cache and request.cache
-        else None,
-        prefill_step=lm.batch.prefill_step if lm.batch else 2048,
+        store=store,
+        prefill_step=prefill_step,
     )
     return steps, counts

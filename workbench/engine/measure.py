@@ -11,6 +11,9 @@ from workbench.engine.errors import InvalidRequestError
 from workbench.engine.types import MemoryInfo, ModelInfo, TokenComparison
 
 if TYPE_CHECKING:
+    from workbench.config import Settings
+    from workbench.engine.kv_quality import KVPoint
+    from workbench.engine.kv_quant import KVQuant
     from workbench.engine.models.downloads import Downloads
     from workbench.engine.models.recipes import QuantRecipe, QuantResult
     from workbench.engine.models.registry import ModelRegistry
@@ -34,6 +37,8 @@ class MeasureCalls:
     registry: ModelRegistry
     _load: Callable[[str | None], tuple[Any, float | None]]
     downloads: Downloads
+    settings: Settings
+    device: str
 
     def tokenize(self, text: str, model_id: str | None = None) -> list[int]:
         return self._worker.call(lambda: list(self._load(model_id)[0].tokenizer.encode(text)))
@@ -103,6 +108,42 @@ class MeasureCalls:
                 ref.busy -= 1
             _check_ids(ids, ref.vocab_size, "ids")
             return compare_next_tokens(ref, lm, ids)
+
+        return self._worker.call(work)
+
+    def kv_divergence(
+        self,
+        model: str | None,
+        text: str,
+        depths: Sequence[int],
+        storages: Sequence[KVQuant],
+        *,
+        window: int = 32,
+        on_point: Callable[[KVPoint], None] | None = None,
+    ) -> list[KVPoint]:
+        """Each KV storage against the model's own-precision cache at each context depth of
+        `text` (engine.kv_quality); holds the engine thread throughout (minutes at 8k on a CPU)."""
+
+        def work() -> list[KVPoint]:
+            from workbench.engine.kv_quality import kv_divergence
+            from workbench.engine.kv_steps import head_dim
+
+            lm, _ = self._load(model)
+            for kv in storages:
+                kv.check_head_dim(head_dim(lm.model), lm.entry.id)
+            step = self.settings.prefill_step or (256 if self.device == "cpu" else 2048)  # as served
+            tokens = list(lm.tokenizer.encode(text))
+            with self._board.busy("KV quality"):
+                return kv_divergence(
+                    lm.model,
+                    tokens,
+                    depths,
+                    storages,
+                    window=window,
+                    prefill_step=step,
+                    context_length=lm.context_length,
+                    on_point=on_point,
+                )
 
         return self._worker.call(work)
 

@@ -1,16 +1,20 @@
 """The prompt cache: mlx-lm's LRUPromptCache that remembers what it evicted, so it can say why a
-prompt did not reuse more of it (a cache_miss.CacheMiss)."""
+prompt did not reuse more of it (a cache_miss.CacheMiss); `PromptStore`, one generation's use of
+it and of the disk tier."""
 
 from __future__ import annotations
 
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from mlx_lm.models.cache import LRUPromptCache
+import mlx.core as mx
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
 from workbench.engine.cache_miss import CacheMiss, common_prefix
+from workbench.engine.disk_cache import DiskTier
 from workbench.engine.memory import GB
 
 EVICTED_KEPT = 32  # evicted token sequences remembered, to say "evicted" rather than "no entry"
@@ -67,3 +71,42 @@ class ExplainedPromptCache(LRUPromptCache):
         if cached == 0 and usable > 0:
             return CacheMiss("no_entry")
         return None
+
+
+@dataclass(frozen=True)
+class PromptStore:
+    """The prompt cache as one generation uses it: the cache, the key its entries are under (the
+    model id; with the KV storage's label for a quantized cache) and the tokenizer's decode."""
+
+    cache: ExplainedPromptCache
+    key: str
+    decode: Callable[[list[int]], str]
+    disk: DiskTier | None = None  # the disk tier, under `disk_key` (the key and where the weights are)
+    disk_key: str = ""
+
+    def reuse(self, prompt: Sequence[int]) -> tuple[list[Any] | None, int, CacheMiss | None]:
+        """A KV cache of the longest cached prefix of `prompt` (None: nothing cached), how many
+        tokens it holds (never all: the last prompt token must run for its logits), and why no more."""
+        prompt = list(prompt)
+        kv, rest = self.cache.fetch_nearest_cache(self.key, prompt)
+        if kv is not None and not rest:  # an exact hit: rewind one token
+            if can_trim_prompt_cache(kv):
+                trim_prompt_cache(kv, 1)
+                rest = prompt[-1:]
+            else:
+                kv, rest = None, prompt
+        cached = len(prompt) - len(rest)
+        if self.disk is not None:  # a longer prefix on disk (from before a restart, or evicted here)
+            entry, length = self.disk.best(self.disk_key, prompt)
+            if entry is not None and length > cached and (loaded := self.disk.load(entry, length)):
+                kv, cached = loaded, length
+        return kv, cached, self.cache.explain(self.key, prompt, cached, self.decode)
+
+    def keep(self, tokens: Sequence[int], kv: list[Any]) -> None:
+        """Remember `kv`, the KV cache of `tokens`, evaluated first: a cache taken out of a batch
+        is a lazy slice of the whole batch's buffers, which it would otherwise pin (every
+        sequence's rows, padded) while the byte bound counts only its own rows."""
+        mx.eval([c.state for c in kv])
+        self.cache.insert_cache(self.key, list(tokens), kv)
+        if self.disk is not None:
+            self.disk.put(self.disk_key, tokens, kv)

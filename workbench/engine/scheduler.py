@@ -10,11 +10,11 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
-from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
 from workbench.config import Settings
 from workbench.engine import memory
 from workbench.engine.cache_miss import CacheMiss
+from workbench.engine.disk_cache import DiskTier
 from workbench.engine.generation import (
     GB,
     Prepared,
@@ -24,7 +24,7 @@ from workbench.engine.generation import (
     prepare,
 )
 from workbench.engine.models.registry import LoadedModel
-from workbench.engine.prompt_cache import ExplainedPromptCache
+from workbench.engine.prompt_cache import ExplainedPromptCache, PromptStore
 from workbench.engine.reply_text import ReplyText
 from workbench.engine.sampling import token_logprob
 from workbench.engine.streams import StreamState
@@ -50,6 +50,7 @@ class _Seq:
     miss: CacheMiss | None
     pending: deque[Chunk] = field(default_factory=deque)
     batch_size: int = 1
+    kv_bytes: int = 0
     finished: bool = False
     error: BaseException | None = None
 
@@ -57,8 +58,9 @@ class _Seq:
 class ModelBatch:
     """The running batch and the prompt cache of one loaded model (engine thread only)."""
 
-    def __init__(self, lm: LoadedModel, settings: Settings) -> None:
+    def __init__(self, lm: LoadedModel, settings: Settings, disk: DiskTier | None = None) -> None:
         self.lm = lm
+        self.disk = disk
         self.max_batch = settings.max_batch
         # Prompt tokens per sequence per step. On the CPU backend attention over a long context
         # costs most (a 256-token chunk at depth 3840 took 5.1 s, at depth 0 0.9 s), and small
@@ -89,21 +91,9 @@ class ModelBatch:
         if state.started_idle:
             memory.reset_peak()
         prompt = ready.prompt
-        cache, rest = None, prompt
-        if self.cache is not None and request.cache:
-            cache, rest = self.cache.fetch_nearest_cache(self.lm.entry.id, prompt)
-            if cache is not None and not rest:  # an exact hit: the last token must still run
-                if can_trim_prompt_cache(cache):
-                    trim_prompt_cache(cache, 1)
-                    rest = prompt[-1:]
-                else:
-                    cache, rest = None, prompt
-        cached = len(prompt) - len(rest)
-        miss = (
-            self.cache.explain(self.lm.entry.id, prompt, cached, self.lm.tokenizer.decode)
-            if self.cache is not None and request.cache
-            else CacheMiss("off")
-        )
+        store = self.store(request)
+        cache, cached, miss = store.reuse(prompt) if store else (None, 0, CacheMiss("off"))
+        rest = prompt[cached:]
         sampler = _greedy if request.sampling.greedy and ready.seed is None else ready.sampler
         (uid,) = self.gen.insert(
             [rest],
@@ -180,13 +170,20 @@ class ModelBatch:
         self.gen.remove([seq.uid])
         self._finish(seq, "cancelled")
 
+    def store(self, request: GenerationRequest, key: str | None = None) -> PromptStore | None:
+        """The prompt cache for `request` under `key` (default: the model id); None when off."""
+        if self.cache is None or not request.cache:
+            return None
+        key = key or self.lm.entry.id
+        where = f"{key}@{self.lm.entry.location}"
+        return PromptStore(self.cache, key, self.lm.tokenizer.decode, self.disk, where)
+
     def _remember(self, seq: _Seq, tokens: list[int] | None, cache: list[Any] | None) -> None:
-        if self.cache is not None and seq.request.cache and tokens and cache:
-            # A cache extracted from the batch is a lazy slice of the whole batch's KV
-            # buffers: evaluate it now, or the entry pins those buffers (every sequence's
-            # rows, padded) while the cache's byte bound counts only its own rows.
-            mx.eval([c.state for c in cache])
-            self.cache.insert_cache(self.lm.entry.id, list(tokens), cache)
+        if cache:
+            seq.kv_bytes = sum(c.nbytes for c in cache)
+        store = self.store(seq.request)
+        if store is not None and tokens and cache:
+            store.keep(tokens, cache)
 
     def _finish(self, seq: _Seq, finish: FinishReason) -> None:
         chunk = final_chunk(
@@ -202,6 +199,7 @@ class ModelBatch:
             cache_miss=seq.miss,
             batch_size=seq.batch_size,
             reasoning_tokens=seq.ready.reasoning_tokens(),
+            kv_bytes=seq.kv_bytes,
         )
         seq.pending.append(chunk)
         seq.finished = True

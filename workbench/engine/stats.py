@@ -31,6 +31,9 @@ class GenerationStats:
     reasoning_tokens of the generation_tokens were inside the model's thinking section.
     speculative names the speculation that ran ('' none; Speculation.label); of its
     draft_tokens the model accepted accepted_tokens, over decode_steps forward passes.
+    kv_cache names how the KV cache was stored ('' the model's precision; KVQuant.label, e.g. 'q8')
+    and kv_cache_gb its size at the end (0.0 where not measured: a batched reply whose cache was
+    not taken out of the batch).
     """
 
     model: str
@@ -55,6 +58,8 @@ class GenerationStats:
     draft_tokens: int = 0
     accepted_tokens: int = 0
     decode_steps: int = 0
+    kv_cache: str = ""
+    kv_cache_gb: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__ | {"cache_miss": self.cache_miss.as_dict() if self.cache_miss else None}

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from workbench.engine.errors import EngineStoppedError
+from workbench.engine.errors import EngineStoppedError, QueueFullError
 from workbench.engine.types import Chunk, Completion, TokenLogprob
 
 T = TypeVar("T")
@@ -177,3 +177,26 @@ def calls_of(events: list[tuple[Any, ...]]) -> tuple[Any, ...]:
         if e[0] == "args":
             args[e[1]] = args.get(e[1], "") + e[2]
     return tuple(ToolCall(names[i], args.get(i, "{}")) for i in sorted(names))
+
+
+class Admission:
+    """Generations admitted and not yet finished (running, or waiting on the thread or in a
+    batch), at most max_batch + max_queue: `enter` beyond that raises QueueFullError (429)."""
+
+    def __init__(self, max_batch: int, max_queue: int) -> None:
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            if self.count >= self.max_batch + self.max_queue:
+                raise QueueFullError(
+                    f"the engine is full: {self.count} generations are running or waiting "
+                    f"(max_batch {self.max_batch} + max_queue {self.max_queue}); retry in a moment"
+                )
+            self.count += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1

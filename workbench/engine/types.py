@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workbench.engine.errors import InvalidRequestError
+from workbench.engine.kv_quant import KVQuant
 from workbench.engine.speculation import Speculation
 from workbench.engine.stats import FinishReason, GenerationStats
 from workbench.engine.structured.constraint import Constraint
@@ -178,6 +179,7 @@ class GenerationRequest:
     think: bool | None = None  # False: ask the template to skip its thinking section
     reasoning_budget: int | None = None  # most reasoning tokens before the section is closed
     speculative: Speculation | None = None  # None: the server's default (WORKBENCH_SPECULATIVE)
+    kv: KVQuant | None = None  # the KV cache's storage; None fields: the server's (WORKBENCH_KV_BITS...)
 
     def __post_init__(self) -> None:
         given = [n for n in ("messages", "prompt", "prompt_ids") if getattr(self, n) is not None]
@@ -229,6 +231,7 @@ class GenerationRequest:
                 _integer(self.reasoning_budget, "reasoning_budget") >= 0, "reasoning_budget", "must be >= 0"
             )
         object.__setattr__(self, "speculative", Speculation.coerce(self.speculative))
+        object.__setattr__(self, "kv", KVQuant.coerce(self.kv))
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,15 @@ def run_conversations(
     seed: int = 0,
     warmup: bool = True,
     on_progress: Callable[[int, int, str], None] | None = None,
+    same_text: bool = False,
 ) -> list[TurnResult]:
     """Run `conversations` conversations of `turns` streamed chat turns, one after another.
 
     Replies are greedy (temperature 0), at most `max_tokens` tokens, and go back into the
     history as the client received them. Every conversation draws its own text (a fresh
-    salt per run), so a cache only ever helps within a conversation. A failed turn is
+    salt per run), so a cache only ever helps within a conversation; `same_text` drops the salt:
+    every run with the same seed sends the same conversations (a cache that outlives a server
+    restart, the disk tier's, then helps from turn 1). A failed turn is
     recorded and ends its conversation (later turns would not carry the history); nothing
     is sent after `overall_timeout_s`. One short untimed request goes first (`warmup`) so
     model loading is not in turn 1.
@@ -60,7 +63,7 @@ def run_conversations(
         raise ValueError("history tokens, conversations and max tokens must be >= 1")
     client = make_client(base_url, api_key, timeout_s)
     create = client.chat.completions.create
-    salt = random.SystemRandom().getrandbits(64)
+    salt = 0 if same_text else random.SystemRandom().getrandbits(64)
     deadline = time.perf_counter() + overall_timeout_s
     if warmup:
         warm = [{"role": "user", "content": f"Say hello. {salt}"}]

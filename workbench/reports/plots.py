@@ -310,3 +310,55 @@ def loss_curves(df: pd.DataFrame) -> Figure:
     experiments = ", ".join(dict.fromkeys(df["experiment"].astype(str)))
     fig.suptitle(f"fine-tuning loss ({experiments})", fontsize=11)
     return fig
+
+
+def kv_quality_plot(df: pd.DataFrame) -> Figure:
+    """A KV-quality run (KV_QUALITY rows): next-token KL against context depth, and against the
+    KV cache's memory, one line per KV storage (the reference: memory only)."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    kl_depth, mem_depth, kl_mem = fig.subplots(1, 3)
+    for i, (label, part) in enumerate(df.sort_values("depth").groupby("kv_cache", sort=False)):
+        style = {"marker": "o", "label": label, "color": f"C{i}"}  # one colour per storage throughout
+        mem_depth.plot(part["depth"], part["kv_cache_gb"], **style)
+        if part["kv_bits"].iloc[0] == 0:
+            continue
+        kl = part["kl_mean"].clip(lower=1e-7)  # log axis
+        kl_depth.plot(part["depth"], kl, **style)
+        kl_mem.plot(part["kv_cache_gb"], kl, **style)
+    for ax, x, y in (
+        (kl_depth, "context depth (tokens)", "next-token KL vs reference (nats)"),
+        (mem_depth, "context depth (tokens)", "KV cache (GB)"),
+        (kl_mem, "KV cache (GB)", "next-token KL vs reference (nats)"),
+    ):
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    kl_depth.set_yscale("log")
+    kl_mem.set_yscale("log")
+    model = df["model"].iloc[0] if len(df) else ""
+    fig.suptitle(f"KV cache precision: quality and memory by context depth ({model})")
+    return fig
+
+
+def kv_memory_vs_context(df: pd.DataFrame, weights_gb: float | None = None) -> Figure:
+    """Benchmark rows with a kv_bits dimension: the KV cache's size and the peak memory against
+    the context (prompt + generated tokens), one line per KV precision; `weights_gb` drawn across."""
+    df = df.assign(context_tokens=df["prompt_tokens"] + df["generation_tokens"])
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    kv_ax, peak_ax = fig.subplots(1, 2)
+    names = {0: "model's own", 16: "float16"}
+    for i, (bits, part) in enumerate(df.groupby("kv_bits")):
+        med = part.groupby("context_tokens")[["kv_cache_gb", "peak_memory_gb"]].median().reset_index()
+        style = {"marker": "o", "color": f"C{i}", "label": names.get(int(bits), f"{bits}-bit")}
+        kv_ax.plot(med["context_tokens"], med["kv_cache_gb"], **style)
+        peak_ax.plot(med["context_tokens"], med["peak_memory_gb"], **style)
+    if weights_gb:
+        peak_ax.axhline(weights_gb, color="grey", linestyle="--", label="weights")
+    for ax, label in ((kv_ax, "KV cache (GB)"), (peak_ax, "peak memory (GB)")):
+        ax.set_xlabel("context (prompt + generated tokens)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"memory vs context by KV-cache precision ({df['model'].iloc[0] if len(df) else ''})")
+    return fig

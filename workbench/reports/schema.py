@@ -50,6 +50,7 @@ BENCH_COLUMNS: tuple[Column, ...] = (
         nullable=True,
     ),
     Column("batch_size", "int", "sequences generated together (copies of the same request)"),
+    Column("kv_bits", "int", "KV cache bits: 2-8 quantized (group 64), 16 float16, 0 the model's precision"),
     Column("prompt_tokens", "int", "exact prompt length in tokens"),
     Column("generation_tokens", "int", "tokens generated (end-of-sequence ignored)"),
     Column("trial", "int", "trial number within its configuration, from 0"),
@@ -72,17 +73,29 @@ BENCH_COLUMNS: tuple[Column, ...] = (
         nullable=True,
     ),
     Column("peak_memory_gb", "float", "MLX peak memory during the trial (reset per trial; 1 GB = 1e9 B)"),
+    Column("kv_cache_gb", "float", "KV cache size at the trial's end (largest stream)", nullable=True),
     Column("load_s", "float", "how long loading the model took in this process", nullable=True),
     Column("spec_sha", "str", "sha256 of the full spec (first 16 hex digits); the sidecar has the spec"),
 )
 BENCH_FIELDS: tuple[str, ...] = tuple(c.name for c in BENCH_COLUMNS)
 # Nullable columns added after files were first written: read_results fills them with
 # empty values in older files (which stay readable; new rows go to new files).
-LATER_COLUMNS: frozenset[str] = frozenset({"dtype", "aggregate_generation_tps", "aggregate_tps"})
+LATER_COLUMNS: frozenset[str] = frozenset(
+    {"dtype", "aggregate_generation_tps", "aggregate_tps", "kv_cache_gb"}
+)
+# Columns added since, read with a value in older files (whose rows all had it).
+LATER_DEFAULTS: dict[str, str] = {"kv_bits": "0"}
 # The columns that identify one trial: --resume skips rows that match on these.
-TRIAL_KEY: tuple[str, ...] = ("model", "batch_size", "prompt_tokens", "generation_tokens", "trial")
+TRIAL_KEY: tuple[str, ...] = ("model", "kv_bits", "batch_size", "prompt_tokens", "generation_tokens", "trial")
 # The columns that identify one configuration, for summaries and plots.
-CONFIG_KEY: tuple[str, ...] = ("model", "variant", "batch_size", "prompt_tokens", "generation_tokens")
+CONFIG_KEY: tuple[str, ...] = (
+    "model",
+    "variant",
+    "kv_bits",
+    "batch_size",
+    "prompt_tokens",
+    "generation_tokens",
+)
 
 # One row per variant of a quantization sweep (workbench quantize --sweep): what it is,
 # what it costs in quality against the reference, and its speed and memory (medians of
@@ -246,6 +259,28 @@ OVERHEAD_COLUMNS: tuple[Column, ...] = (
     Column("peak_memory_gb", "float", "MLX peak memory the engine reported for the generation"),
 )
 OVERHEAD_FIELDS: tuple[str, ...] = tuple(c.name for c in OVERHEAD_COLUMNS)
+
+# One row per KV storage per context depth of `workbench kv-quality` (quant/kv_lab.py).
+KV_QUALITY_COLUMNS: tuple[Column, ...] = (
+    *PROVENANCE_COLUMNS,
+    Column("model", "str", "registered model id"),
+    Column(
+        "kv_cache", "str", "KV storage: 'f32' etc. (the model's own precision: the reference) or q8, q4:g32"
+    ),
+    Column("kv_bits", "int", "bits per stored KV element (0: the reference)"),
+    Column("kv_group_size", "int", "quantization group size (0: the reference)"),
+    Column("depth", "int", "context tokens before the compared window"),
+    Column("window", "int", "tokens compared after the context"),
+    Column("kl_mean", "float", "mean next-token KL(reference || this) over the window, nats"),
+    Column("kl_max", "float", "largest next-token KL over the window, nats"),
+    Column(
+        "top1_agreement", "float", "fraction of the window whose most likely token matches the reference's"
+    ),
+    Column("kv_cache_gb", "float", "this cache's bytes (1 GB = 1e9) at depth + window"),
+    Column("kv_ratio", "float", "kv_cache_gb / the reference cache's at the same depth"),
+    Column("text_sha256", "str", "sha256 of the text the context was cut from"),
+)
+KV_QUALITY_FIELDS: tuple[str, ...] = tuple(c.name for c in KV_QUALITY_COLUMNS)
 
 # One row per training step ('train') and per validation ('valid') of a fine-tuning run
 # (workbench finetune): the run's settings, then what mlx-lm's trainer reported.

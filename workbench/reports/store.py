@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.reports.schema import BENCH_COLUMNS, LATER_COLUMNS, Column
+from workbench.reports.schema import BENCH_COLUMNS, LATER_COLUMNS, LATER_DEFAULTS, Column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,6 +119,8 @@ def read_results(path: str | Path, columns: Sequence[Column] = BENCH_COLUMNS) ->
     for c in columns:  # a nullable column added since the file was written reads as empty
         if c.nullable and c.name in LATER_COLUMNS and c.name not in raw.columns:
             raw[c.name] = ""
+        elif c.name in LATER_DEFAULTS and c.name not in raw.columns:
+            raw[c.name] = LATER_DEFAULTS[c.name]
     missing = [n for n in wanted if n not in raw.columns]
     extra = [n for n in raw.columns if n not in wanted]
     if missing or extra:

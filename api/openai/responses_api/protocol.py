@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field
 from api.errors import ApiError
 from api.wire import (
     SPECULATIVE_HELP,
+    KVCacheFields,
     SpeculativeField,
     WireModel,
     check_tool_choice,
@@ -142,7 +143,7 @@ class ReasoningConfig(WireModel):
     generate_summary: str | None = None
 
 
-class ResponsesRequest(WireModel):
+class ResponsesRequest(KVCacheFields):
     model: str = Field(min_length=1, max_length=1024)
     input: str | list[InputItem] = Field(min_length=1, max_length=MAX_ITEMS)
     instructions: str | None = None
@@ -265,6 +266,7 @@ class ResponsesRequest(WireModel):
             think=think,
             reasoning_budget=budget,
             speculative=speculation(self.speculative),
+            kv=self.kv(),
         )
 
 
