@@ -14,7 +14,7 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from workbench.config_parsers import speculation_parts
 from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.errors import InvalidRequestError, ModelNotFoundError
-from workbench.engine.prompt_cache import PromptStore
+from workbench.engine.prompt_cache import PromptStore, prefill
 from workbench.engine.speculation import Speculation
 
 NGRAM_MAX = 3  # the longest context suffix prompt lookup matches (then shorter ones)
@@ -160,10 +160,7 @@ def speculative_steps(
     if cache is None or not can_trim_prompt_cache(cache):
         cache, start = make_prompt_cache(model), 0
     counts.cached = start
-    for i in range(start, len(history) - 1, prefill_step):
-        model(mx.array(history[i : min(i + prefill_step, len(history) - 1)])[None], cache=cache)
-        mx.eval([c.state for c in cache])
-        yield None
+    yield from prefill(model, cache, history, start, len(history) - 1, prefill_step)
     try:
         yield from _verify_loop(
             model, cache, history, drafter, draft_tokens, max_tokens, sampler, processors, counts

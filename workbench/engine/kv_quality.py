@@ -13,6 +13,7 @@ from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 from workbench.engine.errors import ContextLengthError, InvalidRequestError
 from workbench.engine.kv_quant import KVQuant
 from workbench.engine.kv_steps import store_as
+from workbench.engine.prompt_cache import prefill
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,13 @@ class _Run:
         self.cache = make_prompt_cache(model)
         self.at = 0
 
-    def _quantize(self) -> None:
-        store_as(self.cache, self.kv)
-
     def extend(self, tokens: Sequence[int], depth: int) -> None:
-        for i in range(self.at, depth, self.step):
-            self.model(mx.array([list(tokens[i : min(i + self.step, depth)])]), cache=self.cache)
-            self._quantize()
-            mx.eval([c.state for c in self.cache])
+        for _ in prefill(self.model, self.cache, tokens, self.at, depth, self.step, self._store):
+            pass
         self.at = depth
+
+    def _store(self, cache: list[Any]) -> None:
+        store_as(cache, self.kv)
 
     def log_probs(self, window: Sequence[int]) -> mx.array:
         """Next-token log-probabilities over `window`, then the window taken back out of the cache."""

@@ -13,7 +13,7 @@ from mlx_lm.models.cache import KVCache, can_trim_prompt_cache, make_prompt_cach
 
 from workbench.engine.cache_miss import CacheMiss
 from workbench.engine.kv_quant import KVQuant
-from workbench.engine.prompt_cache import PromptStore
+from workbench.engine.prompt_cache import PromptStore, prefill
 
 
 class HalfKVCache(KVCache):
@@ -98,11 +98,9 @@ def quantized_steps(
     cache, run.cached, run.miss = store.reuse(history) if store else (None, 0, CacheMiss("off"))
     cache = cache or make_prompt_cache(model)
     store_as(cache, kv)
-    for i in range(run.cached, len(history) - 1, prefill_step):
-        model(mx.array(history[i : min(i + prefill_step, len(history) - 1)])[None], cache=cache)
-        store_as(cache, kv)
-        mx.eval([c.state for c in cache])
-        yield None
+    yield from prefill(
+        model, cache, history, run.cached, len(history) - 1, prefill_step, lambda c: store_as(c, kv)
+    )
     prefix = mx.array(history[:-1], dtype=mx.int32)
     steps = generate_step(
         mx.array(history[-1:]),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,3 +110,22 @@ class PromptStore:
         self.cache.insert_cache(self.key, list(tokens), kv)
         if self.disk is not None:
             self.disk.put(self.disk_key, tokens, kv)
+
+
+def prefill(
+    model: Any,
+    cache: list[Any],
+    tokens: Sequence[int],
+    start: int,
+    end: int,
+    step: int,
+    after: Callable[[list[Any]], None] | None = None,
+) -> Iterator[None]:
+    """Run tokens[start:end] through `model` into `cache`, `step` tokens at a time (`after` sees
+    the cache after each chunk, before it is evaluated); None after each chunk."""
+    for i in range(start, end, step):
+        model(mx.array(list(tokens[i : min(i + step, end)]))[None], cache=cache)
+        if after is not None:
+            after(cache)
+        mx.eval([c.state for c in cache])
+        yield None
