@@ -131,6 +131,22 @@ def test_multi_turn_records_a_ttft_per_turn_on_a_growing_history(base_url: str, 
     assert prompts[0] > 24 and prompts[0] < prompts[1] < prompts[2]
 
 
+def test_multi_turn_same_text_repeats_the_conversation_run_after_run(base_url: str, tmp_path: Path) -> None:
+    """--same-text: the second run's turn 1 is the first run's, so the server's cache has it all."""
+    out = tmp_path / "same.csv"
+    flags = ("--base-url", base_url, "--model", "default", "--history-tokens", "40", "--turns", "2")
+    for label in ("first", "second"):
+        done = cli(
+            "--multi-turn", "--same-text", *flags, "--conversations", "1", "--label", label, "--out", str(out)
+        )
+        assert done.returncode == 0, done.stderr
+    df = read_results(out, MULTITURN_COLUMNS).set_index(["server_label", "turn"])
+    first, second = df.loc[("first", 1)], df.loc[("second", 1)]
+    assert first["prompt_tokens_reported"] == second["prompt_tokens_reported"]
+    assert second["cached_tokens_reported"] == second["prompt_tokens_reported"] - 1
+    assert first["cached_tokens_reported"] < first["prompt_tokens_reported"] // 2
+
+
 @pytest.mark.slow
 def test_a_long_prompt_arriving_is_processed_in_chunks_while_the_streams_keep_decoding(
     settings: Settings, engine: Engine, tmp_path: Path
