@@ -142,6 +142,14 @@ class Settings:
         "running stream (smaller: those streams keep flowing; on a GPU larger chunks process it sooner)",
         _prefill_step,
     )
+    prefill_share: float = setting(
+        1.0,
+        "while streams decode, a step's prompt chunk is cut to take about this many of their decode "
+        "steps' time (measured, so it shrinks as the prompt's context deepens), keeping their tokens "
+        "flowing while a long prompt arrives; 0: always prefill_step tokens (the long prompt's "
+        "first token sooner, the streams frozen meanwhile)",
+        _number("decode steps", positive=False),
+    )
     speculative: str = setting(
         "off",
         "speculative decoding for requests that do not ask: off, prompt_lookup[:N] (drafts from the "

@@ -24,6 +24,7 @@ from workbench.engine.generation import (
     prepare,
 )
 from workbench.engine.models.registry import LoadedModel
+from workbench.engine.prefill_budget import PrefillBudget
 from workbench.engine.prompt_cache import ExplainedPromptCache, PromptStore
 from workbench.engine.reply_text import ReplyText
 from workbench.engine.sampling import token_logprob
@@ -67,6 +68,7 @@ class ModelBatch:
         # chunks both free the running streams sooner and process the whole prompt faster.
         auto = 256 if mx.default_device() == mx.cpu else 2048  # mlx-lm's default
         self.prefill_step = settings.prefill_step or auto
+        self.budget = PrefillBudget(self.prefill_step, settings.prefill_share)
         self.limits = ReplyLimits.of(settings)
         self.seqs: dict[int, _Seq] = {}
         self.gen = self._new_generator()
@@ -123,9 +125,14 @@ class ModelBatch:
         return all(not s.pending for s in self.seqs.values() if s.timeline.count)
 
     def step(self) -> None:
-        """One batch step: a token for every decoding sequence, a prompt chunk for new ones."""
+        """One batch step: a token for every decoding sequence, a prompt chunk for new ones
+        (sized by the PrefillBudget while others decode)."""
+        decoding = sum(1 for s in self.seqs.values() if s.timeline.count)
+        self.gen.prefill_step_size = self.budget.size(decoding, len(self.seqs) - decoding)
         try:
-            _, responses = self.gen.next()
+            with self.gen.stats() as work:
+                _, responses = self.gen.next()
+            self.budget.observe(work.prompt_tokens, work.prompt_time, work.generation_steps, work.decode_time)
         except Exception as exc:  # the batch's state is unknown now: fail its sequences, start afresh
             failed = list(self.seqs.values())
             self.seqs.clear()
