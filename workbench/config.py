@@ -144,9 +144,9 @@ class Settings:
     )
     prefill_share: float = setting(
         1.0,
-        "while streams decode, a step's prompt chunk is cut to take about this many of their decode "
-        "steps' time (measured, so it shrinks as the prompt's context deepens), keeping their tokens "
-        "flowing while a long prompt arrives; 0: always prefill_step tokens (the long prompt's "
+        "while streams decode, a prompt longer than prefill_step has its chunks cut to take about "
+        "this many of their decode steps' time (measured, so they shrink as its context deepens), "
+        "keeping their tokens flowing while it is processed; 0: always prefill_step tokens (its "
         "first token sooner, the streams frozen meanwhile)",
         _number("decode steps", positive=False),
     )

@@ -3,6 +3,7 @@ streams decode a step's prompt work takes about `share` decode steps; no mlx."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MIN_CHUNK = 4  # below this a chunk's fixed cost (every layer, once) outweighs its tokens
@@ -10,9 +11,10 @@ MIN_CHUNK = 4  # below this a chunk's fixed cost (every layer, once) outweighs i
 
 @dataclass
 class PrefillBudget:
-    """`most` tokens per prompting sequence per step (the prefill step); while streams decode,
-    fewer: `share` x a decode step's time (smoothed) over the last measured cost per prompt token
-    (which grows with the context's depth), at least MIN_CHUNK. share 0: always `most`."""
+    """`most` tokens per prompting sequence per step (the prefill step); while streams decode and
+    a prompt longer than that is processed, fewer: `share` x a decode step's time (smoothed) over
+    the last measured cost per prompt token (which grows with the context's depth), at least
+    MIN_CHUNK. share 0: always `most`."""
 
     most: int
     share: float = 1.0
@@ -27,10 +29,14 @@ class PrefillBudget:
         if prompt_tokens and prompt_s > 0:
             self.token_s = prompt_s / prompt_tokens
 
-    def size(self, decoding: int, prompting: int) -> int:
+    def size(self, decoding: int, prompts: Sequence[int]) -> int:
         """Tokens per prompting sequence for the next step, with `decoding` streams decoding and
-        `prompting` sequences whose prompts are still being processed."""
-        if not self.share or not decoding or self.decode_s is None or self.token_s is None:
+        `prompts` the lengths (uncached) of the prompts being processed. Prompts that fit one
+        chunk go in one step as they are (short prompts arriving under load: cutting them only
+        idles their slots); a longer one is cut while others decode."""
+        if not self.share or not decoding or not prompts or max(prompts) <= self.most:
             return self.most
-        tokens = self.share * self.decode_s / self.token_s / max(1, prompting)
+        if self.decode_s is None or self.token_s is None:
+            return self.most
+        tokens = self.share * self.decode_s / self.token_s / len(prompts)
         return max(MIN_CHUNK, min(self.most, int(tokens)))

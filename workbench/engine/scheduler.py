@@ -128,7 +128,8 @@ class ModelBatch:
         """One batch step: a token for every decoding sequence, a prompt chunk for new ones
         (sized by the PrefillBudget while others decode)."""
         decoding = sum(1 for s in self.seqs.values() if s.timeline.count)
-        self.gen.prefill_step_size = self.budget.size(decoding, len(self.seqs) - decoding)
+        prompts = [len(s.ready.prompt) - s.cached for s in self.seqs.values() if not s.timeline.count]
+        self.gen.prefill_step_size = self.budget.size(decoding, prompts)
         try:
             with self.gen.stats() as work:
                 _, responses = self.gen.next()
