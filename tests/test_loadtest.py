@@ -151,13 +151,15 @@ def test_multi_turn_same_text_repeats_the_conversation_run_after_run(base_url: s
 def test_a_long_prompt_arriving_is_processed_in_chunks_while_the_streams_keep_decoding(
     settings: Settings, engine: Engine, tmp_path: Path
 ) -> None:
-    """With a prefill step of 128 tokens, a ~1024-token prompt takes about 8 engine steps, each
-    giving every running stream a token; with one step for the whole prompt they would get about
-    one. Counted in tokens, not timed. The CLI writes the row (the same code path)."""
+    """With a fixed prefill step of 128 tokens (prefill_share 0: chunks never cut), a ~1024-token
+    prompt takes about 8 engine steps, each giving every running stream a token; with one step for
+    the whole prompt they would get about one. Counted in tokens, not timed. The CLI writes the row
+    (the same code path). (The cut chunks of prefill_share: test_prefill_budget.py, and measured
+    with the load tool, docs/lab.md.)"""
     from workbench.loadgen.long_arrival import run_long_arrival
     from workbench.reports.schema import ARRIVAL_COLUMNS
 
-    chunked = replace(settings, prefill_step=128)
+    chunked = replace(settings, prefill_step=128, prefill_share=0.0)
     with Engine(chunked) as own, LiveServer(create_app(chunked, own, with_ui=False)) as live:
         result = run_long_arrival(f"{live.url}/v1", "default", 2, 1024, 64)
         figures = result.figures()
