@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workbench.engine.errors import (
     ContextLengthError,
+    DistributedUnsupportedError,
     EngineError,
     EngineStoppedError,
     InvalidRequestError,
@@ -24,6 +25,7 @@ from workbench.engine.errors import (
     ModelLoadError,
     ModelNotFoundError,
     QueueFullError,
+    RankLostError,
     RequestTimeoutError,
     UnsupportedModelError,
 )
@@ -39,6 +41,8 @@ _ENGINE_ERRORS: tuple[tuple[type[EngineError], int, str, str | None], ...] = (
     (ModelLoadError, 500, "server_error", "model_load_failed"),
     (MemoryBudgetError, 503, "server_error", "memory_budget_exceeded"),
     (ModelBusyError, 409, "invalid_request_error", "model_busy"),
+    (RankLostError, 503, "server_error", "rank_lost"),
+    (DistributedUnsupportedError, 400, "invalid_request_error", "unsupported_on_distributed"),
     (EngineStoppedError, 503, "server_error", "engine_stopped"),
     (QueueFullError, 429, "rate_limit_error", "queue_full"),
     (RequestTimeoutError, 504, "timeout_error", "request_timeout"),

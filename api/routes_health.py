@@ -1,11 +1,12 @@
-"""GET /health and its reply model: engine state, what holds it, loaded models and memory; 503
-while starting or loading the default model, after that load failed, draining or stopped.
+"""GET /health and its reply model: engine state, its ranks, what holds it, loaded models and memory;
+503 while starting or loading the default model, after that load failed, draining, a rank lost, stopped.
 Open even with an API key; never waits for a busy engine (published state only)."""
 
 from __future__ import annotations
 
+import socket
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -18,7 +19,19 @@ from api.wire import ReplyModel, omitted
 from workbench.engine import Engine, MemoryInfo, ModelInfo
 
 router = APIRouter()
+ALONE = {"ranks": 1, "backend": "none", "parallelism": "none", "hosts": [socket.gethostname()], "members": []}
 DRAINING = "the server is shutting down (SIGTERM): requests in flight finish, new ones get 503"
+
+
+class RankFacts(ReplyModel):
+    """How many processes the engine spans (1: this one), over what and where."""
+
+    ranks: int
+    backend: str = Field(description="mx.distributed backend (ring, jaccl, mpi, nccl); 'none' alone")
+    parallelism: str = Field(description="'tensor' or 'pipeline'; 'none' alone")
+    hosts: list[str]
+    members: list[dict[str, Any]] = Field(description="each rank's rank, host and pid")
+    lost: str | SkipJsonSchema[None] = omitted("why the group can no longer compute")
 
 
 class EngineFacts(ReplyModel):
@@ -32,6 +45,7 @@ class EngineFacts(ReplyModel):
     active_streams: int
     queued_generations: int
     activity: list[str] = Field(description="what holds the engine: 'loading <id>', 'benchmark <name>, ...'")
+    distributed: RankFacts
 
 
 class StoppedEngine(ReplyModel):
@@ -39,9 +53,9 @@ class StoppedEngine(ReplyModel):
 
 
 class Health(ReplyModel):
-    """200 with status "ok"; 503 with "loading", "failed", "draining" or "stopped"."""
+    """200 with status "ok"; 503 with "loading", "failed", "draining", "rank_lost" or "stopped"."""
 
-    status: Literal["ok", "loading", "failed", "draining", "stopped"]
+    status: Literal["ok", "loading", "failed", "draining", "rank_lost", "stopped"]
     detail: str | SkipJsonSchema[None] = omitted("why it is not ok (503 but 'stopped')")
     engine: EngineFacts | StoppedEngine
     loaded_models: list[ModelInfo] | SkipJsonSchema[None] = omitted("when ok")
@@ -61,6 +75,7 @@ def _engine_facts(engine: Engine) -> EngineFacts:
         active_streams=engine.active_streams,
         queued_generations=engine.queued_generations,
         activity=list(engine.activity()),
+        distributed=RankFacts(**(engine.distributed or ALONE)),
     )
 
 
@@ -69,7 +84,10 @@ def _engine_facts(engine: Engine) -> EngineFacts:
     response_model=None,
     responses={
         200: {"model": Health, "description": "The engine runs and its default model is loaded"},
-        503: {"model": Health, "description": "Loading the default model, failed to, draining or stopped"},
+        503: {
+            "model": Health,
+            "description": "Loading the default model, failed to, draining, a rank lost, stopped",
+        },
         **errors((403,)),
     },
 )
@@ -79,6 +97,9 @@ async def health(request: Request) -> Health | JSONResponse:
     first when the engine can do that at once. `engine.activity` names what holds the engine
     ('loading <id>', 'benchmark <name>, run <id>')."""
     engine = engine_of(request)
+    lost = (engine.distributed or {}).get("lost")
+    if lost:
+        return _unavailable(Health(status="rank_lost", detail=lost, engine=_engine_facts(engine)))
     if not engine.running:
         return _unavailable(Health(status="stopped", engine=StoppedEngine()))
     status, detail = getattr(request.app.state, "status", ("ok", ""))

@@ -109,5 +109,27 @@ def test_a_file_never_mixes_two_schemas(tmp_path: Path) -> None:
     assert path.read_text().splitlines() == ["a,b", "1,2"]
 
 
+def test_a_file_from_before_the_rank_columns_is_widened_when_appended_to(tmp_path: Path) -> None:
+    """A vote file written before ranks / dist_backend / parallelism / hosts existed takes a new
+    row: its header gains them and its old rows their defaults (one process); nothing is lost."""
+    path = tmp_path / "votes.csv"
+    new_fields = vote_fields(2)
+    old_fields = [f for f in new_fields if f not in ("ranks", "dist_backend", "parallelism", "hosts")]
+    old_row = {f: "x" for f in old_fields}
+    append_rows(path, old_fields, [old_row])
+    new_row = {f: "y" for f in new_fields} | {"ranks": 2, "dist_backend": "ring"}
+    assert append_rows(path, new_fields, [new_row]) == 2
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(new_fields)
+    assert (rows[0]["ranks"], rows[0]["dist_backend"], rows[0]["hosts"], rows[0]["verdict"]) == (
+        "1",
+        "none",
+        "unknown",
+        "x",
+    )
+    assert (rows[1]["ranks"], rows[1]["dist_backend"]) == ("2", "ring")
+
+
 def test_provenance_fields_are_what_capture_records(engine: Engine) -> None:
     assert tuple(capture(engine)) == PROVENANCE_FIELDS

@@ -235,6 +235,20 @@ class Settings:
         "beyond it (0 = no limit)",
         _number("seconds", positive=False),
     )
+    parallel: str = setting(
+        "tensor",
+        "how a distributed engine (serve --ranks / --hostfile) splits a model: 'tensor' (each layer "
+        "over every rank) or 'pipeline' (layers in stages; families with mlx-lm's PipelineMixin)",
+        _choice(("tensor", "pipeline")),
+        scope="none",
+    )
+    rank_timeout_s: float = setting(
+        5.0,
+        "a distributed engine's rank that sends no heartbeat for this long counts as stalled: the "
+        "server then answers 503 rank_lost",
+        _number("seconds", positive=True),
+        scope="none",
+    )
     drain_s: float = setting(
         30.0,
         "on SIGTERM, how long requests in flight may finish while new ones get 503",

@@ -199,6 +199,8 @@ def _measure(
                 f"the batch of {config.batch_size}"
             )
     n = len(stats)
+    # Per rank, over the streams (one process: its own peak).
+    ranks = zip(*(s.rank_peak_memory_gb or (s.peak_memory_gb,) for s in stats), strict=True)
     return {
         "ttft_s": sum(s.ttft_s for s in stats) / n,
         "prompt_tps": n * config.prompt_tokens / max(s.ttft_s for s in stats),
@@ -206,6 +208,7 @@ def _measure(
         "aggregate_generation_tps": sum(s.generation_tps for s in stats),
         "aggregate_tps": sum(s.generation_tokens for s in stats) / wall_s,
         "peak_memory_gb": max(s.peak_memory_gb for s in stats),
+        "rank_peak_memory_gb": ";".join(f"{max(peaks):.4f}" for peaks in ranks),
         "kv_cache_gb": max(s.kv_cache_gb for s in stats) or None,
     }
 

@@ -15,6 +15,7 @@ from workbench.cli import (
     chat,
     finetune,
     kv_quality,
+    launch,
     loadtest,
     models,
     overhead,
@@ -24,7 +25,7 @@ from workbench.cli import (
     serve,
 )
 from workbench.cli._common import sigterm_as_ctrl_c
-from workbench.config import add_setting_flags, settings_from_args
+from workbench.config import add_setting_flags, env_from_args, settings_from_args
 from workbench.engine import Engine, EngineError
 
 # In `workbench --help` order.
@@ -56,10 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     sigterm_as_ctrl_c()  # serve replaces it with its own drain
     try:
+        if launch.wanted(args):  # --ranks / --hostfile: mlx.launch starts every rank of this command
+            argv = list(sys.argv[1:] if argv is None else argv)
+            return launch.run_ranks(args, env_from_args(args), launch.rank_argv(argv))
+        if launch.rank() and getattr(args, "ranks_capable", False):
+            return launch.follow()  # a rank other than 0: the engine's follower
+        launch.mark_rank0()
         if not args.needs_engine:  # serve, report, arena stats, loadtest: no engine in this process
-            return args.handler(args)
+            return launch.rank0_exit(args.handler(args))
         with Engine(settings_from_args(args)) as engine:
-            return args.handler(args, engine)
+            return launch.rank0_exit(args.handler(args, engine))
     except (EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return launch.rank0_exit(2)

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from workbench.cli import launch
 from workbench.cli._common import INTERRUPTED, run_cancellable
 from workbench.cli.report import print_summary
 from workbench.engine import Engine
@@ -34,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         help="continue the latest run of this same spec in the CSV, skipping the trials it completed",
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    launch.add_flags(bench, "bench")
     bench.set_defaults(handler=cmd_bench, needs_engine=True)
 
 

@@ -8,7 +8,7 @@ import logging
 import platform
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import aclosing, closing, contextmanager
 from functools import partial
@@ -18,6 +18,7 @@ from workbench.config import ApiModels, Settings
 from workbench.engine.errors import EngineStoppedError
 from workbench.engine.measure import MeasureCalls
 from workbench.engine.models.downloads import DownloadProgress, Downloads
+from workbench.engine.ranks import RankCalls
 from workbench.engine.status import EngineStatus, StatusBoard, StatusPublisher, TokenCounts
 from workbench.engine.streams import Admission, CancelToken, QueueSink, StreamState, collect
 from workbench.engine.types import (
@@ -25,9 +26,7 @@ from workbench.engine.types import (
     Completion,
     GenerationRequest,
     GenerationStats,
-    Message,
     ModelInfo,
-    SamplingParams,
 )
 from workbench.engine.worker import EngineWorker
 
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Engine(MeasureCalls):
+class Engine(MeasureCalls, RankCalls):
     """One MLX engine per process. `Engine(settings)` starts its thread at once
     (pass start=False to defer); use it as a context manager or call stop()."""
 
@@ -85,7 +84,8 @@ class Engine(MeasureCalls):
             "mlx_lm": mlx_lm.__version__,
         }
         maybe_set_recommended_wired_limit()  # Metal only; keeps weights resident
-        self._registry = ModelRegistry(self.settings, float32=self.device == "cpu")
+        ranks = self._join_ranks()  # started by mlx.launch: this engine is one of its ranks
+        self._registry = ModelRegistry(self.settings, float32=self.device == "cpu", ranks=ranks)
         self._disk = disk_cache.of(self.settings)
         self._publish()
         log.info("engine started: device=%s blas=%s", self.device, self.blas)
@@ -171,9 +171,10 @@ class Engine(MeasureCalls):
     def _load(self, model_id: str | None) -> tuple[Any, float | None]:
         """registry.load on the engine thread, counting the loads it performs."""
         registry = self.registry
-        entry = registry.resolve(model_id)
+        entry = self._agreed(lambda: registry.resolve(model_id), f"model {model_id or 'default'!r}")
         if registry.is_loaded(entry.id):
             return registry.load(entry.id)
+        self._alone(f"loading {entry.id} outside a generation")
         with self._board.busy(f"loading {entry.id}"):
             lm, load_s = registry.load(entry.id)
         if load_s is not None:
@@ -229,15 +230,15 @@ class Engine(MeasureCalls):
             lm, _ = self._load(model_id)
             return self.registry.info(lm.entry)
 
-        return self._worker.call(work)
+        return self._worker.call_mirrored(("load", model_id), work)
 
     def unload(self, model_id: str) -> bool:
         """Unload a model and free MLX's cache; False if it was not loaded."""
-        return self._worker.call(lambda: self.registry.unload(model_id))
+        return self._worker.call_mirrored(("unload", model_id), lambda: self.registry.unload(model_id))
 
     def _downloaded(self, progress: DownloadProgress) -> None:
-        if progress.state == "done" and self.running:
-            self._worker.submit(lambda: self.registry.refresh())
+        if progress.state == "done" and self.running:  # every rank (of one host) registers it
+            self._worker.submit_mirrored(("refresh", None), lambda: self.registry.refresh())
 
     @contextmanager
     def exclusive(self, what: str = "exclusive use") -> Iterator[None]:
@@ -269,6 +270,7 @@ class Engine(MeasureCalls):
         lm.busy += 1
         held = [lm]  # models this generation keeps loaded: its own and a draft model
         try:
+            self._no_draft(request)  # a distributed engine's ranks would each load the draft
             kv = request_kv(request, self.settings, lm)  # a quantized KV cache: alone, no speculation
             spec = (
                 None
@@ -292,6 +294,7 @@ class Engine(MeasureCalls):
                 for chunk in chunks:
                     counted = self._generated.add(lm.entry.id, chunk, counted)
                     if chunk is not None and chunk.stats is not None:
+                        chunk = self._with_rank_peaks(chunk)  # a distributed engine's every rank
                         self._observe(chunk)  # here, so a generation nobody reads is counted too
                     yield chunk
         finally:
@@ -318,7 +321,9 @@ class Engine(MeasureCalls):
         try:
             # closing(): a consumer that leaves early closes the worker stream at once.
             with closing(
-                self._worker.stream(partial(self._generation, request), cancel or CancelToken())
+                self._worker.stream(
+                    partial(self._generation, request), cancel or CancelToken(), ("gen", request)
+                )
             ) as it:
                 yield from it
         finally:
@@ -330,7 +335,8 @@ class Engine(MeasureCalls):
         """Async version of stream(); task cancellation (a dropped client) cancels."""
         self._admission.enter()
         try:
-            chunks = self._worker.astream(partial(self._generation, request), cancel or CancelToken())
+            factory = partial(self._generation, request)
+            chunks = self._worker.astream(factory, cancel or CancelToken(), ("gen", request))
             async with aclosing(chunks):
                 async for chunk in chunks:
                     yield chunk
@@ -352,7 +358,7 @@ class Engine(MeasureCalls):
                 return len(prompt_of(lm, request)[0])
             return len(prepare(lm, request, ReplyLimits.of(self.settings)).prompt)
 
-        return self._worker.call(work)
+        return self._worker.call_mirrored(("load", request.model), work)
 
     def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Completion:
         """The whole completion at once."""
@@ -370,30 +376,10 @@ class Engine(MeasureCalls):
             for request in requests:
                 self._admission.enter()
                 sinks.append(QueueSink())
-                self._worker.open_stream(partial(self._generation, request), together.child(), sinks[-1])
+                factory = partial(self._generation, request)
+                self._worker.open_stream(factory, together.child(), sinks[-1], ("gen", request))
             return [collect(iter(sink)) for sink in sinks]
         finally:
             together.cancel()  # ends whatever still runs (nothing, after a normal return)
             for _ in sinks:
                 self._admission.leave()
-
-    def chat(
-        self,
-        messages: str | Sequence[Message | Mapping[str, Any]],
-        model: str | None = None,
-        *,
-        max_tokens: int = 256,
-        stop: Sequence[str] = (),
-        **sampling: Any,
-    ) -> Completion:
-        """Notebook convenience: chat("Hi") or chat([{"role": "user", ...}], temperature=0.7)."""
-        if isinstance(messages, str):
-            messages = [Message("user", messages)]
-        request = GenerationRequest(
-            messages=tuple(Message.coerce(m) for m in messages),
-            model=model,
-            sampling=SamplingParams(**sampling),
-            max_tokens=max_tokens,
-            stop=tuple(stop),
-        )
-        return self.generate(request)

@@ -71,3 +71,12 @@ class QueueFullError(EngineError):
 
 class RequestTimeoutError(EngineError, TimeoutError):
     """A generation ran past its deadline (the request timeout) and was stopped."""
+
+
+class RankLostError(EngineError):
+    """A rank of a distributed engine died or stalled: the group cannot compute any more, so
+    generations in flight end and new ones are refused until the server is restarted."""
+
+
+class DistributedUnsupportedError(EngineError):
+    """An engine call that a distributed engine does not run (it would drive one rank alone)."""

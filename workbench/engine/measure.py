@@ -1,14 +1,22 @@
 """The engine's measuring and model-making calls (tokenize, reference decode, next-token comparison,
-quantization, fine-tuning, fusing, memory, deleting a cached hub model), part of the Engine facade;
-each hands its work to the engine thread. Knows no HTTP, Gradio or pandas."""
+quantization, fine-tuning, fusing, memory, deleting a cached hub model) and notebooks' chat(), part
+of the Engine facade; each hands its work to the engine thread. Knows no HTTP, Gradio or pandas."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from workbench.engine.errors import InvalidRequestError
-from workbench.engine.types import MemoryInfo, ModelInfo, TokenComparison
+from workbench.engine.types import (
+    Completion,
+    GenerationRequest,
+    MemoryInfo,
+    Message,
+    ModelInfo,
+    SamplingParams,
+    TokenComparison,
+)
 
 if TYPE_CHECKING:
     from workbench.config import Settings
@@ -36,12 +44,15 @@ class MeasureCalls:
     _board: StatusBoard
     registry: ModelRegistry
     _load: Callable[[str | None], tuple[Any, float | None]]
+    _alone: Callable[[str], None]
+    generate: Callable[[GenerationRequest], Completion]
     downloads: Downloads
     settings: Settings
     device: str
 
     def tokenize(self, text: str, model_id: str | None = None) -> list[int]:
-        return self._worker.call(lambda: list(self._load(model_id)[0].tokenizer.encode(text)))
+        work = lambda: list(self._load(model_id)[0].tokenizer.encode(text))  # noqa: E731
+        return self._worker.call_mirrored(("load", model_id), work)
 
     def detokenize(self, ids: Sequence[int], model_id: str | None = None) -> str:
         """Text of token ids; ids outside the vocabulary are an InvalidRequestError."""
@@ -51,7 +62,7 @@ class MeasureCalls:
             _check_ids(ids, lm.vocab_size, "prompt_ids")
             return lm.tokenizer.decode(list(ids))
 
-        return self._worker.call(work)
+        return self._worker.call_mirrored(("load", model_id), work)
 
     def memory(self) -> MemoryInfo:
         from workbench.engine import memory
@@ -65,6 +76,7 @@ class MeasureCalls:
     ) -> dict[str, Any]:
         """Raw mlx_lm.stream_generate on the engine thread (greedy, EOS ignored): the
         baseline the Engine's own overhead is measured against."""
+        self._alone("a reference decode")
         from workbench.engine.baseline import reference_stream_generate
 
         def work() -> dict[str, Any]:
@@ -78,6 +90,7 @@ class MeasureCalls:
         thread, and register it (listed by models(), loadable by id at once). Reuses a
         variant made before from the same weights and recipe. An invalid recipe fails
         before anything is written; a failed conversion leaves nothing behind."""
+        self._alone("quantizing")
         from workbench.engine.models.recipes import QuantRecipe
 
         recipe = recipe if isinstance(recipe, QuantRecipe) else QuantRecipe.parse(recipe)
@@ -96,6 +109,7 @@ class MeasureCalls:
     ) -> TokenComparison:
         """`model`'s next-token predictions against `reference`'s on the token window
         `ids` (both loaded; one forward pass each). See workbench.quant for the metrics."""
+        self._alone("comparing next-token distributions")
 
         def work() -> TokenComparison:
             from workbench.engine.quality import compare_next_tokens
@@ -123,6 +137,7 @@ class MeasureCalls:
     ) -> list[KVPoint]:
         """Each KV storage against the model's own-precision cache at each context depth of
         `text` (engine.kv_quality); holds the engine thread throughout (minutes at 8k on a CPU)."""
+        self._alone("the KV-cache lab")
 
         def work() -> list[KVPoint]:
             from workbench.engine.kv_quality import kv_divergence
@@ -150,6 +165,7 @@ class MeasureCalls:
     def delete_cached(self, repo: str) -> bool:
         """Delete a hub repo from the local cache (not while it downloads or is loaded);
         False when it was not there."""
+        self._alone("deleting a cached model")
         from workbench.engine.errors import ModelBusyError
         from workbench.engine.models.hub import delete_cached
 
@@ -174,6 +190,7 @@ class MeasureCalls:
         exclusive() around it, as a lab does) and register it as `<base>+<name>`.
         `on_report` gets every step's loss and each validation loss on the engine thread;
         cancelling `cancel` stops after the current step, keeping the weights so far."""
+        self._alone("fine-tuning")
         from workbench.engine.streams import CancelToken
         from workbench.engine.tuning import finetune
 
@@ -189,6 +206,7 @@ class MeasureCalls:
     def fuse(self, model_id: str) -> ModelInfo:
         """Fuse an adapter variant into a standalone MLX folder in the models directory,
         registered by its folder name (`<base>-<name>-fused`)."""
+        self._alone("fusing an adapter")
         from workbench.engine.models.adapters import fuse
 
         def work() -> ModelInfo:
@@ -196,3 +214,24 @@ class MeasureCalls:
             return self.registry.info(self.registry.resolve(str(out)))
 
         return self._worker.call(work)
+
+    def chat(
+        self,
+        messages: str | Sequence[Message | Mapping[str, Any]],
+        model: str | None = None,
+        *,
+        max_tokens: int = 256,
+        stop: Sequence[str] = (),
+        **sampling: Any,
+    ) -> Completion:
+        """Notebook convenience: chat("Hi") or chat([{"role": "user", ...}], temperature=0.7)."""
+        if isinstance(messages, str):
+            messages = [Message("user", messages)]
+        request = GenerationRequest(
+            messages=tuple(Message.coerce(m) for m in messages),
+            model=model,
+            sampling=SamplingParams(**sampling),
+            max_tokens=max_tokens,
+            stop=tuple(stop),
+        )
+        return self.generate(request)

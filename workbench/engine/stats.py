@@ -60,6 +60,7 @@ class GenerationStats:
     decode_steps: int = 0
     kv_cache: str = ""
     kv_cache_gb: float = 0.0
+    rank_peak_memory_gb: tuple[float, ...] = ()  # a distributed engine's: each rank's, rank 0 first
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__ | {"cache_miss": self.cache_miss.as_dict() if self.cache_miss else None}

@@ -13,45 +13,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from workbench.engine.errors import EngineStoppedError
 from workbench.engine.streams import CancelToken, LoopSink, QueueSink, Sink, StreamState
+from workbench.engine.worker_jobs import _Gate, _Job, _Stream
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass(eq=False)
-class _Job:
-    owner: object | None
-    fn: Callable[[], Any] | None = None
-    future: Future[Any] | None = None
-    # Stream jobs:
-    factory: Callable[[StreamState], Iterator[Any]] | None = None
-    sink: Sink[Any] | None = None
-    state: StreamState | None = None
-    # Control jobs (lease acquire / release) bypass the exclusive gate:
-    control: str | None = None
-
-
-@dataclass(eq=False)
-class _Stream:
-    job: _Job
-    iterator: Iterator[Any]
-
-
-@dataclass
-class _Gate:
-    """The exclusive lease: who holds it, who waits, what is deferred meanwhile."""
-
-    owner: object | None = None
-    granted: bool = False
-    pending_future: Future[None] | None = None
-    waiters: deque[tuple[object, Future[None]]] = field(default_factory=deque)
-    deferred: deque[_Job] = field(default_factory=deque)
 
 
 class EngineWorker:
@@ -81,6 +51,8 @@ class EngineWorker:
         self._start_error: BaseException | None = None
         self._stopping = False
         self._lock = threading.Lock()
+        # A distributed engine's rounds (lockstep.Lockstep, set by on_start): they run the loop.
+        self.rounds: Any = None
 
     # ---- lifecycle -------------------------------------------------------
     def start(self, timeout: float | None = None) -> None:
@@ -102,7 +74,8 @@ class EngineWorker:
                 return
             self._stopping = True
         self._inbox.put(None)
-        thread.join(timeout)
+        lost = self.rounds is not None and self.rounds.lost is not None
+        thread.join(1.0 if lost else timeout)  # a lost rank may hold the thread in a collective
 
     @property
     def running(self) -> bool:
@@ -126,6 +99,8 @@ class EngineWorker:
 
     # ---- submitting work -------------------------------------------------
     def _put(self, job: _Job) -> None:
+        if self.rounds is not None:
+            self.rounds.check()  # RankLostError once a rank is gone
         if not self.running:
             raise EngineStoppedError("the engine thread is not running")
         if job.sink is not None and self.on_thread():
@@ -139,6 +114,16 @@ class EngineWorker:
         self._put(_Job(owner=self._lease.get(), fn=lambda: fn(*args, **kwargs), future=future))
         return future
 
+    def submit_mirrored(self, mirror: tuple[Any, ...], fn: Callable[[], T]) -> Future[T]:
+        """submit(fn); on a distributed engine every other rank runs `mirror` in the same round."""
+        future: Future[T] = Future()
+        self._put(_Job(owner=self._lease.get(), fn=fn, future=future, mirror=mirror))
+        return future
+
+    def call_mirrored(self, mirror: tuple[Any, ...], fn: Callable[[], T]) -> T:
+        """call(fn), mirrored as submit_mirrored is (inline if already on the thread)."""
+        return fn() if self.on_thread() else self.submit_mirrored(mirror, fn).result()
+
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn on the engine thread and wait for its result (inline if already there)."""
         if self.on_thread():
@@ -150,27 +135,37 @@ class EngineWorker:
         factory: Callable[[StreamState], Iterator[T]],
         cancel: CancelToken,
         sink: Sink[T],
+        mirror: tuple[Any, ...] | None = None,
     ) -> None:
-        """Start `factory(state)` on the engine thread and step it, item by item, into `sink`."""
+        """Start `factory(state)` on the engine thread and step it, item by item, into `sink`
+        (`mirror`: what the other ranks of a distributed engine run alongside)."""
         state = StreamState(cancel=cancel, queued_at=time.perf_counter())
-        self._put(_Job(owner=self._lease.get(), factory=factory, sink=sink, state=state))
+        self._put(_Job(owner=self._lease.get(), factory=factory, sink=sink, state=state, mirror=mirror))
 
-    def stream(self, factory: Callable[[StreamState], Iterator[T]], cancel: CancelToken) -> Iterator[T]:
+    def stream(
+        self,
+        factory: Callable[[StreamState], Iterator[T]],
+        cancel: CancelToken,
+        mirror: tuple[Any, ...] | None = None,
+    ) -> Iterator[T]:
         """Sync bridge: iterate a stream from any thread. Leaving early cancels it."""
         sink: QueueSink[T] = QueueSink()
-        self.open_stream(factory, cancel, sink)
+        self.open_stream(factory, cancel, sink, mirror)
         try:
             yield from sink
         finally:
             cancel.cancel()
 
     async def astream(
-        self, factory: Callable[[StreamState], Iterator[T]], cancel: CancelToken
+        self,
+        factory: Callable[[StreamState], Iterator[T]],
+        cancel: CancelToken,
+        mirror: tuple[Any, ...] | None = None,
     ) -> AsyncIterator[T]:
         """Async bridge: iterate a stream from an event loop. Leaving early (or task
         cancellation, e.g. a dropped client) cancels it."""
         sink: LoopSink[T] = LoopSink(asyncio.get_running_loop())
-        self.open_stream(factory, cancel, sink)
+        self.open_stream(factory, cancel, sink, mirror)
         try:
             async for item in sink:
                 yield item
@@ -212,7 +207,7 @@ class EngineWorker:
             return
         self._started.set()
         try:
-            self._loop()
+            self._loop() if self.rounds is None else self.rounds.run(self)
         finally:
             self._shutdown()
             if self._on_stop is not None:
@@ -269,6 +264,8 @@ class EngineWorker:
         self._execute(job)
 
     def _execute(self, job: _Job) -> None:
+        if self.rounds is not None and self.rounds.defer(job):
+            return  # it runs once the round that names it is shared
         if job.fn is not None:
             assert job.future is not None
             if not job.future.set_running_or_notify_cancel():
@@ -371,6 +368,8 @@ class EngineWorker:
             if job is not None:
                 pending.append(job)
         stopped = EngineStoppedError("the engine stopped before this work ran")
+        if self.rounds is not None and self.rounds.lost is not None:
+            stopped = self.rounds.lost
         for _, fut in self._gate.waiters:
             fut.set_exception(stopped)
         for job in pending:

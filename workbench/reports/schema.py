@@ -33,6 +33,10 @@ PROVENANCE_COLUMNS: tuple[Column, ...] = (
     Column("cpu_count", "int", "logical CPUs"),
     Column("device", "str", "MLX device: cpu or gpu"),
     Column("blas", "str", "BLAS library behind CPU matmuls ('gpu' on Metal/CUDA)"),
+    Column("ranks", "int", "processes the engine spans (1: one process; serve/bench --ranks, --hostfile)"),
+    Column("dist_backend", "str", "mx.distributed backend (ring, jaccl, mpi, nccl); 'none' for one process"),
+    Column("parallelism", "str", "how the ranks split the model: tensor or pipeline; 'none' for one process"),
+    Column("hosts", "str", "the ranks' hosts, ';'-separated"),
 )
 PROVENANCE_FIELDS: tuple[str, ...] = tuple(c.name for c in PROVENANCE_COLUMNS)
 
@@ -73,6 +77,12 @@ BENCH_COLUMNS: tuple[Column, ...] = (
         nullable=True,
     ),
     Column("peak_memory_gb", "float", "MLX peak memory during the trial (reset per trial; 1 GB = 1e9 B)"),
+    Column(
+        "rank_peak_memory_gb",
+        "str",
+        "each rank's MLX peak memory during the trial, rank 0 first, ';'-separated (one process: its own)",
+        nullable=True,
+    ),
     Column("kv_cache_gb", "float", "KV cache size at the trial's end (largest stream)", nullable=True),
     Column("load_s", "float", "how long loading the model took in this process", nullable=True),
     Column("spec_sha", "str", "sha256 of the full spec (first 16 hex digits); the sidecar has the spec"),
@@ -81,10 +91,16 @@ BENCH_FIELDS: tuple[str, ...] = tuple(c.name for c in BENCH_COLUMNS)
 # Nullable columns added after files were first written: read_results fills them with
 # empty values in older files (which stay readable; new rows go to new files).
 LATER_COLUMNS: frozenset[str] = frozenset(
-    {"dtype", "aggregate_generation_tps", "aggregate_tps", "kv_cache_gb"}
+    {"dtype", "aggregate_generation_tps", "aggregate_tps", "kv_cache_gb", "rank_peak_memory_gb"}
 )
 # Columns added since, read with a value in older files (whose rows all had it).
-LATER_DEFAULTS: dict[str, str] = {"kv_bits": "0"}
+LATER_DEFAULTS: dict[str, str] = {
+    "kv_bits": "0",
+    "ranks": "1",
+    "dist_backend": "none",
+    "parallelism": "none",
+    "hosts": "unknown",
+}
 # The columns that identify one trial: --resume skips rows that match on these.
 TRIAL_KEY: tuple[str, ...] = ("model", "kv_bits", "batch_size", "prompt_tokens", "generation_tokens", "trial")
 # The columns that identify one configuration, for summaries and plots.

@@ -36,7 +36,7 @@ def append_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, A
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
     if not new and csv_header(path) != fields:
-        raise ValueError(f"{path}: the existing file has other columns; write to another file")
+        _widen(path, fields)
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields)
     if new:
@@ -48,6 +48,24 @@ def append_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, A
         f.flush()
         os.fsync(f.fileno())
     return count_rows(path)
+
+
+def _widen(path: Path, fields: list[str]) -> None:
+    """An existing file that lacks only columns added since it was written (LATER_DEFAULTS,
+    LATER_COLUMNS) is rewritten with them, its rows given their defaults; any other difference
+    is a ValueError, so two schemas never mix in one file."""
+    header = csv_header(path)
+    added = [f for f in fields if f not in header]
+    if not _older(header, fields):
+        raise ValueError(f"{path}: the existing file has other columns; write to another file")
+    rows = read_rows(path, header)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows({**{f: LATER_DEFAULTS.get(f, "") for f in added}, **row} for row in rows)
+    tmp = path.with_name(f".{path.name}.widen")
+    tmp.write_text(text.getvalue(), newline="")
+    os.replace(tmp, path)
 
 
 def csv_header(path: Path) -> list[str]:
@@ -67,9 +85,17 @@ def read_rows(path: str | Path, fields: Sequence[str]) -> list[dict[str, str]]:
         raise ResultsSchemaError(f"{path}: no such results file")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != tuple(fields):
+        header = list(reader.fieldnames or ())
+        if header != list(fields) and not _older(header, list(fields)):
             raise ResultsSchemaError(f"{path}: its columns differ from the schema's")
-        return list(reader)
+        added = {f: LATER_DEFAULTS.get(f, "") for f in fields if f not in header}
+        return [{f: {**added, **row}[f] for f in fields} for row in reader]
+
+
+def _older(header: list[str], fields: list[str]) -> bool:
+    """`header` is `fields` as written before columns were added since (LATER_DEFAULTS, LATER_COLUMNS)."""
+    added = [f for f in fields if f not in header]
+    return [f for f in fields if f in header] == header and set(added) <= set(LATER_DEFAULTS) | LATER_COLUMNS
 
 
 def read_table(path: str | Path, str_columns: Sequence[str] = ()) -> pd.DataFrame:

@@ -40,7 +40,9 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _common(python: str, mlx: str, mlx_lm: str, device: str, blas: str) -> dict[str, Any]:
+def _common(
+    python: str, mlx: str, mlx_lm: str, device: str, blas: str, ranks: Mapping[str, Any] | None
+) -> dict[str, Any]:
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -56,6 +58,21 @@ def _common(python: str, mlx: str, mlx_lm: str, device: str, blas: str) -> dict[
         "cpu_count": os.cpu_count(),
         "device": device,
         "blas": blas,
+        **_ranks(ranks),
+    }
+
+
+def _ranks(ranks: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ranks columns from a distributed engine's facts (Engine.distributed, /health's
+    engine.distributed); one process when there are none."""
+    if not ranks or int(ranks.get("ranks") or 1) < 2:
+        hosts = (ranks or {}).get("hosts") or [platform.node()]
+        return {"ranks": 1, "dist_backend": "none", "parallelism": "none", "hosts": ";".join(map(str, hosts))}
+    return {
+        "ranks": int(ranks["ranks"]),
+        "dist_backend": str(ranks.get("backend") or "unknown"),
+        "parallelism": str(ranks.get("parallelism") or "unknown"),
+        "hosts": ";".join(str(h) for h in ranks.get("hosts") or []) or "unknown",
     }
 
 
@@ -67,6 +84,7 @@ def capture(engine: Engine) -> dict[str, Any]:
         engine.versions.get("mlx_lm", "unknown"),
         engine.device,
         engine.blas,
+        engine.distributed,
     )
 
 
@@ -94,4 +112,5 @@ def capture_client(health: Mapping[str, Any] | None = None) -> dict[str, Any]:
         str(versions.get("mlx_lm") or _installed("mlx-lm")),
         str(engine.get("device") or "unknown"),
         str(engine.get("blas") or "unknown"),
+        ranks if isinstance(ranks := engine.get("distributed"), Mapping) else {"hosts": ["unknown"]},
     )

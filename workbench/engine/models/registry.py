@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
@@ -29,6 +29,9 @@ from workbench.engine.models.embedded import dense_dtype, dense_variant
 from workbench.engine.models.hub import cached_snapshot, hub_folder
 from workbench.engine.models.variants import CONVERTED_DIR
 from workbench.engine.types import ModelInfo
+
+if TYPE_CHECKING:
+    from workbench.engine.distributed import RankGroup
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +109,10 @@ class ModelRegistry:
     """Resolves ids through the catalog it holds and owns loaded models. Call only on the
     engine thread."""
 
-    def __init__(self, settings: Settings, *, float32: bool) -> None:
+    def __init__(self, settings: Settings, *, float32: bool, ranks: RankGroup | None = None) -> None:
         self.settings = settings
         self.float32 = float32  # CPU backend: float32 everywhere (half precision is ~30x slower)
+        self.ranks = ranks  # a distributed engine's group: models load sharded over it
         self.catalog = ModelCatalog(settings, float32=float32)
         self._loaded: dict[str, LoadedModel] = {}
         self._load_changes = 0
@@ -118,6 +122,9 @@ class ModelRegistry:
         self.budget_bytes = (
             int(budget_gb * 1e9) if budget_gb else int(memory.system_total_bytes() * DEFAULT_BUDGET_FRACTION)
         )
+        if ranks is not None:  # the ranks on one host share its memory
+            here = next((m["host"] for m in ranks.members if m.get("rank") == ranks.rank), None)
+            self.budget_bytes //= max(1, sum(1 for m in ranks.members if m.get("host") == here))
         self.refresh()
 
     # ---- the catalog's table ---------------------------------------------
@@ -207,7 +214,8 @@ class ModelRegistry:
         return sum(lm.nbytes for lm in self._loaded.values())
 
     def _make_room(self, entry: ModelEntry) -> None:
-        need = self._estimate_bytes(entry)
+        # Sharded over ranks, this process holds about its share of the weights.
+        need = self._estimate_bytes(entry) // (self.ranks.size if self.ranks is not None else 1)
         if need > self.budget_bytes:
             raise MemoryBudgetError(
                 f"model {entry.id!r} needs about {need / 1e9:.2f} GB but the memory budget is "
@@ -232,8 +240,11 @@ class ModelRegistry:
             lm = self._loaded[entry.id]
             lm.last_used = time.monotonic()
             return lm, None
-        self._make_room(entry)
         start = time.perf_counter()
+        if self.ranks is not None:
+            folder, (model, tokenizer, config) = self._load_sharded(entry)
+            return self._keep(entry, model, tokenizer, config, folder, start)
+        self._make_room(entry)
         try:
             from mlx_lm.utils import load as mlx_lm_load
 
@@ -253,8 +264,29 @@ class ModelRegistry:
         if self.float32 and _has_half_precision(model):
             # Upcasting is lossless and keeps the CPU backend on its fast float32 path.
             model.set_dtype(mx.float32)
+        return self._keep(entry, model, tokenizer, config, folder, start)
+
+    def _load_sharded(self, entry: ModelEntry) -> tuple[Path, tuple[Any, Any, dict[str, Any]]]:
+        """Every rank's part of a model (distributed.load_sharded), each rank making room (its
+        share of the budget) and preparing the folder in its turn (distributed.in_turns)."""
+        from workbench.engine.distributed import in_turns, load_sharded
+
+        assert self.ranks is not None
+        if entry.source == "adapter":
+            raise ModelLoadError(f"adapter {entry.id!r}: a distributed engine loads no adapters (fuse it)")
+
+        def prepare() -> Path:
+            self._make_room(entry)
+            return self.folder_for(entry)
+
+        folder = in_turns(self.ranks, prepare, f"could not load model {entry.id!r}")
+        return folder, load_sharded(folder, self.ranks, float32=self.float32)
+
+    def _keep(
+        self, entry: ModelEntry, model: Any, tokenizer: Any, config: dict[str, Any], folder: Path, t0: float
+    ) -> tuple[LoadedModel, float]:
         nbytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-        load_s = time.perf_counter() - start
+        load_s = time.perf_counter() - t0
         lm = LoadedModel(
             entry, model, tokenizer, config, folder, nbytes, load_s, dtype=memory.params_dtype(model)
         )
