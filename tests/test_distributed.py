@@ -22,7 +22,7 @@ import pytest
 
 from tests.helpers import free_port, wait_until
 from workbench.config import Settings
-from workbench.engine import Engine, GenerationRequest, Message, SamplingParams
+from workbench.engine import Engine
 from workbench.engine.models.embedded import EMBEDDED_IDS
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -131,15 +131,13 @@ def test_two_ranks_tensor_parallel_answer_as_one_process(settings: Settings, tin
 
 
 def test_three_ranks_of_the_embedded_model_answer_as_one_process(settings: Settings, engine: Engine) -> None:
-    request = GenerationRequest(
-        messages=tuple(Message(**m) for m in ASK), max_tokens=24, sampling=SamplingParams(temperature=0)
-    )
-    alone = engine.generate(request).text
+    engine.load()  # converted once, in the shared models dir the servers reuse
+    with served(settings) as (url, _):
+        alone = replies(url, "default")
     with served(settings, "--ranks", "3") as (url, _):
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=600)
-        reply = client.chat.completions.create(model="default", messages=ASK, max_tokens=24, temperature=0)  # type: ignore[arg-type]
         assert httpx.get(f"{url}/health").json()["engine"]["distributed"]["ranks"] == 3
-    assert reply.choices[0].message.content == alone
+        together = replies(url, "default")
+    assert together == alone
 
 
 def test_a_killed_follower_ends_the_stream_then_the_server_stops(
