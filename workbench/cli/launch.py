@@ -21,7 +21,7 @@ from types import FrameType
 
 BACKENDS = ("ring", "jaccl", "jaccl-ring", "mpi", "nccl")
 RANK0_PIDFILE = "WORKBENCH_RANK0_PIDFILE"
-STOP_GRACE_S = 20.0  # after rank 0 has drained, how long the others get before SIGKILL
+STOP_GRACE_S = 10.0  # once rank 0 has ended (it stops the others first), how long they get
 
 
 def add_flags(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -194,14 +194,16 @@ def run_ranks(args: argparse.Namespace, settings_env: dict[str, str], argv: list
         # (/dev/null, as under CI or a service manager) its loop spun a core (measured 95%).
         proc = subprocess.Popen(cmd, start_new_session=True, env=env, stdin=subprocess.PIPE)
         print(f"ranks started by mlx.launch, process group {proc.pid}", file=sys.stderr)
-        calmed = False
+        calmed, gone_at = False, 0.0
         while proc.poll() is None:
             time.sleep(0.2)
             if not calmed and _rank0_pid(pidfile) is not None:
                 calmed = _calm(proc.pid)  # the ranks are started by now
-            if _rank0_gone(pidfile) and not stopping["at"]:
-                stopping["at"] = time.monotonic()  # rank 0 ended by itself: the rest follow it
-            if stopping["at"] and time.monotonic() - stopping["at"] > _grace(settings_env):
+            if not gone_at and _rank0_gone(pidfile):
+                gone_at = time.monotonic()  # the others follow it (a stalled one never does)
+            now = time.monotonic()
+            late = stopping["at"] and now - stopping["at"] > _grace(settings_env)
+            if late or (gone_at and now - gone_at > STOP_GRACE_S):
                 _kill_group(proc.pid, signal.SIGKILL)
         return _exit_status(pidfile, proc.returncode)
     finally:
@@ -232,7 +234,8 @@ def _calm(pid: int) -> bool:
 
 
 def _grace(settings_env: dict[str, str]) -> float:
-    return float(settings_env.get("WORKBENCH_DRAIN_S") or 30.0) + STOP_GRACE_S
+    """How long rank 0 may take after a SIGTERM: its drain, then stopping the others."""
+    return float(settings_env.get("WORKBENCH_DRAIN_S") or 30.0) + 2 * STOP_GRACE_S
 
 
 def _rank0_pid(pidfile: Path) -> int | None:
