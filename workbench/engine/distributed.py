@@ -126,6 +126,10 @@ class RankGroup:
         rows[self.rank] = mx.array(values, dtype=mx.float32)
         return mx.distributed.all_sum(rows, group=self.group, stream=mx.cpu).tolist()
 
+    def failed(self, here: bool) -> list[int]:
+        """The ranks where something failed (`here`: on this one), on every rank."""
+        return [i for i, row in enumerate(self.gather([1.0 if here else 0.0])) if row[0]]
+
     def gather_hello(self, extra: dict[str, Any]) -> None:
         """Every rank's host, pid and `extra`, on every rank (`members`)."""
         line = json.dumps({"rank": self.rank, "host": socket.gethostname(), "pid": os.getpid(), **extra})
@@ -214,7 +218,7 @@ def in_turns(ranks: RankGroup, prepare: Callable[[], T], what: str) -> T:
             except Exception as exc:  # every rank still takes its turn, then all fail
                 error = exc
         ranks.barrier()
-    failed = [i for i, row in enumerate(ranks.gather([1.0 if error else 0.0])) if row[0]]
+    failed = ranks.failed(error is not None)
     if isinstance(error, EngineError):
         raise error
     if failed:
@@ -222,9 +226,9 @@ def in_turns(ranks: RankGroup, prepare: Callable[[], T], what: str) -> T:
     return value  # type: ignore[return-value]
 
 
-def load_sharded(folder: Path, ranks: RankGroup, *, float32: bool) -> tuple[Any, Any, dict[str, Any]]:
+def load_sharded(folder: Path, ranks: RankGroup) -> tuple[Any, Any, dict[str, Any]]:
     """mlx-lm's sharded_load of a local folder (tensor parallel through `model.shard`, or
-    pipeline parallel), checked first; the CPU backend keeps float32. Every rank calls it."""
+    pipeline parallel), checked first. Every rank calls it."""
     from mlx_lm.utils import sharded_load
 
     config = json.loads((folder / "config.json").read_text())
@@ -241,16 +245,7 @@ def load_sharded(folder: Path, ranks: RankGroup, *, float32: bool) -> tuple[Any,
         )
     except (ValueError, FileNotFoundError) as exc:  # no shard() / pipeline(), or no weight index
         raise ModelLoadError(f"this model cannot be loaded {ranks.parallelism}-parallel: {exc}") from exc
-    if float32 and any(v.dtype in (mx.float16, mx.bfloat16) for v in _leaves(model)):
-        model.set_dtype(mx.float32)
-        mx.eval(model.parameters())
     return model, tokenizer, config
-
-
-def _leaves(model: Any) -> list[Any]:
-    from mlx.utils import tree_flatten
-
-    return [v for _, v in tree_flatten(model.parameters())]
 
 
 def is_peer_failure(exc: BaseException) -> bool:

@@ -194,18 +194,10 @@ class Lockstep:
         for stream in list(worker._active):
             if stream.job.sink is not None:
                 stream.job.sink.error(self.lost)
-        waiting = [*self._deferred, *worker._gate.deferred]
-        while True:
-            try:
-                job = worker._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                waiting.append(job)
-            elif not on_thread:
-                worker._inbox.put(None)  # a stop: the engine thread still needs to see it
-                break
-        for job in waiting:
+        queued, stop = worker.take_queued()
+        if stop and not on_thread:
+            worker._inbox.put(None)  # a stop: the engine thread still needs to see it
+        for job in [*self._deferred, *worker._gate.deferred, *queued]:
             worker._fail(job, self.lost)
         for _, future in list(worker._gate.waiters):
             if not future.done():

@@ -116,7 +116,7 @@ class RankCalls:
             value = fn()
         except EngineError as exc:
             error = exc
-        failed = [i for i, row in enumerate(self.ranks.gather([1.0 if error else 0.0])) if row[0]]
+        failed = self.ranks.failed(error is not None)
         if error is not None:
             raise error
         if failed:

@@ -359,14 +359,7 @@ class EngineWorker:
                     close()
             stream.job.sink.close()
         self._active.clear()
-        pending = list(self._gate.deferred)
-        while True:
-            try:
-                job = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                pending.append(job)
+        pending = [*self._gate.deferred, *self.take_queued()[0]]
         stopped = EngineStoppedError("the engine stopped before this work ran")
         if self.rounds is not None and self.rounds.lost is not None:
             stopped = self.rounds.lost
@@ -376,6 +369,20 @@ class EngineWorker:
             self._fail(job, stopped)
         if self._gate.pending_future is not None and not self._gate.pending_future.done():
             self._gate.pending_future.set_exception(stopped)
+
+    def take_queued(self) -> tuple[list[_Job], bool]:
+        """Empty the queue: the jobs in it, and whether a stop was among them."""
+        jobs: list[_Job] = []
+        stop = False
+        while True:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                return jobs, stop
+            if job is None:
+                stop = True
+            else:
+                jobs.append(job)
 
     @staticmethod
     def _fail(job: _Job, exc: BaseException) -> None:

@@ -261,9 +261,6 @@ class ModelRegistry:
             raise
         except Exception as exc:
             raise ModelLoadError(f"could not load model {entry.id!r}: {exc}") from exc
-        if self.float32 and _has_half_precision(model):
-            # Upcasting is lossless and keeps the CPU backend on its fast float32 path.
-            model.set_dtype(mx.float32)
         return self._keep(entry, model, tokenizer, config, folder, start)
 
     def _load_sharded(self, entry: ModelEntry) -> tuple[Path, tuple[Any, Any, dict[str, Any]]]:
@@ -280,11 +277,14 @@ class ModelRegistry:
             return self.folder_for(entry)
 
         folder = in_turns(self.ranks, prepare, f"could not load model {entry.id!r}")
-        return folder, load_sharded(folder, self.ranks, float32=self.float32)
+        return folder, load_sharded(folder, self.ranks)
 
     def _keep(
         self, entry: ModelEntry, model: Any, tokenizer: Any, config: dict[str, Any], folder: Path, t0: float
     ) -> tuple[LoadedModel, float]:
+        if self.float32 and _has_half_precision(model):
+            # Upcasting is lossless and keeps the CPU backend on its fast float32 path.
+            model.set_dtype(mx.float32)
         nbytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
         load_s = time.perf_counter() - t0
         lm = LoadedModel(
