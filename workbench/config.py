@@ -15,6 +15,7 @@ from workbench.config_parsers import (
     _cap,
     _choice,
     _comma_list,
+    _decode_threads,
     _int_at_least,
     _int_in,
     _number,
@@ -149,6 +150,12 @@ class Settings:
         "keeping their tokens flowing while it is processed; 0: always prefill_step tokens (its "
         "first token sooner, the streams frozen meanwhile)",
         _number("decode steps", positive=False),
+    )
+    decode_threads: str = setting(
+        "auto",
+        "OpenBLAS threads for decode steps on the CPU backend (prompt work uses all): auto (per model "
+        "and batch size, the count its steps measure fastest), all, or a count",
+        _decode_threads,
     )
     speculative: str = setting(
         "off",

@@ -43,6 +43,17 @@ def _prefill_step(raw: str) -> int | None:
         raise ValueError("expected an integer >= 16, or 'auto'") from None
 
 
+def _decode_threads(raw: str) -> str:
+    """WORKBENCH_DECODE_THREADS: auto, all, or a thread count >= 1."""
+    value = raw.strip().lower()
+    if value in ("auto", "all"):
+        return value
+    try:
+        return str(_int_at_least(1)(value))
+    except ValueError:
+        raise ValueError("expected auto, all, or a thread count >= 1") from None
+
+
 def _port(raw: str) -> int:
     try:
         value = int(raw.strip())

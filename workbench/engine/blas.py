@@ -8,6 +8,7 @@ import ctypes.util
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -103,3 +104,18 @@ def describe_blas() -> str:
         return "reference"
     name = Path(in_use).name
     return "openblas" if "openblas" in name else name
+
+
+def thread_control() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """OpenBLAS's (get, set) of its thread count when OpenBLAS serves this process's BLAS
+    (loaded globally: preload or LD_PRELOAD), else None (Accelerate, the bundled BLAS, a GPU)."""
+    if sys.platform != "linux":
+        return None
+    process = ctypes.CDLL(None)
+    try:
+        get, put = process.openblas_get_num_threads, process.openblas_set_num_threads
+    except AttributeError:
+        return None
+    get.restype, get.argtypes = ctypes.c_int, []
+    put.restype, put.argtypes = None, [ctypes.c_int]
+    return get, put

@@ -15,6 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from workbench.config import ApiModels, Settings
+from workbench.engine.decode_threads import DecodeThreads
 from workbench.engine.errors import EngineStoppedError
 from workbench.engine.measure import MeasureCalls
 from workbench.engine.models.downloads import DownloadProgress, Downloads
@@ -53,6 +54,7 @@ class Engine(MeasureCalls, RankCalls):
         self._refresh: Future[None] | None = None
         self.device = "unknown"
         self.blas = "unknown"
+        self.threads = DecodeThreads(None, "auto")  # BLAS threads per batch step (set on the thread)
         self.versions: dict[str, str] = {}
         self._admission = Admission(self.settings.max_batch, self.settings.max_queue)
         self._listeners: list[Callable[[GenerationStats], None]] = []
@@ -87,6 +89,8 @@ class Engine(MeasureCalls, RankCalls):
         ranks = self._join_ranks()  # started by mlx.launch: this engine is one of its ranks
         self._registry = ModelRegistry(self.settings, float32=self.device == "cpu", ranks=ranks)
         self._disk = disk_cache.of(self.settings)
+        control = blas.thread_control() if self.device == "cpu" else None
+        self.threads = DecodeThreads(control, self.settings.decode_threads)
         self._publish()
         log.info("engine started: device=%s blas=%s", self.device, self.blas)
 
@@ -281,7 +285,7 @@ class Engine(MeasureCalls, RankCalls):
                 held.append(spec[1])
                 spec[1].busy += 1
             if self.settings.max_batch > 1 and lm.batch is None:  # the batch, and its prompt cache
-                lm.batch = ModelBatch(lm, self.settings, self._disk)
+                lm.batch = ModelBatch(lm, self.settings, self._disk, self.threads)
             if lm.batch is not None and spec is None and kv is None:
                 chunks = batched_chunks(lm.batch, request, state, load_s=load_s)
             else:  # alone: speculating, or a quantized KV cache

@@ -3,6 +3,7 @@ generation a sequence with its own sampling, stops and stats) and the cross-requ
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from workbench.config import Settings
 from workbench.engine import memory
 from workbench.engine.cache_miss import CacheMiss
+from workbench.engine.decode_threads import DecodeThreads
 from workbench.engine.disk_cache import DiskTier
 from workbench.engine.generation import (
     GB,
@@ -59,9 +61,16 @@ class _Seq:
 class ModelBatch:
     """The running batch and the prompt cache of one loaded model (engine thread only)."""
 
-    def __init__(self, lm: LoadedModel, settings: Settings, disk: DiskTier | None = None) -> None:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        settings: Settings,
+        disk: DiskTier | None = None,
+        threads: DecodeThreads | None = None,
+    ) -> None:
         self.lm = lm
         self.disk = disk
+        self.threads = threads or DecodeThreads(None, "auto")
         self.max_batch = settings.max_batch
         # Prompt tokens per sequence per step. On the CPU backend attention over a long context
         # costs most (a 256-token chunk at depth 3840 took 5.1 s, at depth 0 0.9 s), and small
@@ -130,9 +139,12 @@ class ModelBatch:
         decoding = sum(1 for s in self.seqs.values() if s.timeline.count)
         prompts = [len(s.ready.prompt) - s.cached for s in self.seqs.values() if not s.timeline.count]
         self.gen.prefill_step_size = self.budget.size(decoding, prompts)
+        self.threads.before(self.lm.entry.id, decoding, bool(prompts))
         try:
+            start = time.perf_counter()
             with self.gen.stats() as work:
                 _, responses = self.gen.next()
+            self.threads.after(time.perf_counter() - start)
             self.budget.observe(work.prompt_tokens, work.prompt_time, work.generation_steps, work.decode_time)
         except Exception as exc:  # the batch's state is unknown now: fail its sequences, start afresh
             failed = list(self.seqs.values())
@@ -141,6 +153,7 @@ class ModelBatch:
             self.gen = self._new_generator()
             for seq in failed:
                 seq.error = exc
+            self.threads.rest()
             return
         size = len(responses)
         stopped: list[_Seq] = []
@@ -170,6 +183,8 @@ class ModelBatch:
                 cache, tokens = caches.get(seq.uid, (None, None))
                 self._remember(seq, tokens, cache)
                 self._finish(seq, "stop")
+        if not self.seqs:
+            self.threads.rest()
 
     def cancel(self, seq: _Seq) -> None:
         """Take `seq` out of the batch and end it as cancelled."""
@@ -177,6 +192,8 @@ class ModelBatch:
             return
         self.gen.remove([seq.uid])
         self._finish(seq, "cancelled")
+        if not self.seqs:
+            self.threads.rest()
 
     def store(self, request: GenerationRequest, key: str | None = None) -> PromptStore | None:
         """The prompt cache for `request` under `key` (default: the model id); None when off."""
