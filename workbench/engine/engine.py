@@ -285,7 +285,7 @@ class Engine(MeasureCalls, RankCalls):
                 held.append(spec[1])
                 spec[1].busy += 1
             if self.settings.max_batch > 1 and lm.batch is None:  # the batch, and its prompt cache
-                lm.batch = ModelBatch(lm, self.settings, self._disk, self.threads)
+                lm.batch = ModelBatch(lm, self.settings, self._disk, self.threads, self.ranks is None)
             if lm.batch is not None and spec is None and kv is None:
                 chunks = batched_chunks(lm.batch, request, state, load_s=load_s)
             else:  # alone: speculating, or a quantized KV cache

@@ -33,6 +33,10 @@ from workbench.engine.sampling import token_logprob
 from workbench.engine.streams import StreamState
 from workbench.engine.types import Chunk, FinishReason, GenerationRequest
 
+# An idle batch holds its first step for requests arriving together (a burst of clients, the
+# next wave of a closed loop), at most this share of the measured time its prompts will take.
+GATHER_SHARE = 0.05
+
 
 def _greedy(logprobs: Any) -> Any:
     return mx.argmax(logprobs, axis=-1)
@@ -67,10 +71,13 @@ class ModelBatch:
         settings: Settings,
         disk: DiskTier | None = None,
         threads: DecodeThreads | None = None,
+        gather: bool = True,
     ) -> None:
         self.lm = lm
         self.disk = disk
         self.threads = threads or DecodeThreads(None, "auto")
+        self.gather = gather  # off on a distributed engine: ranks would time it differently
+        self.idle_since: float | None = None  # the first arrival at an empty batch, until it steps
         self.max_batch = settings.max_batch
         # Prompt tokens per sequence per step. On the CPU backend attention over a long context
         # costs most (a 256-token chunk at depth 3840 took 5.1 s, at depth 0 0.9 s), and small
@@ -102,6 +109,8 @@ class ModelBatch:
         if state.started_idle:
             memory.reset_peak()
         prompt = ready.prompt
+        if not self.seqs:
+            self.idle_since = time.perf_counter()
         store = self.store(request)
         cache, cached, miss = store.reuse(prompt) if store else (None, 0, CacheMiss("off"))
         rest = prompt[cached:]
@@ -130,8 +139,21 @@ class ModelBatch:
         return seq
 
     def can_step(self) -> bool:
-        """Every decoding sequence has handed over its tokens (the batch is not ahead)."""
-        return all(not s.pending for s in self.seqs.values() if s.timeline.count)
+        """Every decoding sequence has handed over its tokens (the batch is not ahead), and an
+        idle batch is not gathering arrivals."""
+        return all(not s.pending for s in self.seqs.values() if s.timeline.count) and not self._gathering()
+
+    def _gathering(self) -> bool:
+        """Sequences added to an empty batch wait, before their first step, up to GATHER_SHARE of
+        the time their prompts will take (the last measured cost per prompt token), so requests
+        sent together are prefilled in one step: one at once and the rest a millisecond later
+        took 0.43 s + 2.7 s here, eight together 2.4 s. Never while anything decodes."""
+        if self.idle_since is None or not self.gather or self.budget.token_s is None:
+            return False
+        if len(self.seqs) >= self.max_batch:
+            return False
+        tokens = sum(len(s.ready.prompt) - s.cached for s in self.seqs.values())
+        return time.perf_counter() - self.idle_since < GATHER_SHARE * tokens * self.budget.token_s
 
     def step(self) -> None:
         """One batch step: a token for every decoding sequence, a prompt chunk for new ones
@@ -139,6 +161,7 @@ class ModelBatch:
         decoding = sum(1 for s in self.seqs.values() if s.timeline.count)
         prompts = [len(s.ready.prompt) - s.cached for s in self.seqs.values() if not s.timeline.count]
         self.gen.prefill_step_size = self.budget.size(decoding, prompts)
+        self.idle_since = None
         self.threads.before(self.lm.entry.id, decoding, bool(prompts))
         try:
             start = time.perf_counter()

@@ -4,6 +4,7 @@ exclusive() leases, and the sync/async bridges to it. Knows nothing of models or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import queue
@@ -217,11 +218,16 @@ class EngineWorker:
                     log.warning("engine on_stop hook failed", exc_info=True)
 
     def _loop(self) -> None:
+        waiting = False
         while True:
-            # Block only when there is nothing to step; otherwise take what has arrived.
+            # Block only when there is nothing to step; else take what has arrived (after a round
+            # where every stream waited, a moment's wait: spinning keeps the GIL from the loop).
             jobs: list[_Job | None] = []
             if not self._active:
                 jobs.append(self._inbox.get())
+            elif waiting:
+                with contextlib.suppress(queue.Empty):
+                    jobs.append(self._inbox.get(timeout=0.001))
             while True:
                 try:
                     jobs.append(self._inbox.get_nowait())
@@ -231,15 +237,13 @@ class EngineWorker:
                 if job is None:
                     return
                 self._dispatch(job)
-            self._step_all()
+            waiting = not self._step_all()
             self._maybe_grant()
             self._tick()
 
     def _tick(self) -> None:
-        if self._on_tick is None:
-            return
         try:
-            self._on_tick()
+            self._on_tick() if self._on_tick is not None else None
         except Exception:
             log.warning("engine on_tick hook failed", exc_info=True)
 
@@ -295,8 +299,10 @@ class EngineWorker:
             assert stream.job.state is not None
             stream.job.state.max_concurrency = max(stream.job.state.max_concurrency, count)
 
-    def _step_all(self) -> None:
-        for stream in list(self._active):
+    def _step_all(self) -> bool:
+        """One item from every stream; False when none had one (all waited, none ended)."""
+        moved, streams = False, list(self._active)
+        for stream in streams:
             sink = stream.job.sink
             assert sink is not None
             try:
@@ -313,9 +319,10 @@ class EngineWorker:
             if item is None:  # "nothing yet" (a batched stream waiting for its turn)
                 continue
             sink.put(item)
-            # Hand the GIL over now: otherwise the consumer waits for it while the next
-            # step builds its graph in Python (up to the 5 ms switch interval).
+            moved = True
+            # The GIL to the consumer now, not after the next step's graph (5 ms switch interval).
             time.sleep(0)
+        return moved or len(self._active) < len(streams)
 
     def _maybe_grant(self) -> None:
         gate = self._gate
