@@ -247,3 +247,77 @@ def test_a_continued_conversation_reuses_its_cached_prefix(settings: Settings, e
         uncached = engine.generate(req).stats
         assert uncached.cached_tokens == 0 and uncached.cache_miss is not None
         assert uncached.cache_miss.reason == "off"
+
+
+def test_an_idle_batch_gathers_arrivals_before_its_first_step(engine: Engine) -> None:
+    """Requests that reach an empty batch a moment apart are prefilled in one step: the first
+    waits (up to GATHER_SHARE of its prompt's measured time) for the others, and a sequence
+    added while others decode never waits. Replayed on the engine thread; the only time that
+    counts is the window, measured on this machine."""
+    from workbench.engine.scheduler import GATHER_SHARE, LONE_GATHERS, ModelBatch, batched_chunks
+    from workbench.engine.streams import CancelToken, StreamState
+
+    ask = GenerationRequest(prompt="Once upon a time", max_tokens=3, ignore_eos=True)
+
+    def state() -> StreamState:
+        return StreamState(cancel=CancelToken(), queued_at=time.perf_counter())
+
+    def drain(*streams: Iterator[Any]) -> None:
+        """Round-robin to their ends, as the worker steps them."""
+        live = list(streams)
+        while live:
+            for stream in list(live):
+                if next(stream, StopIteration) is StopIteration:
+                    live.remove(stream)
+
+    def scenario() -> dict[str, Any]:
+        lm, _ = engine._load(F32)
+        batch = ModelBatch(lm, engine.settings.with_(prompt_cache_entries=0))
+        seen: dict[str, Any] = {"unmeasured": batch.budget.token_s}
+        list(batched_chunks(batch, ask, state()))  # measures the cost per prompt token
+        a, b = batched_chunks(batch, ask, state()), batched_chunks(batch, ask, state())
+        seen["first"] = next(a)
+        (alone,) = batch.seqs.values()
+        window = GATHER_SHARE * batch.budget.token_s * len(alone.ready.prompt)
+        seen["held"] = not batch.can_step()  # alone in an empty batch, just now
+        seen["second"] = next(b)  # arrives within the window
+        start = time.perf_counter()
+        while not batch.can_step():
+            assert time.perf_counter() - start < 100 * window + 5, "the window never closed"
+            time.sleep(window / 10)
+        seen["rounds"] = 1
+        while (first := next(a)) is None and seen["rounds"] < 50:  # the prompts' step(s)
+            seen["rounds"] += 1
+        seen["a_first"] = first
+        seen["counts"] = sorted(s.timeline.count for s in batch.seqs.values())
+        c = batched_chunks(batch, ask, state())
+        seen["late"] = next(c)
+        seen["late_held"] = batch._gathering()  # others decode: no waiting
+        drain(a, b, c)
+        for _ in range(LONE_GATHERS):  # one client at a time: each first step taken alone
+            lone = batched_chunks(batch, ask, state())
+            next(lone)
+            seen.setdefault("lone_held", []).append(not batch.can_step())
+            while not batch.can_step():
+                time.sleep(window / 10)
+            list(lone)
+        lone = batched_chunks(batch, ask, state())
+        next(lone)
+        seen["after_lone"] = batch._gathering()
+        missed = batched_chunks(batch, ask, state())  # sent with it: a burst after all
+        seen["missed"] = next(missed)
+        drain(lone, missed)
+        seen["again"] = batch.lone
+        batch.close()
+        return seen
+
+    seen = engine._worker.call(scenario)
+    assert seen["unmeasured"] is None
+    assert seen["first"] is None and seen["second"] is None and seen["late"] is None
+    assert seen["held"], "the first arrival at an empty batch waits for others"
+    assert seen["a_first"] is not None and seen["a_first"].token_id is not None
+    assert seen["counts"] == [1, 1], "both prompts were processed in the same step"
+    assert not seen["late_held"]
+    assert seen["lone_held"] == [True] * LONE_GATHERS
+    assert not seen["after_lone"], "after LONE_GATHERS lone first steps an empty batch no longer waits"
+    assert seen["again"] == 0, "a request arriving during a lone first prompt turns gathering back on"

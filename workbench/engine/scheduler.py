@@ -34,8 +34,10 @@ from workbench.engine.streams import StreamState
 from workbench.engine.types import Chunk, FinishReason, GenerationRequest
 
 # An idle batch holds its first step for requests arriving together (a burst of clients, the
-# next wave of a closed loop), at most this share of the measured time its prompts will take.
+# next wave of a closed loop), at most this share of the measured time its prompts will take;
+# not after LONE_GATHERS holds in a row caught nobody (one client at a time), until a burst is seen.
 GATHER_SHARE = 0.05
+LONE_GATHERS = 3
 
 
 def _greedy(logprobs: Any) -> Any:
@@ -78,6 +80,8 @@ class ModelBatch:
         self.threads = threads or DecodeThreads(None, "auto")
         self.gather = gather  # off on a distributed engine: ranks would time it differently
         self.idle_since: float | None = None  # the first arrival at an empty batch, until it steps
+        self.lone = 0  # first steps in a row that an empty batch took with one sequence
+        self.burst = (0.0, 0.0)  # when the first arrival at an empty batch was queued, its window
         self.max_batch = settings.max_batch
         # Prompt tokens per sequence per step. On the CPU backend attention over a long context
         # costs most (a 256-token chunk at depth 3840 took 5.1 s, at depth 0 0.9 s), and small
@@ -109,8 +113,11 @@ class ModelBatch:
         if state.started_idle:
             memory.reset_peak()
         prompt = ready.prompt
+        window = GATHER_SHARE * len(prompt) * (self.budget.token_s or 0.0)
         if not self.seqs:
-            self.idle_since = time.perf_counter()
+            self.idle_since, self.burst = time.perf_counter(), (state.queued_at, window)
+        elif state.queued_at - self.burst[0] <= self.burst[1]:
+            self.lone = 0  # sent with the first one: a burst, gathered or not
         store = self.store(request)
         cache, cached, miss = store.reuse(prompt) if store else (None, 0, CacheMiss("off"))
         rest = prompt[cached:]
@@ -150,6 +157,8 @@ class ModelBatch:
         took 0.43 s + 2.7 s here, eight together 2.4 s. Never while anything decodes."""
         if self.idle_since is None or not self.gather or self.budget.token_s is None:
             return False
+        if self.lone >= LONE_GATHERS:
+            return False
         if len(self.seqs) >= self.max_batch:
             return False
         tokens = sum(len(s.ready.prompt) - s.cached for s in self.seqs.values())
@@ -161,7 +170,9 @@ class ModelBatch:
         decoding = sum(1 for s in self.seqs.values() if s.timeline.count)
         prompts = [len(s.ready.prompt) - s.cached for s in self.seqs.values() if not s.timeline.count]
         self.gen.prefill_step_size = self.budget.size(decoding, prompts)
-        self.idle_since = None
+        if self.idle_since is not None:
+            self.lone = self.lone + 1 if len(self.seqs) == 1 else 0
+            self.idle_since = None
         self.threads.before(self.lm.entry.id, decoding, bool(prompts))
         try:
             start = time.perf_counter()
