@@ -52,6 +52,8 @@ def test_tuner_keeps_the_faster_count_per_batch_size() -> None:
     assert tuner.picks()["m@16"] == 2
     decode(tuner, counts, 16, {4: 0.1, 2: 0.2, 1: 0.3}, HOLD + trial)
     assert tuner.picks()["m@16"] == 4
+    decode(tuner, counts, 2, {4: 0.100, 2: 0.097, 1: 0.098}, trial)  # within MARGIN: all threads
+    assert tuner.picks()["m@2"] == 4
 
 
 def test_fixed_counts_and_no_openblas() -> None:
