@@ -113,7 +113,7 @@ class ModelBatch:
         if state.started_idle:
             memory.reset_peak()
         prompt = ready.prompt
-        window = GATHER_SHARE * len(prompt) * (self.budget.token_s or 0.0)
+        window = GATHER_SHARE * min(len(prompt), self.prefill_step) * (self.budget.token_s or 0.0)
         if not self.seqs:
             self.idle_since, self.burst = time.perf_counter(), (state.queued_at, window)
         elif state.queued_at - self.burst[0] <= self.burst[1]:
@@ -154,14 +154,15 @@ class ModelBatch:
         """Sequences added to an empty batch wait, before their first step, up to GATHER_SHARE of
         the time their prompts will take (the last measured cost per prompt token), so requests
         sent together are prefilled in one step: one at once and the rest a millisecond later
-        took 0.43 s + 2.7 s here, eight together 2.4 s. Never while anything decodes."""
+        took 0.43 s + 2.7 s here, eight together 2.4 s. Never while anything decodes; a long
+        prompt counts one chunk (its first step), so it waits for its first chunk's 5% only."""
         if self.idle_since is None or not self.gather or self.budget.token_s is None:
             return False
         if self.lone >= LONE_GATHERS:
             return False
         if len(self.seqs) >= self.max_batch:
             return False
-        tokens = sum(len(s.ready.prompt) - s.cached for s in self.seqs.values())
+        tokens = sum(min(len(s.ready.prompt) - s.cached, self.prefill_step) for s in self.seqs.values())
         return time.perf_counter() - self.idle_since < GATHER_SHARE * tokens * self.budget.token_s
 
     def step(self) -> None:
