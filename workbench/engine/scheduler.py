@@ -113,9 +113,8 @@ class ModelBatch:
         if state.started_idle:
             memory.reset_peak()
         prompt = ready.prompt
-        window = GATHER_SHARE * min(len(prompt), self.prefill_step) * (self.budget.token_s or 0.0)
         if not self.seqs:
-            self.idle_since, self.burst = time.perf_counter(), (state.queued_at, window)
+            self.idle_since, self.burst = time.perf_counter(), (state.queued_at, self._window([len(prompt)]))
         elif state.queued_at - self.burst[0] <= self.burst[1]:
             self.lone = 0  # sent with the first one: a burst, gathered or not
         store = self.store(request)
@@ -162,8 +161,13 @@ class ModelBatch:
             return False
         if len(self.seqs) >= self.max_batch:
             return False
-        tokens = sum(min(len(s.ready.prompt) - s.cached, self.prefill_step) for s in self.seqs.values())
-        return time.perf_counter() - self.idle_since < GATHER_SHARE * tokens * self.budget.token_s
+        uncached = [len(s.ready.prompt) - s.cached for s in self.seqs.values()]
+        return time.perf_counter() - self.idle_since < self._window(uncached)
+
+    def _window(self, lengths: list[int]) -> float:
+        """GATHER_SHARE of the measured time of these prompts' first step (one chunk each)."""
+        tokens = sum(min(n, self.prefill_step) for n in lengths)
+        return GATHER_SHARE * tokens * (self.budget.token_s or 0.0)
 
     def step(self) -> None:
         """One batch step: a token for every decoding sequence, a prompt chunk for new ones
