@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -120,11 +121,30 @@ def test_serve_answers_openai_clients_and_stops_cleanly(env: dict[str, str]) -> 
         )
         assert "Paris" in reply.choices[0].message.content
         assert reply.model == EMBEDDED_IDS["f32"]
+        assert_event_loop_sleeps_when_idle(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert f"http://127.0.0.1:{port}/v1" in err and "Application shutdown complete" in err
+
+
+def _wakeups(pid: int) -> int:
+    # The main thread's (the event loop's) voluntary context switches: one per wait it wakes from.
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt")))
+
+
+def assert_event_loop_sleeps_when_idle(pid: int) -> None:
+    """An idle server's event loop wakes a few dozen times a second, not ~1000 (gradio's queue
+    polls every 1 ms unless told otherwise: ~6% of a core taken from generation). Counts, not
+    times, so a slower or faster machine reads the same."""
+    if not Path(f"/proc/{pid}/task").exists():
+        return  # Linux only
+    before, seconds = _wakeups(pid), 2.0
+    time.sleep(seconds)
+    per_s = (_wakeups(pid) - before) / seconds
+    assert per_s < 150, f"the idle event loop woke {per_s:.0f} times a second"
 
 
 def test_overhead_appends_paired_rows_that_read_back_through_their_schema(
