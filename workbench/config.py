@@ -27,6 +27,7 @@ from workbench.config_parsers import (
     _prefill_step,
     _speculation,
     _text,
+    check_value,
 )
 
 DEFAULT_MODEL_ALIAS = "default"
@@ -157,6 +158,14 @@ class Settings:
         "and batch size, the count its steps measure fastest), all, or a count",
         _decode_threads,
     )
+    cpu_rope: str = setting(
+        "lean",
+        "rotary embeddings on the CPU backend: 'lean' (each forward builds its cosines and sines once "
+        "and every layer reuses them; the same bits as mx.fast.rope, a few % faster a step) or 'fast' "
+        "(mx.fast.rope in every layer, as mlx-lm does; its CPU path rebuilds them each call)",
+        _choice(("lean", "fast")),
+        scope="common",
+    )
     speculative: str = setting(
         "off",
         "speculative decoding for requests that do not ask: off, prompt_lookup[:N] (drafts from the "
@@ -272,7 +281,7 @@ class Settings:
             object.__setattr__(self, name, items)
         # Values given in code (not parsed from text) meet the same rules, named by field.
         for name, spec in self.specs().items():
-            _check_value(name, spec, getattr(self, name))
+            check_value(name, spec.parse, getattr(self, name))
 
     def served_hosts(self) -> tuple[str, ...]:
         """Host header names the server answers ('*' = any): `allowed_hosts` when set; else
@@ -314,28 +323,6 @@ def _specs(cls: type) -> Iterator[tuple[str, SettingSpec]]:
         spec["env"] = spec["env"] or f"WORKBENCH_{f.name.upper()}"
         spec["flag"] = spec["flag"] or "--" + f.name.replace("_", "-")
         yield f.name, SettingSpec(**spec)
-
-
-def _check_value(name: str, spec: SettingSpec, value: Any) -> None:
-    """A value given in code: of a kind the setting holds, and one its parser accepts."""
-    if isinstance(value, (Path, tuple)):
-        return
-    if value is None:
-        try:
-            empty = spec.parse("")
-        except ValueError as exc:
-            raise ValueError(f"{name}=None: {exc}") from None
-        if empty is not None:
-            raise ValueError(f"{name}=None: a value is needed")
-        return
-    if isinstance(value, bool) != (spec.parse is _parse_bool):
-        raise ValueError(
-            f"{name}={value!r}: {'expected True or False' if spec.parse is _parse_bool else 'not a flag'}"
-        )
-    try:
-        spec.parse(str(value))
-    except ValueError as exc:
-        raise ValueError(f"{name}={value!r}: {exc}") from None
 
 
 def parse_setting(spec: SettingSpec, source: str, raw: str) -> Any:

@@ -164,3 +164,26 @@ def speculation_parts(raw: str) -> tuple[str, str | None, int | None]:
     if mode == "draft" and len(rest) == 1 and rest[0].strip():
         return (mode, rest[0].strip(), count)
     raise ValueError(f"expected {SPECULATION_FORMS}")
+
+
+def check_value(name: str, parse: Callable[[str], Any], value: Any) -> None:
+    """A setting's value given in code (not parsed from text): of the kind the setting holds
+    (a flag's True or False), and one its parser `parse` accepts; else a ValueError naming it."""
+    if isinstance(value, (Path, tuple)):
+        return
+    if value is None:
+        try:
+            empty = parse("")
+        except ValueError as exc:
+            raise ValueError(f"{name}=None: {exc}") from None
+        if empty is not None:
+            raise ValueError(f"{name}=None: a value is needed")
+        return
+    if isinstance(value, bool) != (parse is _parse_bool):
+        raise ValueError(
+            f"{name}={value!r}: {'expected True or False' if parse is _parse_bool else 'not a flag'}"
+        )
+    try:
+        parse(str(value))
+    except ValueError as exc:
+        raise ValueError(f"{name}={value!r}: {exc}") from None
