@@ -23,7 +23,7 @@ from workbench.engine.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from workbench.engine.models import gguf, lean_rope
+from workbench.engine.models import gguf, lean_rope, lean_swiglu
 from workbench.engine.models.catalog import ModelCatalog, ModelEntry
 from workbench.engine.models.embedded import dense_dtype, dense_variant
 from workbench.engine.models.hub import cached_snapshot, hub_folder
@@ -287,6 +287,8 @@ class ModelRegistry:
             model.set_dtype(mx.float32)
         if self.settings.cpu_rope == "lean":
             lean_rope.install(model)
+        if self.settings.cpu_swiglu == "lean":
+            lean_swiglu.install(model)
         nbytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
         load_s = time.perf_counter() - t0
         lm = LoadedModel(
