@@ -168,9 +168,9 @@ class Settings:
     )
     cpu_swiglu: str = setting(
         "lean",
-        "SwiGLU activations on the CPU backend: 'lean' (MLX's own exp polynomial, fused and "
-        "vectorized: the same bits, about 2x faster, most felt in prompt processing) or 'mlx' "
-        "(mlx-lm's swiglu; MLX's CPU exp is scalar, ~20 ns an element)",
+        "SwiGLU activations on the CPU backend: 'lean' (prompt chunks run MLX's own exp polynomial "
+        "fused: the same bits, about 2x faster; decode steps keep mlx-lm's) or 'mlx' (mlx-lm's "
+        "swiglu throughout; MLX's CPU exp is scalar, ~20 ns an element)",
         _choice(("lean", "mlx")),
         scope="common",
     )

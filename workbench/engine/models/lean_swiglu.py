@@ -1,6 +1,6 @@
-"""SwiGLU on the CPU backend with the same bits at about twice the speed: MLX's CPU exp (inside
-sigmoid) is scalar code with a libm fma per polynomial step (~20 ns an element); here the same
-polynomial runs fused and vectorized, each fma exact in float64 (checked on every float32 input)."""
+"""SwiGLU on the CPU backend, the same bits about twice as fast on prompt chunks: MLX's CPU exp
+(in sigmoid) is scalar code with a libm fma per polynomial step (~20 ns an element); here the same
+polynomial runs fused by mx.compile, each fma done in float64 (every float32 gate checked)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,23 @@ def agrees() -> bool:
     ours, theirs = fused_swiglu(gate, x), mlx_swiglu(gate, x)
     same = (ours.view(mx.int32) == theirs.view(mx.int32)) | (mx.isnan(ours) & mx.isnan(theirs))
     return bool(mx.all(same).item())
+
+
+def check_every_gate(report: Any = print, chunk: int = 1 << 24) -> int:
+    """Every float32 bit pattern (2**32 gates) through fused_swiglu and mlx-lm's swiglu; the
+    number whose bits differ (NaN equals NaN), each differing chunk passed to `report`."""
+    bad = 0
+    for k in range((1 << 32) // chunk):
+        gate = mx.arange(k * chunk, (k + 1) * chunk, dtype=mx.uint32).view(mx.float32)
+        x = mx.full(gate.shape, 1.5, mx.float32)
+        a, b = fused_swiglu(gate, x), mlx_swiglu(gate, x)
+        diff = (a.view(mx.int32) != b.view(mx.int32)) & ~(mx.isnan(a) & mx.isnan(b))
+        n = int(diff.sum().item())
+        if n:
+            first = [hex(k * chunk + int(i)) for i in np.nonzero(np.array(diff))[0][:3]]
+            report(f"chunk {k}: {n} differ, e.g. {first}")
+        bad += n
+    return bad
 
 
 _LEAN: dict[type, type] = {}
